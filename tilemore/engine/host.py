@@ -1,0 +1,87 @@
+"""What a replica does, with no Ray in sight: hold one operator and run tasks on it.
+
+:class:`OperatorHost` is what a Ray actor wraps (``ray.remote(OperatorHost)``) and what the
+in-process backend calls directly, so both run exactly the same code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from tilemore.image import Encoded, Image
+from tilemore.operator import Operator, OperatorParams
+from tilemore.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFailure:
+    """Why a task failed. Returned, not raised, so the backend holds no unread error objects
+    and the conductor decides what a failure means for the thread."""
+
+    error: BaseException
+    traceback: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStats:
+    """How one task went; small, so the conductor fetches it while outputs stay put."""
+
+    task_id: str
+    operator: str
+    started: float  # time.time() on the worker
+    finished: float
+    megapixels: float  # of the task's main input
+    host: str
+    pid: int
+    failure: TaskFailure | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.finished - self.started
+
+
+class OperatorHost:
+    """One long-lived replica of an operator: ``setup`` once, then ``run`` per task."""
+
+    def __init__(self, operator: type[Operator], settings: Settings | None = None) -> None:
+        self.operator = operator()
+        self.operator.settings = settings or Settings()
+        self.operator.setup()
+
+    def ready(self) -> str:
+        return self.operator.name
+
+    def run(self, task_id: str, params: OperatorParams, *inputs: Any) -> tuple[Any, TaskStats]:
+        started = time.time()
+        failure = None
+        try:
+            output = self.operator.process(params, *inputs)
+        except Exception as exc:  # noqa: BLE001 - reported to the conductor through the stats
+            output, failure = None, TaskFailure(_picklable(exc), traceback.format_exc())
+        finished = time.time()
+        stats = TaskStats(task_id, self.operator.name, started, finished,
+                          _megapixels(inputs) or _megapixels((output,)), socket.gethostname(),
+                          os.getpid(), failure)
+        return output, stats
+
+
+def _megapixels(inputs: tuple[Any, ...]) -> float:
+    for value in inputs:
+        if isinstance(value, (Image, Encoded)):
+            return value.width * value.height / 1e6
+    return 0.0
+
+
+def _picklable(exc: Exception) -> Exception:
+    """The exception itself when it survives pickling (Ray must move it), else its words."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001
+        return RuntimeError(f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,125 @@
+"""The one module that talks to Ray: operator actors, object refs, start-up.
+
+Each operator gets a small pool of long-lived actors that declare its resources, so models
+load once per replica and GPU operators land on GPU nodes. Task inputs are ObjectRefs: Ray
+moves arrays between workers through the object store, never through the conductor.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import ray
+from ray import cloudpickle
+from ray.exceptions import RayTaskError
+
+from tilemore.engine.host import OperatorHost
+from tilemore.operator import Operator, OperatorParams
+from tilemore.settings import Settings
+
+_INSTALLED_PACKAGES = ("tilemore", "tilemore_operators")
+
+
+def ensure_ray(
+    settings: Settings, operators: Iterable[type[Operator]] = (), *, quiet: bool = False
+) -> None:
+    """Connect to ``settings.ray_address``, or start a local cluster without a dashboard.
+    ``quiet`` keeps Ray's own start-up chatter and worker output off the terminal (the CLI
+    reports task failures itself)."""
+    if ray.is_initialized():
+        return
+    level = logging.ERROR if quiet else logging.WARNING
+    if settings.ray_address:
+        ray.init(address=settings.ray_address, logging_level=level, log_to_driver=not quiet)
+        return
+    ray.init(
+        num_cpus=settings.ray_num_cpus or local_cpus(operators, settings.replicas),
+        include_dashboard=False,
+        logging_level=level,
+        log_to_driver=not quiet,
+    )
+
+
+def local_cpus(operators: Iterable[type[Operator]], replicas: int = 1) -> int:
+    """Logical CPUs for a one-machine cluster: one replica of each operator fits, and never
+    fewer than the machine's cores. Actors hold their CPUs for life, while one image only
+    keeps a few operators busy at a time, so this oversubscribes on purpose."""
+    declared = sum(op.resources.num_cpus for op in operators) * replicas
+    return max(os.cpu_count() or 1, int(declared + 0.999))
+
+
+class RayBackend:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self._pools: dict[type[Operator], list[Any]] = {}
+        self._turn: dict[type[Operator], itertools.cycle] = {}
+
+    def _pool(self, operator: type[Operator]) -> list[Any]:
+        pool = self._pools.get(operator)
+        if pool is None:
+            _ship_by_value(operator)
+            res = operator.resources
+            actor_cls = ray.remote(OperatorHost).options(
+                num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_restarts=-1,
+                max_task_retries=0,
+            )
+            pool = [actor_cls.remote(operator, self.settings) for _ in range(self.settings.replicas)]
+            self._pools[operator] = pool
+            self._turn[operator] = itertools.cycle(range(len(pool)))
+        return pool
+
+    def prepare(self, operators: Iterable[type[Operator]]) -> None:
+        refs = [a.ready.remote() for op in operators for a in self._pool(op)]
+        self._get(refs)
+
+    def put(self, value: Any) -> ray.ObjectRef:
+        return ray.put(value)
+
+    def call(
+        self, task_id: str, operator: type[Operator], params: OperatorParams,
+        inputs: Sequence[ray.ObjectRef],
+    ) -> tuple[ray.ObjectRef, ray.ObjectRef]:
+        pool = self._pool(operator)
+        actor = pool[next(self._turn[operator])]
+        output, stats = actor.run.options(num_returns=2).remote(task_id, params, *inputs)
+        return output, stats
+
+    def wait(self, handles: Sequence[ray.ObjectRef], timeout: float | None = None) -> list:
+        ready, _ = ray.wait(list(handles), num_returns=1, timeout=timeout)
+        if ready:  # take everything else that is already done, too
+            ready, _ = ray.wait(list(handles), num_returns=len(handles), timeout=0)
+        return ready
+
+    def get(self, handle: ray.ObjectRef) -> Any:
+        return self._get(handle)
+
+    @staticmethod
+    def _get(ref: Any) -> Any:
+        try:
+            return ray.get(ref)
+        except RayTaskError as exc:
+            # Surface the operator's own exception (with its error code), not Ray's wrapper.
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, Exception):
+                raise cause from None
+            raise
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            for actor in pool:
+                ray.kill(actor)
+        self._pools.clear()
+
+
+def _ship_by_value(operator: type[Operator]) -> None:
+    """Operators from a customer's ``.py`` file or a test module are not importable on the
+    workers; send their module's code along instead of a reference to it."""
+    module = sys.modules.get(operator.__module__)
+    top = operator.__module__.split(".")[0]
+    if module is not None and top not in _INSTALLED_PACKAGES:
+        cloudpickle.register_pickle_by_value(module)

@@ -1,0 +1,126 @@
+"""The operator contract: what a unit of work declares and how it is called.
+
+An operator is one class. It declares a ``name`` and ``version``, the ``resources`` one replica
+holds, a ``halo`` (receptive-field radius, for tiling), a ``Params`` model (a pydantic
+:class:`OperatorParams`, which refuses unknown fields), and a ``price``. ``setup`` runs once per replica (load models there);
+``process`` runs once per task.
+
+The ``role`` says where an operator may stand in a pipeline:
+
+- ``source``: bytes in, :class:`~tilemore.image.Image` out (decoders);
+- ``transform``: image in, image out (denoisers, the shifter);
+- ``selector``: the stage input and every candidate in, a :class:`Selection` out (QC);
+- ``sink``: image in, :class:`~tilemore.image.Encoded` out (encoders).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tilemore.settings import Settings
+
+Role = Literal["source", "transform", "selector", "sink"]
+
+CREDIT_QUANTUM = Decimal("1e-20")  # prices and credits carry 20 fractional digits
+
+
+class OperatorParams(BaseModel):
+    """Base for every operator's parameter model: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParams(OperatorParams):
+    pass
+
+
+class Resources(BaseModel):
+    """What one replica of the operator holds while it lives."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    memory_per_megapixel: int = Field(
+        32 * 2**20, ge=0, description="peak working memory per input megapixel, in bytes"
+    )
+
+
+class Price(BaseModel):
+    """What one task costs: a fixed part per call plus a part per input megapixel."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    per_call: Decimal = Decimal(0)
+    per_megapixel: Decimal = Decimal(0)
+
+    @field_validator("per_call", "per_megapixel")
+    @classmethod
+    def _quantize(cls, value: Decimal) -> Decimal:
+        if value < 0:
+            raise ValueError("a price cannot be negative")
+        if value != value.quantize(CREDIT_QUANTUM):
+            raise ValueError("a price has at most 20 fractional digits")
+        return value.quantize(CREDIT_QUANTUM)
+
+    def cost(self, megapixels: float) -> Decimal:
+        mp = Decimal(repr(megapixels))
+        return (self.per_call + self.per_megapixel * mp).quantize(CREDIT_QUANTUM)
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """A selector's verdict: the index of the picked candidate and every candidate's score
+    (higher is better), in the order the candidates were given. ``details`` holds each
+    candidate's score components, for the run's record."""
+
+    pick: int
+    scores: list[float]
+    details: list[dict[str, float]] = field(default_factory=list)
+
+
+class Operator:
+    """Subclass this to add an operator; see the README for a complete example."""
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    role: ClassVar[Role] = "transform"
+    description: ClassVar[str] = ""
+    resources: ClassVar[Resources] = Resources()
+    halo: ClassVar[int] = 0
+    Params: ClassVar[type[OperatorParams]] = NoParams
+    price: ClassVar[Price] = Price()
+
+    def __init__(self) -> None:
+        self.settings = Settings()  # the host replaces it with the service's settings
+
+    def setup(self) -> None:
+        """Load models and other expensive state; runs once per replica, after ``settings``
+        is set. Raise here, not in ``process``, when the operator cannot work at all."""
+
+    def process(self, params: Any, *inputs: Any) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def input_size_hint(cls, params: Any) -> tuple[int, int] | None:
+        """The smallest (width, height) of input this stage needs, if it is smaller than the
+        image. A decoder may then decode at reduced scale (JPEG DCT scaling). ``None`` means the
+        stage needs every pixel."""
+        return None
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        return {
+            "name": cls.name,
+            "version": cls.version,
+            "role": cls.role,
+            "description": cls.description,
+            "resources": cls.resources.model_dump(),
+            "halo": cls.halo,
+            "price": {k: str(v) for k, v in cls.price.model_dump().items()},
+            "parameters": sorted(cls.Params.model_fields),
+        }

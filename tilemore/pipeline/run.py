@@ -1,0 +1,138 @@
+"""Phase 4: run a task graph on a backend, as soon as each task's inputs allow.
+
+A task is handed to the backend the moment its inputs are finished, so parallel branches run
+together; the data itself stays in the backend (handles only pass through here). A task is
+never started on a failed input, so a failure stops its thread without orphaned work, and a
+task that has not started can still be called off. Only a selector's small verdict comes back
+here: it decides which candidate's output the next stage receives.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tilemore.engine.backend import Backend
+from tilemore.engine.host import TaskFailure, TaskStats
+from tilemore.errors import TilemoreError
+from tilemore.image import Encoded
+from tilemore.operator import Selection
+from tilemore.pipeline.graph import FromTask, Input, Picked, Source, TaskGraph, TaskNode
+
+
+class TaskFailed(Exception):
+    """A task raised. ``error`` is its own exception (a :class:`TilemoreError` for bad input
+    or configuration); ``traceback`` is where it was raised, on the worker."""
+
+    def __init__(self, task: TaskNode, failure: TaskFailure) -> None:
+        super().__init__(f"task '{task.id}' ({task.operator.name}) failed: {failure.error}")
+        self.task_id, self.operator = task.id, task.operator.name
+        self.error, self.traceback = failure.error, failure.traceback
+
+    @property
+    def expected(self) -> bool:
+        """True for bad input or configuration, which no retry would fix."""
+        return isinstance(self.error, TilemoreError)
+
+
+@dataclass(frozen=True)
+class QCReport:
+    """A selector's verdict, by branch name."""
+
+    stage: str
+    algorithm: str
+    pick: str
+    scores: dict[str, float]
+    details: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    output: Encoded
+    stats: dict[str, TaskStats]
+    qc: list[QCReport]
+    seconds: float  # wall time from submission to the output being ready
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    total: int
+    task: TaskStats
+
+
+def run_graph(
+    graph: TaskGraph,
+    data: bytes,
+    backend: Backend,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> RunResult:
+    started = time.perf_counter()
+    source = backend.put(data)
+    outputs: dict[str, Any] = {}  # task id → output handle
+    running: dict[Any, TaskNode] = {}  # stats handle → task
+    selections: dict[str, Selection] = {}
+    stats: dict[str, TaskStats] = {}
+    waiting = list(graph.tasks)
+
+    def resolve(inp: Input) -> Any | None:
+        if isinstance(inp, Source):
+            return source
+        if isinstance(inp, FromTask):
+            return outputs[inp.task] if inp.task in stats else None
+        assert isinstance(inp, Picked)
+        verdict = selections.get(inp.selector)
+        return None if verdict is None else outputs[inp.candidates[verdict.pick]]
+
+    while waiting or running:
+        for task in list(waiting):
+            handles = [resolve(i) for i in task.inputs]
+            if any(h is None for h in handles):
+                continue
+            out, st = backend.call(task.id, task.operator, task.params, handles)
+            outputs[task.id] = out
+            running[st] = task
+            waiting.remove(task)
+        if not running:
+            raise RuntimeError(f"tasks can never start: {[t.id for t in waiting]}")
+        for handle in backend.wait(list(running)):
+            task = running.pop(handle)
+            st: TaskStats = backend.get(handle)
+            if st.failure is not None:
+                raise TaskFailed(task, st.failure)
+            stats[task.id] = st
+            if task.operator.role == "selector":
+                verdict = backend.get(outputs[task.id])
+                selections[task.id] = _checked(verdict, task, len(graph.candidates(task.id)))
+            if on_progress is not None:
+                on_progress(Progress(len(stats), len(graph.tasks), stats[task.id]))
+
+    output = backend.get(outputs[graph.output])
+    return RunResult(output, stats, _qc_reports(graph, selections),
+                     time.perf_counter() - started)
+
+
+def _checked(verdict: Any, task: TaskNode, n: int) -> Selection:
+    if not isinstance(verdict, Selection) or not 0 <= verdict.pick < n:
+        raise TypeError(f"selector '{task.operator.name}' must return a Selection picking one "
+                        f"of {n} candidates, got {verdict!r}")
+    return verdict
+
+
+def _qc_reports(graph: TaskGraph, selections: dict[str, Selection]) -> list[QCReport]:
+    reports = []
+    for task in graph.tasks:
+        verdict = selections.get(task.id)
+        if verdict is None:
+            continue
+        names = [graph.task(c).branch or c for c in graph.candidates(task.id)]
+        reports.append(QCReport(
+            stage=task.stage,
+            algorithm=graph.algorithms.get(task.stage, task.stage),
+            pick=names[verdict.pick],
+            scores=dict(zip(names, verdict.scores, strict=True)),
+            details=dict(zip(names, verdict.details, strict=False)),
+        ))
+    return reports
