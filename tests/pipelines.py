@@ -1,0 +1,37 @@
+"""Pipeline files the tests need, written on the fly."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from tilemore.pipeline import Pipeline, load_pipeline
+from tilemore.registry import OperatorRegistry
+
+TEST_OPS = Path(__file__).parent / "test_ops.py"
+
+
+def pipeline_from(tmp_path: Path, body: str, name: str = "t") -> Pipeline:
+    text = f"pipeline: {name}\noperator_modules: ['{TEST_OPS}']\n" + textwrap.dedent(body)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return load_pipeline(path, OperatorRegistry.with_builtins())
+
+
+TWO_SPINNERS = """
+algorithms:
+  race:
+    branches:
+      left: {operator: spin}
+      right: {operator: invert}
+    select: {operator: pick-brightest}
+  spin2:
+    branches:
+      a: {operator: spin}
+      b: {operator: spin}
+    select: {operator: pick-brightest}
+stages:
+  - {name: decode, operator: decode}
+  - {name: master, choices: [spin2, race]}
+  - {name: encoder, operator: encoder, params: {format: png}}
+"""
