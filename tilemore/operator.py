@@ -2,8 +2,8 @@
 
 An operator is one class. It declares a ``name`` and ``version``, the ``resources`` one replica
 holds, a ``halo`` (receptive-field radius, for tiling), a ``Params`` model (a pydantic
-:class:`OperatorParams`, which refuses unknown fields), and a ``price``. ``setup`` runs once per replica (load models there);
-``process`` runs once per task.
+:class:`OperatorParams`, which refuses unknown fields), and a ``price``. ``setup`` runs once
+per replica (load models there); ``process`` runs once per task.
 
 The ``role`` says where an operator may stand in a pipeline:
 

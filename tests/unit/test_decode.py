@@ -11,6 +11,7 @@ import pytest
 from images import encode, photo, png_bomb
 from PIL import Image as PILImage
 from PIL import ImageCms
+from tilemore_operators.decode import decode_image
 
 from tilemore.errors import (
     CorruptImage,
@@ -19,7 +20,6 @@ from tilemore.errors import (
     TruncatedImage,
     UnsupportedImageFormat,
 )
-from tilemore_operators.decode import decode_image
 
 LIMIT = 100_000_000
 

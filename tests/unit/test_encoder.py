@@ -9,9 +9,9 @@ import pytest
 from images import photo
 from PIL import Image as PILImage
 from PIL import ImageCms, JpegImagePlugin
+from tilemore_operators.encoder import EncoderParams, encode_image
 
 from tilemore.image import Image
-from tilemore_operators.encoder import EncoderParams, encode_image
 
 ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 EXIF = PILImage.Exif()

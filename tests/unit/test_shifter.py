@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from images import photo
+from tilemore_operators.shifter import Shifter, ShifterParams
 
 from tilemore.errors import GeometryError
 from tilemore.image import Image
-from tilemore_operators.shifter import Shifter, ShifterParams
 
 SRC = Image(photo(400, 300))
 

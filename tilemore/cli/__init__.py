@@ -35,7 +35,3 @@ def main(argv: list[str] | None = None) -> int:
     except (CLIError, Exception) as exc:  # noqa: BLE001 - the one place errors become words
         return report(exc, debug="--debug" in (sys.argv[1:] if argv is None else argv))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

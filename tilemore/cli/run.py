@@ -106,7 +106,7 @@ def load_adjustments(arg: str | None) -> dict[str, Any]:
 
 
 def start_backend(kind: str, settings: Settings, graph: TaskGraph, console: Console) -> Backend:
-    operators = {t.operator for t in graph.tasks}
+    operators = [t.operator for t in graph.tasks]  # with repeats: one replica per use
     if kind == "local":
         engine: Backend = LocalBackend(settings)
     else:
@@ -169,6 +169,9 @@ def write_atomically(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is for the temporary name only
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -46,11 +48,18 @@ def ensure_ray(
 
 
 def local_cpus(operators: Iterable[type[Operator]], replicas: int = 1) -> int:
-    """Logical CPUs for a one-machine cluster: one replica of each operator fits, and never
-    fewer than the machine's cores. Actors hold their CPUs for life, while one image only
-    keeps a few operators busy at a time, so this oversubscribes on purpose."""
-    declared = sum(op.resources.num_cpus for op in operators) * replicas
-    return max(os.cpu_count() or 1, int(declared + 0.999))
+    """Logical CPUs for a one-machine cluster: every replica :func:`replica_counts` asks for
+    fits, and never fewer than the machine's cores. Actors hold their CPUs for life, while one
+    image keeps only a few operators busy at a time, so this oversubscribes on purpose."""
+    counts = replica_counts(operators, replicas)
+    declared = sum(op.resources.num_cpus * n for op, n in counts.items())
+    return max(os.cpu_count() or 1, math.ceil(declared))
+
+
+def replica_counts(operators: Iterable[type[Operator]], replicas: int) -> dict[type[Operator], int]:
+    """Replicas per operator: ``replicas``, or more where one graph uses an operator in
+    several tasks (two branches of the same denoiser must not queue behind one actor)."""
+    return {op: max(replicas, n) for op, n in Counter(operators).items()}
 
 
 class RayBackend:
@@ -59,22 +68,26 @@ class RayBackend:
         self._pools: dict[type[Operator], list[Any]] = {}
         self._turn: dict[type[Operator], itertools.cycle] = {}
 
-    def _pool(self, operator: type[Operator]) -> list[Any]:
-        pool = self._pools.get(operator)
-        if pool is None:
+    def _pool(self, operator: type[Operator], size: int | None = None) -> list[Any]:
+        pool = self._pools.setdefault(operator, [])
+        wanted = max(size or 0, self.settings.replicas)
+        if len(pool) < wanted:
             _ship_by_value(operator)
             res = operator.resources
             actor_cls = ray.remote(OperatorHost).options(
                 num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_restarts=-1,
                 max_task_retries=0,
             )
-            pool = [actor_cls.remote(operator, self.settings) for _ in range(self.settings.replicas)]
-            self._pools[operator] = pool
+            pool.extend(actor_cls.remote(operator, self.settings)
+                        for _ in range(wanted - len(pool)))
             self._turn[operator] = itertools.cycle(range(len(pool)))
         return pool
 
     def prepare(self, operators: Iterable[type[Operator]]) -> None:
-        refs = [a.ready.remote() for op in operators for a in self._pool(op)]
+        """Start the replicas these operators need (one per use in ``operators``, at least
+        ``settings.replicas``) and wait until each has run its ``setup``."""
+        counts = replica_counts(operators, self.settings.replicas)
+        refs = [a.ready.remote() for op, n in counts.items() for a in self._pool(op, n)]
         self._get(refs)
 
     def put(self, value: Any) -> ray.ObjectRef:

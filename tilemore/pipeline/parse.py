@@ -43,7 +43,9 @@ class StageDoc(_Doc):
     params: dict[str, Any] = Field(default_factory=dict)
     choices: list[str] = Field(default_factory=list, description="algorithms or operators")
     default: str | None = None
-    inputs: list[str] | None = Field(None, description="stages feeding this one; default: the previous")
+    inputs: list[str] | None = Field(
+        None, description="stages feeding this one; default: the previous stage"
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> StageDoc:

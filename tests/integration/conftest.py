@@ -1,0 +1,35 @@
+"""One Ray session for every integration test (starting Ray costs seconds)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+# Logical CPUs: actors hold theirs for life, and the tests start replicas of every built-in
+# operator plus the test operators; the machine's real cores still bound the parallelism.
+SESSION_CPUS = 16
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ray_session():
+    ray.init(num_cpus=SESSION_CPUS, include_dashboard=False, logging_level=logging.WARNING)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture
+def ray_backend():
+    from tilemore.engine.ray_backend import RayBackend
+
+    backend = RayBackend()
+    yield backend
+    backend.close()  # its actors go, so each test starts from the same free resources
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)

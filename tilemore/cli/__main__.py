@@ -1,0 +1,5 @@
+import sys
+
+from tilemore.cli import main
+
+sys.exit(main())
