@@ -13,10 +13,10 @@ from decimal import Decimal
 import cv2
 import numpy as np
 from pydantic import Field
+from tilemore_operators.noise import estimate_sigma, noise_floor
 
 from tilemore.image import Image
 from tilemore.operator import Operator, OperatorParams, Price, Resources, Selection
-from tilemore_operators.noise import estimate_sigma, noise_floor
 
 
 class QCParams(OperatorParams):
