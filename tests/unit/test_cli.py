@@ -137,3 +137,18 @@ def test_output_png_roundtrip_is_exact(capsys, tmp_path):
                        "--backend", "local")
     assert code == 0, err
     assert np.array_equal(np.asarray(PILImage.open(io.BytesIO(out.read_bytes()))), src)
+
+
+def test_contact_sheet_shows_input_and_every_candidate(capsys, tmp_path, jpeg):
+    sheet = tmp_path / "sheet.png"
+    code, _, err = run(capsys, "run", str(jpeg), "-o", str(tmp_path / "o.jpg"),
+                       "--contact-sheet", str(sheet), "--backend", "local")
+    assert code == 0, err
+    img = PILImage.open(sheet)
+    assert img.height > 240 and img.width > 4 * 320  # input + three candidates at 1:1
+
+
+def test_contact_sheet_needs_a_qc_stage(capsys, tmp_path, jpeg):
+    code, _, err = run(capsys, "run", str(jpeg), "-p", "thumbnail", "--contact-sheet",
+                       str(tmp_path / "s.png"), "--backend", "local")
+    assert code == 1 and "no QC stage" in err

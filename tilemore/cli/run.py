@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -17,7 +18,7 @@ from tilemore.catalog import Catalog
 from tilemore.cli.errors import CLIError
 from tilemore.engine.backend import Backend, LocalBackend
 from tilemore.errors import ImageTooLarge
-from tilemore.pipeline.graph import TaskGraph, build_graph
+from tilemore.pipeline.graph import FromTask, TaskGraph, build_graph
 from tilemore.pipeline.run import Progress as RunProgress
 from tilemore.pipeline.run import RunResult, run_graph
 from tilemore.settings import Settings
@@ -38,10 +39,12 @@ FORMAT_BY_SUFFIX = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "we
               help="Also load this pipeline file (repeatable).")
 @click.option("--backend", type=click.Choice(["ray", "local"]), default="ray", show_default=True,
               help="ray: operator actors on Ray; local: threads in this process.")
+@click.option("--contact-sheet", "sheet_path", type=click.Path(path_type=Path),
+              help="Also write a picture of the QC candidates side by side (PNG or JPEG).")
 def run_cmd(
     input_path: Path, adjustments_arg: str | None, output_format: str | None,
     output_path: Path | None, pipeline_name: str | None, pipeline_file: tuple[Path, ...],
-    backend: str,
+    backend: str, sheet_path: Path | None,
 ) -> None:
     """Run INPUT through a pipeline and write the result."""
     settings = Settings.from_env()
@@ -59,15 +62,35 @@ def run_cmd(
     engine = start_backend(backend, settings, graph, console)
     try:
         result = run_with_progress(graph, data, engine, console)
+        sheet = candidates_sheet(graph, result, engine) if sheet_path else None
     finally:
         engine.close()
     write_atomically(output_path, result.output.data)
+    if sheet is not None and sheet_path is not None:
+        buf = io.BytesIO()
+        sheet.save(buf, "JPEG" if sheet_path.suffix.lower() in (".jpg", ".jpeg") else "PNG")
+        write_atomically(sheet_path, buf.getvalue())
     Console().print(timing_table(graph, result))
     for qc in result.qc:
         Console().print(qc_table(qc))
     out = result.output
     Console().print(f"wrote {output_path} ({out.content_type}, {out.width}x{out.height}, "
                     f"{len(out.data):,} bytes) in {result.seconds:.2f} s")
+
+
+def candidates_sheet(graph: TaskGraph, result: RunResult, engine: Backend):
+    """The first selector's candidates as one picture (fetched only when asked for)."""
+    from tilemore.cli.sheet import contact_sheet
+
+    if not result.qc:
+        raise CLIError("--contact-sheet: this run has no QC stage (no algorithm with branches)")
+    qc = result.qc[0]
+    selector = next(t for t in graph.tasks if t.operator.role == "selector"
+                    and t.stage == qc.stage)
+    source = next(i for i in selector.inputs if isinstance(i, FromTask))
+    candidates = {graph.task(c).branch or c: engine.get(result.handles[c])
+                  for c in graph.candidates(selector.id)}
+    return contact_sheet(engine.get(result.handles[source.task]), candidates, qc)
 
 
 def read_input(path: Path, limit: int) -> bytes:

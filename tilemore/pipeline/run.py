@@ -54,6 +54,7 @@ class RunResult:
     stats: dict[str, TaskStats]
     qc: list[QCReport]
     seconds: float  # wall time from submission to the output being ready
+    handles: dict[str, Any] = field(default_factory=dict)  # task id → output, in the backend
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def run_graph(
 
     output = backend.get(outputs[graph.output])
     return RunResult(output, stats, _qc_reports(graph, selections),
-                     time.perf_counter() - started)
+                     time.perf_counter() - started, outputs)
 
 
 def _checked(verdict: Any, task: TaskNode, n: int) -> Selection:
