@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
+from functools import reduce
 from importlib import resources
 from pathlib import Path
 
 from tilemore.errors import PipelineFileError, UnknownPipeline
-from tilemore.pipeline.validate import Pipeline, load_pipeline
+from tilemore.operator import Operator
+from tilemore.pipeline.validate import Pipeline, Step, load_pipeline
 from tilemore.registry import OperatorRegistry
 from tilemore.settings import Settings
 
@@ -36,6 +39,14 @@ class Catalog:
             pipelines[pipeline.name] = pipeline
         return cls(registry, pipelines)
 
+    def operators_in_use(self) -> list[type[Operator]]:
+        """Every operator some pipeline can run, repeated as often as one graph may use it
+        at once (two branches of one denoiser need two replicas)."""
+        most: Counter[type[Operator]] = Counter()
+        for pipeline in self.pipelines.values():
+            most |= Counter(_operators(pipeline))
+        return list(most.elements())
+
     def pipeline(self, name: str) -> Pipeline:
         try:
             return self.pipelines[name]
@@ -55,3 +66,15 @@ def _pipeline_files(paths: list[Path]) -> list[Path]:
         else:
             raise PipelineFileError(path, "no such pipeline file or folder")
     return files
+
+
+def _operators(pipeline: Pipeline) -> list[type[Operator]]:
+    ops: list[type[Operator]] = []
+    for stage in pipeline.stages:
+        if stage.step is not None:
+            ops.append(stage.step.operator)
+        per_choice = [Counter([c.operator]) if isinstance(c, Step) else
+                      Counter([*(b.operator for b in c.branches.values()), c.select.operator])
+                      for c in stage.choices.values()]
+        ops.extend(reduce(lambda a, b: a | b, per_choice, Counter()).elements())
+    return ops

@@ -121,3 +121,10 @@ class GeometryError(TilemoreError):
 
     code = "invalid_geometry"
     status = 422
+
+
+class ServiceUnavailable(TilemoreError):
+    """Try again shortly (the answer carries Retry-After)."""
+
+    code = "unavailable"
+    status = 503

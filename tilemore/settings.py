@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -32,6 +33,39 @@ class Settings(BaseModel):
     )
     default_pipeline: str = "denoised"
     replicas: int = Field(1, ge=1, description="actor replicas per operator")
+    checkpoint_tasks: bool = Field(
+        False, description="store every task's output in the blob store (the service does)"
+    )
+
+    # The service's embedded state: SQLite and blobs under data_dir unless configured.
+    data_dir: Path = Field(Path("tilemore-data"), description="embedded state lives here")
+    database: Path | None = Field(None, description="SQLite file (default: data_dir/tilemore.db)")
+    blob_store: Literal["local", "s3"] = "local"
+    blob_dir: Path | None = Field(None, description="local blobs (default: data_dir/blobs)")
+    s3_endpoint: str | None = Field(None, description="S3-compatible endpoint URL")
+    s3_bucket: str | None = None
+    s3_prefix: str = ""
+    s3_region: str | None = None
+    presign_seconds: int = Field(3600, ge=60, description="lifetime of result links on S3")
+
+    # HTTP
+    host: str = Field("127.0.0.1", description="the Serve proxy binds here; 0.0.0.0 exposes it")
+    port: int = Field(8000, ge=1, le=65535)
+    public_url: str | None = Field(None, description="base of result links (default: host:port)")
+    ingress_replicas: int = Field(1, ge=1)
+    conductor_concurrency: int = Field(16, ge=1, description="threads one conductor runs at once")
+
+    @property
+    def database_path(self) -> Path:
+        return self.database or self.data_dir / "tilemore.db"
+
+    @property
+    def blob_path(self) -> Path:
+        return self.blob_dir or self.data_dir / "blobs"
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

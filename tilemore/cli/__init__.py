@@ -6,9 +6,11 @@ import sys
 
 import click
 
+from tilemore.cli.admin import admin_cmd
 from tilemore.cli.errors import CLIError, report
 from tilemore.cli.listing import operators_cmd, pipelines_cmd
 from tilemore.cli.run import run_cmd
+from tilemore.cli.serve import serve_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,6 +23,8 @@ def cli(debug: bool) -> None:
 cli.add_command(run_cmd)
 cli.add_command(operators_cmd)
 cli.add_command(pipelines_cmd)
+cli.add_command(serve_cmd)
+cli.add_command(admin_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,8 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
+from tilemore.blobs import open_blob_store
+from tilemore.engine import checkpoint
 from tilemore.image import Encoded, Image
 from tilemore.operator import Operator, OperatorParams
 from tilemore.settings import Settings
@@ -40,6 +42,7 @@ class TaskStats:
     host: str
     pid: int
     failure: TaskFailure | None = None
+    checkpoint: str | None = None  # blob key of the stored output, when checkpointing
 
     @property
     def seconds(self) -> float:
@@ -50,9 +53,11 @@ class OperatorHost:
     """One long-lived replica of an operator: ``setup`` once, then ``run`` per task."""
 
     def __init__(self, operator: type[Operator], settings: Settings | None = None) -> None:
+        settings = settings or Settings()
         self.operator = operator()
-        self.operator.settings = settings or Settings()
+        self.operator.settings = settings
         self.operator.setup()
+        self.blobs = open_blob_store(settings) if settings.checkpoint_tasks else None
 
     def ready(self) -> str:
         return self.operator.name
@@ -65,9 +70,14 @@ class OperatorHost:
         except Exception as exc:  # noqa: BLE001 - reported to the conductor through the stats
             output, failure = None, TaskFailure(_picklable(exc), traceback.format_exc())
         finished = time.time()
+        key = None
+        if self.blobs is not None and failure is None:
+            # Stored here, beside the data, so that a finished task survives the loss of this
+            # replica, the conductor or the whole cluster.
+            key = self.blobs.put(checkpoint.dump(output))
         stats = TaskStats(task_id, self.operator.name, started, finished,
                           _megapixels(inputs) or _megapixels((output,)), socket.gethostname(),
-                          os.getpid(), failure)
+                          os.getpid(), failure, key)
         return output, stats
 
 

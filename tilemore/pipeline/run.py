@@ -10,7 +10,7 @@ here: it decides which candidate's output the next stage receives.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,41 +64,77 @@ class Progress:
     task: TaskStats
 
 
+@dataclass(frozen=True)
+class Completed:
+    """A task finished in an earlier attempt: its stats and a way to load its output (from a
+    checkpoint), called only if a task still to run needs it."""
+
+    stats: TaskStats
+    load: Callable[[], Any]
+
+
+class RunCanceled(Exception):
+    """``should_stop`` said so: nothing more was started."""
+
+
 def run_graph(
     graph: TaskGraph,
     data: bytes,
     backend: Backend,
     on_progress: Callable[[Progress], None] | None = None,
+    *,
+    completed: Mapping[str, Completed] | None = None,
+    on_start: Callable[[TaskNode], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    poll_seconds: float = 0.5,
 ) -> RunResult:
+    """Run ``graph`` on ``data``. Tasks in ``completed`` are not run again; ``on_start`` and
+    ``on_progress`` see every task start and finish (to record them); ``should_stop`` is
+    asked between steps, and stops the run before anything else starts."""
     started = time.perf_counter()
-    source = backend.put(data)
-    outputs: dict[str, Any] = {}  # task id → output handle
+    done = dict(completed or {})
+    outputs: dict[str, Any] = {}  # task id → output handle; "" is the submitted data
     running: dict[Any, TaskNode] = {}  # stats handle → task
     selections: dict[str, Selection] = {}
-    stats: dict[str, TaskStats] = {}
-    waiting = list(graph.tasks)
+    stats: dict[str, TaskStats] = {tid: c.stats for tid, c in done.items()}
+    for task in graph.tasks:
+        if task.id in done and task.operator.role == "selector":
+            selections[task.id] = _checked(done[task.id].load(), task,
+                                           len(graph.candidates(task.id)))
+    waiting = [t for t in graph.tasks if t.id not in done]
+
+    def output_of(task_id: str) -> Any:
+        if task_id not in outputs:  # finished earlier: bring its checkpoint back
+            outputs[task_id] = backend.put(done[task_id].load())
+        return outputs[task_id]
 
     def resolve(inp: Input) -> Any | None:
         if isinstance(inp, Source):
-            return source
+            if "" not in outputs:
+                outputs[""] = backend.put(data)
+            return outputs[""]
         if isinstance(inp, FromTask):
-            return outputs[inp.task] if inp.task in stats else None
+            return output_of(inp.task) if inp.task in stats else None
         assert isinstance(inp, Picked)
         verdict = selections.get(inp.selector)
-        return None if verdict is None else outputs[inp.candidates[verdict.pick]]
+        return None if verdict is None else output_of(inp.candidates[verdict.pick])
 
     while waiting or running:
+        if should_stop is not None and should_stop():
+            raise RunCanceled(f"stopped with {len(waiting)} of {len(graph.tasks)} tasks unstarted")
         for task in list(waiting):
-            handles = [resolve(i) for i in task.inputs]
-            if any(h is None for h in handles):
+            if any(resolve(i) is None for i in task.inputs if not isinstance(i, Source)):
                 continue
+            handles = [resolve(i) for i in task.inputs]
+            if on_start is not None:
+                on_start(task)
             out, st = backend.call(task.id, task.operator, task.params, handles)
             outputs[task.id] = out
             running[st] = task
             waiting.remove(task)
         if not running:
             raise RuntimeError(f"tasks can never start: {[t.id for t in waiting]}")
-        for handle in backend.wait(list(running)):
+        for handle in backend.wait(list(running), timeout=poll_seconds):
             task = running.pop(handle)
             st: TaskStats = backend.get(handle)
             if st.failure is not None:
@@ -110,7 +146,8 @@ def run_graph(
             if on_progress is not None:
                 on_progress(Progress(len(stats), len(graph.tasks), stats[task.id]))
 
-    output = backend.get(outputs[graph.output])
+    output = (backend.get(outputs[graph.output]) if graph.output in outputs
+              else done[graph.output].load())
     return RunResult(output, stats, _qc_reports(graph, selections),
                      time.perf_counter() - started, outputs)
 

@@ -1,0 +1,46 @@
+"""The conductor as a named, detached, restartable Ray actor.
+
+Restarted by Ray after a crash, it picks up every unfinished thread from the registry, so
+the service survives the loss of the process that runs it.
+"""
+
+from __future__ import annotations
+
+import ray
+
+from tilemore.blobs import open_blob_store
+from tilemore.catalog import Catalog
+from tilemore.engine.ray_backend import RayBackend
+from tilemore.service.conductor import Conductor
+from tilemore.settings import Settings
+from tilemore.store import open_store
+
+NAME = "tilemore-conductor"
+NAMESPACE = "tilemore"
+
+
+@ray.remote(num_cpus=0, max_restarts=-1)
+class ConductorActor:
+    def __init__(self, settings: Settings) -> None:
+        settings = settings.model_copy(update={"checkpoint_tasks": True})
+        store = open_store(settings)
+        catalog = Catalog.load(settings)
+        backend = RayBackend(settings)
+        # Every replica starts now: models load before the first request, and an operator
+        # that cannot work fails the start-up, not a customer's thread.
+        backend.prepare(catalog.operators_in_use())
+        self.conductor = Conductor(store, open_blob_store(settings), catalog, backend,
+                                   concurrency=settings.conductor_concurrency)
+        self.conductor.start_sweeping()
+
+    def submit(self, thread_id: str) -> bool:
+        return self.conductor.submit(thread_id)
+
+    def active(self) -> int:
+        return self.conductor.active()
+
+
+def get_conductor(settings: Settings):
+    """The service's conductor, started if it is not running yet."""
+    return ConductorActor.options(name=NAME, namespace=NAMESPACE, get_if_exists=True,
+                                  lifetime="detached").remote(settings)

@@ -1,0 +1,38 @@
+"""``Authorization: Token <token> Domain <domain>``: who is calling, for which domain."""
+
+from __future__ import annotations
+
+import re
+
+from tilemore.errors import TilemoreError
+from tilemore.store import TokenRepository
+
+_HEADER = re.compile(r"^Token\s+(\S+)\s+Domain\s+(\S+)\s*$")
+
+
+class Unauthorized(TilemoreError):
+    status = 401
+
+
+class Forbidden(TilemoreError):
+    status = 403
+
+
+def authenticate(tokens: TokenRepository, header: str | None) -> str:
+    """The caller's domain, or an error that says what is wrong with the credentials."""
+    if not header:
+        raise Unauthorized("send Authorization: Token <token> Domain <domain>",
+                           code="missing_credentials")
+    match = _HEADER.match(header)
+    if match is None:
+        raise Unauthorized("the Authorization header must read 'Token <token> Domain <domain>'",
+                           code="malformed_credentials")
+    secret, domain = match.groups()
+    token = tokens.find_token(secret)
+    if token is None:
+        raise Unauthorized("unknown token", code="invalid_token")
+    if token.revoked_at is not None:
+        raise Unauthorized("this token was revoked", code="revoked_token")
+    if token.domain != domain:
+        raise Forbidden(f"this token does not belong to domain '{domain}'", code="wrong_domain")
+    return domain

@@ -1,0 +1,53 @@
+"""Content-addressed blobs: inputs, task checkpoints and results, named by their SHA-256.
+
+The same bytes always get the same key, so a retried write is harmless and a key read back
+can be checked against its content. Two backends: the local filesystem (the embedded default)
+and any S3-compatible store through boto3.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Protocol
+
+from tilemore.errors import TilemoreError
+from tilemore.settings import Settings
+
+
+class BlobStoreError(TilemoreError):
+    code = "blob_store_unavailable"
+    status = 503
+
+
+class BlobNotFound(TilemoreError):
+    code = "blob_not_found"
+    status = 404
+
+
+class BlobStore(Protocol):
+    def put(self, data: bytes) -> str:
+        """Store ``data``; return its key (the SHA-256 hex digest)."""
+
+    def get(self, key: str) -> bytes: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def link(self, key: str, filename: str, content_type: str) -> str | None:
+        """A time-limited URL a client may download from directly, where the store has one."""
+
+
+def blob_key(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def open_blob_store(settings: Settings) -> BlobStore:
+    if settings.blob_store == "s3":
+        from tilemore.blobs.s3 import S3BlobStore
+
+        return S3BlobStore.from_settings(settings)
+    from tilemore.blobs.local import LocalBlobStore
+
+    return LocalBlobStore(settings.blob_path)
+
+
+__all__ = ["BlobNotFound", "BlobStore", "BlobStoreError", "blob_key", "open_blob_store"]

@@ -1,0 +1,57 @@
+"""Blobs as files: ``root/ab/abcdef…``, written beside their name and renamed into place."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from tilemore.blobs import BlobNotFound, BlobStoreError, blob_key
+
+_KEY = re.compile(r"^[0-9a-f]{64}$")
+
+
+class LocalBlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        if not _KEY.match(key):
+            raise BlobNotFound(f"'{key}' is not a blob key")
+        return self.root / key[:2] / key
+
+    def put(self, data: bytes) -> str:
+        key = blob_key(data)
+        path = self._path(key)
+        if path.exists():
+            return key
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())  # the record that names this key comes after
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise BlobStoreError(f"cannot write blob {key[:12]}…: {exc.strerror or exc}") from None
+        return key
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise BlobNotFound(f"blob {key[:12]}… does not exist") from None
+        except OSError as exc:
+            raise BlobStoreError(f"cannot read blob {key[:12]}…: {exc.strerror or exc}") from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def link(self, key: str, filename: str, content_type: str) -> str | None:
+        return None  # the API streams local blobs itself

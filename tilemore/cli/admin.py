@@ -1,0 +1,64 @@
+"""``tilemore admin``: domains and their tokens, straight in the service's store."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from tilemore.api.envelope import META_PART
+from tilemore.cli.errors import CLIError
+from tilemore.settings import Settings
+from tilemore.store import open_store
+
+
+@click.group("admin")
+def admin_cmd() -> None:
+    """Manage domains and tokens (uses TILEMORE_DATA_DIR / TILEMORE_DATABASE)."""
+
+
+@admin_cmd.command("create-domain")
+@click.argument("name")
+def create_domain(name: str) -> None:
+    """Create a domain (a tenant)."""
+    if not META_PART.match(name):
+        raise CLIError(f"domain '{name}': use letters, digits and . _ ~ - (at most 128)")
+    created = open_store(Settings.from_env()).create_domain(name)
+    click.echo(f"domain {name} {'created' if created else 'already exists'}")
+
+
+@admin_cmd.command("issue-token")
+@click.argument("domain")
+def issue_token(domain: str) -> None:
+    """Issue a token for DOMAIN; the token is shown once."""
+    store = open_store(Settings.from_env())
+    if not store.domain_exists(domain):
+        raise CLIError(f"no domain '{domain}' (create it with: tilemore admin create-domain)")
+    token_id, secret = store.issue_token(domain)
+    click.echo(f"token id: {token_id}\ntoken:    {secret}\n"
+               f"header:   Authorization: Token {secret} Domain {domain}")
+
+
+@admin_cmd.command("revoke-token")
+@click.argument("token_id")
+def revoke_token(token_id: str) -> None:
+    """Revoke a token by its id (tok_…)."""
+    if not open_store(Settings.from_env()).revoke_token(token_id):
+        raise CLIError(f"no active token '{token_id}'")
+    click.echo(f"token {token_id} revoked")
+
+
+@admin_cmd.command("tokens")
+@click.argument("domain")
+def list_tokens(domain: str) -> None:
+    """List DOMAIN's tokens (ids only; secrets are never stored)."""
+    store = open_store(Settings.from_env())
+    if not store.domain_exists(domain):
+        raise CLIError(f"no domain '{domain}'")
+    from tilemore.api.views import iso
+    table = Table(title=f"tokens of {domain}", title_justify="left")
+    for col in ("id", "created", "revoked"):
+        table.add_column(col)
+    for t in store.list_tokens(domain):
+        table.add_row(t.id, iso(t.created_at), iso(t.revoked_at) or "")
+    Console().print(table)

@@ -1,0 +1,94 @@
+"""``tilemore serve``: the whole service on this machine, on embedded defaults.
+
+Local Ray, Ray Serve with the ingress, the conductor, SQLite and local blobs under
+TILEMORE_DATA_DIR. On first run it creates the ``demo`` domain and a token, and it prints a
+curl example that works when pasted.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from pathlib import Path
+
+import click
+
+from tilemore.catalog import Catalog
+from tilemore.settings import Settings
+from tilemore.store import open_store
+
+DEMO_DOMAIN = "demo"
+EXAMPLE_IMAGE = Path("examples/noisy-coffee.jpg")
+EXAMPLE_ENVELOPE = ('{"output_format": "jpeg", "adjustments": {"master": {"algorithm": '
+                    '"denoised-multiformat"}, "shifter": {"resize": {"width": 1024}}}}')
+
+
+@click.command("serve")
+@click.option("--host", help="Bind the HTTP port here (default 127.0.0.1; 0.0.0.0 exposes it).")
+@click.option("--port", type=int, help="HTTP port (default 8000).")
+def serve_cmd(host: str | None, port: int | None) -> None:
+    """Run the service: HTTP API on Ray Serve, conductor, embedded stores."""
+    settings = Settings.from_env()
+    updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    settings = settings.model_copy(update={**updates, "data_dir": settings.data_dir.resolve()})
+    catalog = Catalog.load(settings)  # a broken pipeline file stops us here, not in a replica
+    token = demo_token(settings)
+
+    from ray import serve
+    from tilemore_deployments.ingress import build_app
+
+    from tilemore.engine.ray_backend import ensure_ray, local_cpus
+
+    # Room for every operator replica, plus the ingress replicas and Serve's own actors.
+    cpus = local_cpus(catalog.operators_in_use(), settings.replicas) + settings.ingress_replicas
+    ensure_ray(settings.model_copy(update={"ray_num_cpus": settings.ray_num_cpus or cpus}),
+               quiet=True)
+    serve.start(http_options={"host": settings.host, "port": settings.port},
+                logging_config={"log_level": "WARNING"})
+    serve.run(build_app(settings), name="tilemore", route_prefix="/")
+    click.echo(banner(settings, token))
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        click.echo("stopping…")
+        serve.shutdown()
+
+
+def demo_token(settings: Settings) -> str:
+    """The demo domain's token: made on first run, kept in the data folder (0600) so later
+    runs can print it again (the store itself keeps only its hash)."""
+    store = open_store(settings)
+    path = settings.data_dir / "demo-token"
+    if store.domain_exists(DEMO_DOMAIN) and path.exists():
+        return path.read_text().strip()
+    store.create_domain(DEMO_DOMAIN)
+    _, secret = store.issue_token(DEMO_DOMAIN)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    return secret
+
+
+def banner(settings: Settings, token: str) -> str:
+    url = settings.base_url
+    auth = f"Authorization: Token {token} Domain {DEMO_DOMAIN}"
+    image = EXAMPLE_IMAGE if EXAMPLE_IMAGE.exists() else Path("photo.jpg")
+    return "\n".join([
+        f"Tilemore is serving on {url}  (API docs: {url}/docs; data in {settings.data_dir})",
+        f"demo domain: {DEMO_DOMAIN}   token: {token}",
+        "",
+        "Submit an image (multipart: the envelope part, then the image part):",
+        f"  IMG={shlex.quote(str(image))}",
+        f"  curl -s -X POST \"{url}/shop/v1/submitted/$(sha256sum \"$IMG\" | cut -c1-64)/\" \\",
+        f"    -H {shlex.quote(auth)} \\",
+        f"    -F {shlex.quote('envelope=' + EXAMPLE_ENVELOPE + ';type=application/json')} \\",
+        "    -F \"image=@$IMG\"",
+        "Then follow the thread, and fetch the result from the link in its answer:",
+        f"  curl -s -H {shlex.quote(auth)} {url}/threads/THREAD_ID",
+        f"  curl -s -H {shlex.quote(auth)} -o result.jpg {url}/results/THREAD_ID/result.jpg",
+        "",
+        "Ctrl-C stops the service; threads still running resume on the next start.",
+    ])

@@ -1,0 +1,138 @@
+"""The conductor: runs accepted task threads to the end, and resumes them after a crash.
+
+Every state change is written to the thread registry as it happens; every finished task's
+output is a checkpoint in the blob store. A thread picked up again (after the conductor, a
+worker or the whole service died) skips the tasks whose checkpoints exist.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+
+from tilemore.blobs import BlobStore
+from tilemore.catalog import Catalog
+from tilemore.engine import checkpoint
+from tilemore.engine.backend import Backend
+from tilemore.engine.host import TaskStats
+from tilemore.errors import TilemoreError
+from tilemore.pipeline.graph import TaskNode, build_graph
+from tilemore.pipeline.run import Completed, Progress, RunCanceled, TaskFailed, run_graph
+from tilemore.store import ResultInfo, TaskRecord, ThreadRepository
+
+log = logging.getLogger("tilemore.conductor")
+
+
+class Conductor:
+    def __init__(self, threads: ThreadRepository, blobs: BlobStore, catalog: Catalog,
+                 backend: Backend, concurrency: int = 16, sweep_seconds: float = 5.0) -> None:
+        self.threads, self.blobs, self.catalog, self.backend = threads, blobs, catalog, backend
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="thread")
+        self._active: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sweep_seconds = sweep_seconds
+        self._sweeper: threading.Thread | None = None
+
+    # -- scheduling ------------------------------------------------------------------------
+
+    def submit(self, thread_id: str) -> bool:
+        """Queue a thread unless it is already queued or running here."""
+        with self._lock:
+            if thread_id in self._active:
+                return False
+            self._active.add(thread_id)
+        self._pool.submit(self._run_guarded, thread_id)
+        return True
+
+    def resume_unfinished(self) -> int:
+        """Queue every thread the registry says is still processing."""
+        return sum(self.submit(tid) for tid in self.threads.unfinished_threads())
+
+    def start_sweeping(self) -> None:
+        """Pick up unfinished threads now and every few seconds: a hand-off lost between the
+        ingress recording a thread and calling us is only delayed, never dropped."""
+        def loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.resume_unfinished()
+                except Exception:  # noqa: BLE001 - the registry may be briefly unreachable
+                    log.exception("sweep failed")
+                self._stop.wait(self._sweep_seconds)
+
+        self._sweeper = threading.Thread(target=loop, name="sweeper", daemon=True)
+        self._sweeper.start()
+
+    def active(self) -> int:
+        with self._lock:
+            return len(self._active)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run_guarded(self, thread_id: str) -> None:
+        try:
+            self.run_thread(thread_id)
+        except Exception:  # noqa: BLE001 - the next sweep retries it
+            log.exception("thread %s: conductor error; it will be retried", thread_id)
+        finally:
+            with self._lock:
+                self._active.discard(thread_id)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run_thread(self, thread_id: str) -> str:
+        """Run one thread to its end; return its final status."""
+        rec = self.threads.get_thread(thread_id)
+        if rec is None or rec.status != "processing":
+            return rec.status if rec else "unknown"
+        if rec.cancel_requested:
+            self.threads.mark_canceled(thread_id)
+            return "canceled"
+        try:
+            pipeline = self.catalog.pipeline(rec.pipeline)
+            graph = build_graph(pipeline, rec.envelope["adjustments"], rec.output_format)
+        except TilemoreError as exc:  # the pipeline changed under an accepted thread
+            self.threads.fail_thread(thread_id, exc.code, exc.message)
+            return "failed"
+        ids = {t.id for t in graph.tasks}
+        completed = {t.task_id: self._completed(t) for t in rec.tasks
+                     if t.status == "done" and t.checkpoint_key and t.task_id in ids}
+        data = self.blobs.get(rec.input_key) if len(completed) < len(ids) else b""
+
+        def started(task: TaskNode) -> None:
+            self.threads.task_started(thread_id, task.id, time.time())
+
+        def finished(p: Progress) -> None:
+            s = p.task
+            self.threads.task_done(thread_id, s.task_id, s.started, s.finished, s.megapixels,
+                                   s.checkpoint)
+
+        try:
+            result = run_graph(graph, data, self.backend, finished, completed=completed,
+                               on_start=started,
+                               should_stop=lambda: self.threads.cancel_requested(thread_id))
+        except RunCanceled:
+            self.threads.mark_canceled(thread_id)
+            return "canceled"
+        except TaskFailed as exc:
+            code = exc.error.code if isinstance(exc.error, TilemoreError) else "operator_failed"
+            self.threads.fail_thread(thread_id, code, str(exc.error), exc.task_id)
+            return "failed"
+        out = result.output
+        key = self.blobs.put(out.data)
+        self.threads.set_qc(thread_id, [asdict(q) for q in result.qc])
+        self.threads.finish_thread(thread_id, ResultInfo(key, key, len(out.data),
+                                                         out.content_type, out.width, out.height))
+        return "done"
+
+    def _completed(self, t: TaskRecord) -> Completed:
+        key = t.checkpoint_key
+        assert key is not None
+        stats = TaskStats(t.task_id, t.operator, t.started_at or 0.0, t.finished_at or 0.0,
+                          t.megapixels or 0.0, "", 0, None, key)
+        return Completed(stats, lambda: checkpoint.load(self.blobs.get(key)))

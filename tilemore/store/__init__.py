@@ -1,0 +1,140 @@
+"""Durable records: task threads with their tasks, and domains with their tokens.
+
+The repositories are protocols so that a PostgreSQL backend can stand beside the embedded
+SQLite one (:mod:`tilemore.store.sqlite`) without the API or the conductor noticing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+ThreadStatus = Literal["processing", "done", "failed", "canceled"]
+TaskStatus = Literal["pending", "running", "done", "failed", "canceled"]
+FINISHED: tuple[str, ...] = ("done", "failed", "canceled")
+
+
+@dataclass(frozen=True)
+class NewThread:
+    domain: str
+    idem_key: str
+    pipeline: str
+    fingerprint: str
+    meta_parts: list[str]
+    image_sha256: str
+    input_key: str
+    output_format: str
+    envelope: dict[str, Any]
+    tasks: list[tuple[str, str]]  # (task id, operator name), in graph order
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    task_id: str
+    operator: str
+    status: TaskStatus
+    started_at: float | None = None
+    finished_at: float | None = None
+    megapixels: float | None = None
+    checkpoint_key: str | None = None
+    error: str | None = None
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+@dataclass(frozen=True)
+class ResultInfo:
+    key: str
+    sha256: str
+    bytes: int
+    content_type: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class ThreadRecord:
+    id: str
+    domain: str
+    idem_key: str
+    status: ThreadStatus
+    pipeline: str
+    fingerprint: str
+    meta_parts: list[str]
+    image_sha256: str
+    input_key: str
+    output_format: str
+    envelope: dict[str, Any]
+    created_at: float
+    updated_at: float
+    finished_at: float | None = None
+    result: ResultInfo | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    qc: list[dict[str, Any]] = field(default_factory=list)
+    cancel_requested: bool = False
+    tasks: list[TaskRecord] = field(default_factory=list)
+
+
+class ThreadRepository(Protocol):
+    def create_thread(self, new: NewThread) -> tuple[ThreadRecord, bool]:
+        """Insert the thread and its pending tasks in one transaction, unless a thread with
+        the same idempotency key exists; return the thread and whether it is new."""
+
+    def get_thread(self, thread_id: str) -> ThreadRecord | None: ...
+
+    def get_thread_by_key(self, idem_key: str) -> ThreadRecord | None: ...
+
+    def task_started(self, thread_id: str, task_id: str, at: float) -> None: ...
+
+    def task_done(self, thread_id: str, task_id: str, started_at: float, finished_at: float,
+                  megapixels: float, checkpoint_key: str | None) -> None: ...
+
+    def set_qc(self, thread_id: str, qc: list[dict[str, Any]]) -> None: ...
+
+    def finish_thread(self, thread_id: str, result: ResultInfo) -> None: ...
+
+    def fail_thread(self, thread_id: str, code: str, message: str,
+                    task_id: str | None = None) -> None: ...
+
+    def request_cancel(self, thread_id: str) -> None: ...
+
+    def cancel_requested(self, thread_id: str) -> bool: ...
+
+    def mark_canceled(self, thread_id: str) -> None: ...
+
+    def unfinished_threads(self) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    id: str
+    domain: str
+    created_at: float
+    revoked_at: float | None
+
+
+class TokenRepository(Protocol):
+    def create_domain(self, name: str) -> bool: ...
+
+    def domain_exists(self, name: str) -> bool: ...
+
+    def issue_token(self, domain: str) -> tuple[str, str]:
+        """A new token for ``domain``: (token id, the secret, shown once)."""
+
+    def revoke_token(self, token_id: str) -> bool: ...
+
+    def find_token(self, secret: str) -> TokenInfo | None: ...
+
+    def list_tokens(self, domain: str) -> list[TokenInfo]: ...
+
+
+def open_store(settings: Any) -> Any:
+    """The configured store (SQLite, embedded); it implements both repositories."""
+    from tilemore.store.sqlite import SQLiteStore
+
+    return SQLiteStore(settings.database_path)
