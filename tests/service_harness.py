@@ -19,7 +19,7 @@ import uvicorn
 
 from tilemore.api.app import create_app
 from tilemore.api.service import ApiService
-from tilemore.blobs.local import LocalBlobStore
+from tilemore.blobs import open_blob_store
 from tilemore.catalog import Catalog
 from tilemore.engine import LocalBackend
 from tilemore.service.conductor import Conductor
@@ -80,7 +80,7 @@ class Service:
     def __init__(self, root: Path, **settings: Any) -> None:
         self.settings = Settings(data_dir=root, checkpoint_tasks=True, **settings)
         self.store = SQLiteStore(self.settings.database_path)
-        self.blobs = LocalBlobStore(self.settings.blob_path)
+        self.blobs = open_blob_store(self.settings)
         self.catalog = Catalog.load(self.settings)
         self.backend = LocalBackend(self.settings)
         self.conductor = Conductor(self.store, self.blobs, self.catalog, self.backend)

@@ -47,7 +47,9 @@ def serve_cmd(host: str | None, port: int | None) -> None:
     serve.start(http_options={"host": settings.host, "port": settings.port},
                 logging_config={"log_level": "WARNING"})
     serve.run(build_app(settings), name="tilemore", route_prefix="/")
-    click.echo(banner(settings, token))
+    import ray
+
+    click.echo(banner(settings, token, ray.get_runtime_context().gcs_address))
     try:
         while True:
             time.sleep(3600)
@@ -72,13 +74,13 @@ def demo_token(settings: Settings) -> str:
     return secret
 
 
-def banner(settings: Settings, token: str) -> str:
+def banner(settings: Settings, token: str, ray_address: str) -> str:
     url = settings.base_url
     auth = f"Authorization: Token {token} Domain {DEMO_DOMAIN}"
     image = EXAMPLE_IMAGE if EXAMPLE_IMAGE.exists() else Path("photo.jpg")
     return "\n".join([
         f"Tilemore is serving on {url}  (API docs: {url}/docs; data in {settings.data_dir})",
-        f"demo domain: {DEMO_DOMAIN}   token: {token}",
+        f"demo domain: {DEMO_DOMAIN}   token: {token}   Ray: {ray_address}",
         "",
         "Submit an image (multipart: the envelope part, then the image part):",
         f"  IMG={shlex.quote(str(image))}",

@@ -1,0 +1,88 @@
+"""The S3 blob store against moto's standalone server, over real HTTP, through boto3; and the
+API handing out presigned result links from it."""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.request
+
+import boto3
+import pytest
+from images import encode, photo
+from moto.server import ThreadedMotoServer
+from service_harness import Service, free_port, http
+
+from tilemore.blobs import BlobNotFound, blob_key
+from tilemore.blobs.s3 import S3BlobStore
+from tilemore.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(monkeypatch_module):
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    for var, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
+                       ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch_module.setenv(var, value)
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="tilemore-test")
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def store(endpoint: str) -> S3BlobStore:
+    return S3BlobStore.from_settings(Settings(blob_store="s3", s3_endpoint=endpoint,
+                                              s3_bucket="tilemore-test", s3_prefix="t1/",
+                                              s3_region="us-east-1"))
+
+
+def test_content_addressed_roundtrip(s3_endpoint):
+    blobs = store(s3_endpoint)
+    data = b"pixels" * 1000
+    key = blobs.put(data)
+    assert key == blob_key(data) == hashlib.sha256(data).hexdigest()
+    assert blobs.put(data) == key  # idempotent
+    assert blobs.get(key) == data and blobs.exists(key)
+    raw = boto3.client("s3", endpoint_url=s3_endpoint).get_object(
+        Bucket="tilemore-test", Key=f"t1/{key[:2]}/{key}")
+    assert raw["Body"].read() == data  # where the prefix setting says
+    missing = "0" * 64
+    assert not blobs.exists(missing)
+    with pytest.raises(BlobNotFound):
+        blobs.get(missing)
+
+
+def test_presigned_link_downloads_without_credentials(s3_endpoint):
+    blobs = store(s3_endpoint)
+    key = blobs.put(b"result bytes")
+    url = blobs.link(key, "result.jpg", "image/jpeg")
+    assert "Signature" in url or "X-Amz-Signature" in url
+    with urllib.request.urlopen(url) as resp:
+        assert resp.read() == b"result bytes"
+        assert resp.headers["Content-Type"] == "image/jpeg"
+
+
+def test_api_redirects_results_to_s3(s3_endpoint, tmp_path):
+    svc = Service(tmp_path, blob_store="s3", s3_endpoint=s3_endpoint,
+                  s3_bucket="tilemore-test", s3_prefix="api/", s3_region="us-east-1")
+    try:
+        img = encode(photo(64, 48), "PNG")
+        tid = svc.submit(img, {"adjustments": {}, "output_format": "png"}).json()["thread_id"]
+        body = svc.wait(tid)
+        assert body["status"] == "done", body
+        reply = http("GET", body["result"]["url"], headers=svc.auth())  # follows the redirect
+        assert reply.status == 200
+        assert hashlib.sha256(reply.body).hexdigest() == body["result"]["sha256"]
+        listed = boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(
+            Bucket="tilemore-test", Prefix="api/")
+        # the input, every task's checkpoint and the result all live in the bucket
+        assert listed["KeyCount"] >= 1 + len(body["tasks"])
+    finally:
+        svc.close()

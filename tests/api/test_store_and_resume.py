@@ -1,0 +1,106 @@
+"""The registry's guarantees, and a conductor picking up threads another one left."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from images import encode, photo
+
+from tilemore.blobs.local import LocalBlobStore
+from tilemore.catalog import Catalog
+from tilemore.engine import LocalBackend
+from tilemore.service.conductor import Conductor
+from tilemore.settings import Settings
+from tilemore.store import NewThread
+from tilemore.store.sqlite import SQLiteStore
+
+
+def new_thread(key: str = "k1") -> NewThread:
+    return NewThread(domain="acme", idem_key=key, pipeline="thumbnail", fingerprint="f",
+                     meta_parts=["a"], image_sha256="0" * 64, input_key="0" * 64,
+                     output_format="png", envelope={"adjustments": {}},
+                     tasks=[("decode", "decode"), ("shifter", "shifter"),
+                            ("encoder", "encoder")])
+
+
+def test_uniqueness_is_the_database_s_across_connections(tmp_path):
+    """Eight 'replicas' (own connections) race to insert one key: one thread exists."""
+    path = tmp_path / "t.db"
+    SQLiteStore(path).create_domain("acme")
+    stores = [SQLiteStore(path) for _ in range(8)]
+    results: list[tuple[str, bool]] = []
+    barrier = threading.Barrier(len(stores))
+
+    def race(store: SQLiteStore) -> None:
+        barrier.wait()
+        rec, created = store.create_thread(new_thread())
+        results.append((rec.id, created))
+
+    threads = [threading.Thread(target=race, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(created for _, created in results) == 1
+    assert len({tid for tid, _ in results}) == 1
+    rec = stores[0].get_thread_by_key("k1")
+    assert [t.status for t in rec.tasks] == ["pending"] * 3  # written with the thread
+
+
+def test_a_failed_insert_leaves_nothing_behind(tmp_path):
+    store = SQLiteStore(tmp_path / "t.db")
+    store.create_domain("acme")
+    bad = new_thread("k2")
+    bad.tasks.append(("decode", "decode"))  # duplicate task id: the task insert fails
+    with pytest.raises(Exception, match="UNIQUE"):
+        store.create_thread(bad)
+    assert store.get_thread_by_key("k2") is None  # the thread row was rolled back too
+
+
+def test_finished_threads_do_not_change_state(tmp_path):
+    store = SQLiteStore(tmp_path / "t.db")
+    store.create_domain("acme")
+    rec, _ = store.create_thread(new_thread("k3"))
+    store.mark_canceled(rec.id)
+    store.fail_thread(rec.id, "x", "late failure")
+    after = store.get_thread(rec.id)
+    assert after.status == "canceled" and after.error_code is None
+
+
+def test_a_new_conductor_resumes_and_skips_finished_tasks(tmp_path):
+    settings = Settings(data_dir=tmp_path, checkpoint_tasks=True)
+    store = SQLiteStore(settings.database_path)
+    store.create_domain("acme")
+    blobs = LocalBlobStore(settings.blob_path)
+    catalog = Catalog.load(settings)
+    pipeline = catalog.pipeline("thumbnail")
+    image_key = blobs.put(encode(photo(64, 48), "PNG"))
+    rec, _ = store.create_thread(NewThread(
+        domain="acme", idem_key="resume", pipeline="thumbnail",
+        fingerprint=pipeline.fingerprint, meta_parts=[], image_sha256=image_key,
+        input_key=image_key, output_format="png",
+        envelope={"adjustments": {"shifter": {"resize": {"width": 32}}}},
+        tasks=[("decode", "decode"), ("shifter", "shifter"), ("encoder", "encoder")]))
+
+    first = LocalBackend(settings)
+    Conductor(store, blobs, catalog, first).run_thread(rec.id)
+    done = store.get_thread(rec.id)
+    assert done.status == "done"
+    # Pretend the service died after `decode`: shifter and encoder never finished.
+    with store._tx() as db:  # noqa: SLF001 - setting up a crash by hand
+        db.execute("UPDATE threads SET status = 'processing', result = NULL WHERE id = ?",
+                   (rec.id,))
+        db.execute("UPDATE tasks SET status = 'pending', checkpoint_key = NULL WHERE"
+                   " thread_id = ? AND task_id != 'decode'", (rec.id,))
+    decode_before = store.get_thread(rec.id).tasks[0]
+
+    assert store.unfinished_threads() == [rec.id]
+    second = LocalBackend(settings)
+    assert Conductor(store, blobs, catalog, second).run_thread(rec.id) == "done"
+    resumed = store.get_thread(rec.id)
+    assert resumed.status == "done" and store.unfinished_threads() == []
+    assert resumed.tasks[0] == decode_before  # not run again: same times, same checkpoint
+    assert resumed.result.sha256 == done.result.sha256  # and the same bytes as before
+    ran = {op.name for op in second._hosts}  # noqa: SLF001 - which replicas were needed
+    assert ran == {"shifter", "encoder"}

@@ -1,0 +1,105 @@
+"""kill -9 the whole service while threads run, start it again: every accepted thread reaches
+`done`, finished tasks are not redone, and no record is half-written."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from images import encode, photo
+from service_harness import free_port, http, multipart
+
+from tilemore.settings import Settings
+from tilemore.store.sqlite import SQLiteStore
+
+DATA = Path(__file__).parents[1] / "data"
+THREADS = 4
+
+
+def start(data_dir: Path, port: int) -> tuple[subprocess.Popen, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS",
+                                                                       "TILEMORE_"))}
+    env |= {"TILEMORE_DATA_DIR": str(data_dir), "TILEMORE_PORT": str(port),
+            "TILEMORE_PIPELINE_PATHS": str(DATA / "slow.yaml")}
+    proc = subprocess.Popen([sys.executable, "-m", "tilemore.cli", "serve"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # its own process group: Ray and all
+    lines = []
+    deadline = time.monotonic() + 180
+    for line in proc.stdout:
+        lines.append(line)
+        if "Ray: " in line:
+            return proc, line.rsplit("Ray: ", 1)[1].strip()
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    raise RuntimeError("tilemore serve did not start:\n" + "".join(lines))
+
+
+def kill9(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def test_kill_9_and_restart(ray_session, tmp_path):
+    port = free_port()
+    proc, address = start(tmp_path, port)
+    assert address != ray_session  # its own cluster, so kill -9 takes all of it down
+    token = (tmp_path / "demo-token").read_text().strip()
+    auth = {"Authorization": f"Token {token} Domain demo"}
+    ids = []
+    try:
+        for i in range(THREADS):
+            img = encode(photo(64 + i, 48), "PNG")
+            body, ctype = multipart({"adjustments": {}, "pipeline": "slow"}, img)
+            reply = http("POST", f"http://127.0.0.1:{port}/demo/submitted/"
+                         f"{hashlib.sha256(img).hexdigest()}/", body,
+                         {"Content-Type": ctype, **auth})
+            assert reply.status == 202, reply.body
+            ids.append(reply.json()["thread_id"])
+        store = SQLiteStore(Settings(data_dir=tmp_path).database_path)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # kill once some work is done, not all
+            tasks = [t for tid in ids for t in store.get_thread(tid).tasks]
+            if sum(t.status == "done" for t in tasks) >= THREADS + 2:
+                break
+            time.sleep(0.05)
+    finally:
+        kill9(proc)
+
+    before = {tid: store.get_thread(tid) for tid in ids}
+    done_before = {(tid, t.task_id): t for tid, rec in before.items() for t in rec.tasks
+                   if t.status == "done"}
+    assert done_before and any(r.status == "processing" for r in before.values())
+    with sqlite3.connect(Settings(data_dir=tmp_path).database_path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0] == THREADS * 4
+
+    proc, _ = start(tmp_path, port)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if all(store.get_thread(tid).status == "done" for tid in ids):
+                break
+            time.sleep(0.2)
+        after = {tid: store.get_thread(tid) for tid in ids}
+        assert {r.status for r in after.values()} == {"done"}
+        for (tid, task_id), task in done_before.items():
+            again = next(t for t in after[tid].tasks if t.task_id == task_id)
+            assert again == task, f"{task_id} of {tid} ran again"
+        got = http("GET", f"http://127.0.0.1:{port}/threads/{ids[0]}", headers=auth).json()
+        assert got["status"] == "done" and got["result"]["bytes"] > 0
+    finally:
+        kill9(proc)
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_env(monkeypatch):
+    monkeypatch.delenv("TILEMORE_RAY_ADDRESS", raising=False)

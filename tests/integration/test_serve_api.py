@@ -1,0 +1,92 @@
+"""The HTTP API on Ray Serve, on the tests' Ray cluster: the ingress deployment, the
+conductor actor, operator actors; and the conductor killed mid-thread."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import ray
+from images import encode, noisy, photo
+from service_harness import Reply, free_port, http, multipart
+
+from tilemore.settings import Settings
+from tilemore.store import open_store
+
+DATA = Path(__file__).parents[1] / "data"
+
+
+@pytest.fixture(scope="module")
+def api(ray_session, tmp_path_factory):
+    from ray import serve
+    from tilemore_deployments.conductor import NAME, NAMESPACE
+    from tilemore_deployments.ingress import build_app
+
+    settings = Settings(data_dir=tmp_path_factory.mktemp("serve"), port=free_port(),
+                        pipeline_paths=[DATA / "slow.yaml"])
+    store = open_store(settings)
+    store.create_domain("acme")
+    _, token = store.issue_token("acme")
+    serve.start(http_options={"host": "127.0.0.1", "port": settings.port})
+    serve.run(build_app(settings), name="tilemore", route_prefix="/")
+    yield settings, {"Authorization": f"Token {token} Domain acme"}, store
+    serve.delete("tilemore")
+    ray.kill(ray.get_actor(NAME, namespace=NAMESPACE))
+
+
+def submit(api, image: bytes, envelope: dict) -> Reply:
+    import hashlib
+    settings, auth, _ = api
+    body, ctype = multipart(envelope, image)
+    return http("POST", f"{settings.base_url}/shop/v1/submitted/"
+                f"{hashlib.sha256(image).hexdigest()}/", body, {"Content-Type": ctype, **auth})
+
+
+def wait(api, thread_id: str, timeout: float = 120) -> dict:
+    settings, auth, _ = api
+    deadline = time.monotonic() + timeout
+    while True:
+        body = http("GET", f"{settings.base_url}/threads/{thread_id}", headers=auth).json()
+        if body["status"] != "processing" or time.monotonic() > deadline:
+            return body
+        time.sleep(0.1)
+
+
+def test_submission_runs_on_operator_actors(api):
+    img = encode(noisy(photo(160, 120), 12), "JPEG", quality=90)
+    env = {"adjustments": {"shifter": {"resize": {"width": 80}}}, "output_format": "webp"}
+    sent = submit(api, img, env)
+    assert sent.status == 202, sent.body
+    body = wait(api, sent.json()["thread_id"])
+    assert body["status"] == "done", body
+    assert {t["status"] for t in body["tasks"]} == {"done"}
+    assert body["qc"][0]["pick"] in ("nlmeans", "bilateral", "guided")
+    got = http("GET", body["result"]["url"], headers=api[1])
+    assert got.status == 200 and got.headers["content-type"] == "image/webp"
+    again = submit(api, img, env)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["thread_id"] == body["thread_id"]
+
+
+def test_conductor_killed_mid_thread_resumes_from_checkpoints(api):
+    from tilemore_deployments.conductor import NAME, NAMESPACE
+
+    settings, _, store = api
+    img = encode(photo(64, 48), "PNG")
+    sent = submit(api, img, {"adjustments": {}, "pipeline": "slow"})
+    thread_id = sent.json()["thread_id"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        tasks = {t.task_id: t for t in store.get_thread(thread_id).tasks}
+        if tasks["first"].status == "done":
+            break
+        time.sleep(0.05)
+    before = tasks["first"]
+    # Ray restarts the actor (max_restarts=-1); its operator actors die with it.
+    ray.kill(ray.get_actor(NAME, namespace=NAMESPACE), no_restart=False)
+    body = wait(api, thread_id)
+    assert body["status"] == "done", body
+    after = {t.task_id: t for t in store.get_thread(thread_id).tasks}
+    assert after["first"] == before  # finished before the kill: not run again
+    assert after["decode"].checkpoint_key is not None
