@@ -80,9 +80,13 @@ def create_app(api: ApiService | None = None) -> FastAPI:
         head = raw.rsplit("/submitted/", 1)[0]
         meta_parts = check_meta_parts(head) if head.strip("/") else []
         body = await read_limited(request.stream(), api.settings.max_input_bytes)
-        answer = await run_in_threadpool(
-            api.submit, domain, meta_parts, image_sha256,
-            request.headers.get("content-type", ""), body, base_url(request))
+        submission = api.check(domain, meta_parts, image_sha256,
+                               request.headers.get("content-type", ""), body)
+        # Replays and needs-file answers are a lookup: answered here. Image work (hashing,
+        # decoding, storing) goes to a worker thread so the event loop keeps answering.
+        answer = api.answer_known(submission, base_url(request))
+        if answer is None:
+            answer = await run_in_threadpool(api.accept, submission, base_url(request))
         return respond(answer)
 
     @app.post("/submitted/{image_sha256}/", tags=["threads"], status_code=202)
@@ -103,7 +107,7 @@ def create_app(api: ApiService | None = None) -> FastAPI:
     async def get_thread(request: Request, thread_id: str) -> JSONResponse:
         api = service(request)
         domain = api.authenticate(request.headers.get("authorization"))
-        return respond(await run_in_threadpool(api.thread, domain, thread_id, base_url(request)))
+        return respond(api.thread(domain, thread_id, base_url(request)))  # one indexed read
 
     @app.post("/threads/{thread_id}/cancel", tags=["threads"])
     async def cancel_thread(request: Request, thread_id: str) -> JSONResponse:

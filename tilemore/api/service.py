@@ -7,7 +7,9 @@ thread under a unique idempotency key, and hands the thread id to the conductor.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +20,8 @@ from tilemore.api.auth import Forbidden, authenticate
 from tilemore.api.body import split_body
 from tilemore.api.envelope import (
     BadRequest,
+    Envelope,
+    canonical_json,
     check_image_hash,
     idempotency_key,
     parse_envelope,
@@ -26,7 +30,7 @@ from tilemore.api.views import result_filename, thread_body
 from tilemore.blobs import BlobStore
 from tilemore.catalog import Catalog
 from tilemore.errors import TilemoreError
-from tilemore.pipeline.graph import build_graph
+from tilemore.pipeline.graph import TaskGraph, build_graph
 from tilemore.settings import Settings
 from tilemore.store import NewThread, ThreadRecord, ThreadRepository, TokenRepository
 
@@ -39,6 +43,17 @@ class NotFound(TilemoreError):
 
 class Conflict(TilemoreError):
     status = 409
+
+
+@dataclass(frozen=True)
+class Submission:
+    domain: str
+    meta_parts: list[str]
+    image_sha256: str
+    envelope: Envelope
+    graph: TaskGraph
+    key: str
+    image: bytes | None
 
 
 @dataclass
@@ -59,39 +74,71 @@ class ApiService:
 
     def submit(self, domain: str, meta_parts: list[str], image_sha256: str, content_type: str,
                body: bytes, base_url: str) -> Answer:
+        submission = self.check(domain, meta_parts, image_sha256, content_type, body)
+        return self.answer_known(submission, base_url) or self.accept(submission, base_url)
+
+    def check(self, domain: str, meta_parts: list[str], image_sha256: str, content_type: str,
+              body: bytes) -> Submission:
+        """Everything about a submission that needs no image work: cheap, so the HTTP layer
+        runs it on its event loop."""
         check_image_hash(image_sha256)
         raw_envelope, image = split_body(content_type, body)
         envelope = parse_envelope(raw_envelope)
         pipeline = self.catalog.pipeline(envelope.pipeline or self.settings.default_pipeline)
-        graph = build_graph(pipeline, envelope.adjustments, envelope.output_format)
+        graph = self._graph(pipeline.name, canonical_json(envelope.adjustments),
+                            envelope.output_format)
         key = idempotency_key(
             domain=domain, account=domain, meta_parts=meta_parts, image_sha256=image_sha256,
             adjustments=envelope.adjustments, output_format=envelope.output_format,
             pipeline=pipeline.name, fingerprint=pipeline.fingerprint)
-        if image is not None and hashlib.sha256(image).hexdigest() != image_sha256:
-            raise BadRequest("the uploaded bytes do not hash to the SHA-256 in the URL",
-                             code="hash_mismatch")
-        existing = self.threads.get_thread_by_key(key)
+        return Submission(domain, meta_parts, image_sha256, envelope, graph, key, image)
+
+    def answer_known(self, sub: Submission, base_url: str) -> Answer | None:
+        """The answer when no image work is needed: a replay, or ``needs-file``."""
+        if sub.image is not None:
+            return None  # the upload's hash must be checked first, off the event loop
+        existing = self.threads.get_thread_by_key(sub.key)
         if existing is not None:
             return self._answer(existing, base_url, replayed=True)
+        return Answer(200, {"status": "needs-file",
+                            "message": "first sight of this request: send it again as "
+                                       "multipart, the envelope part then the image"})
+
+    def accept(self, sub: Submission, base_url: str) -> Answer:
+        """A submission with its image: check the bytes, store them, record the thread."""
+        image = sub.image
         if image is None:
-            return Answer(200, {"status": "needs-file",
-                                "message": "first sight of this request: send it again as "
-                                           "multipart, the envelope part then the image"})
+            answer = self.answer_known(sub, base_url)
+            assert answer is not None
+            return answer
+        if hashlib.sha256(image).hexdigest() != sub.image_sha256:
+            raise BadRequest("the uploaded bytes do not hash to the SHA-256 in the URL",
+                             code="hash_mismatch")
+        existing = self.threads.get_thread_by_key(sub.key)
+        if existing is not None:
+            return self._answer(existing, base_url, replayed=True)
         # The whole image is decoded once here (at reduced scale for JPEG): corrupt, truncated
         # and oversized images are refused now, with a 4xx, not found later by a worker.
         decode_image(image, self.settings.max_input_pixels, size_hint=(1, 1))
         input_key = self.blobs.put(image)
+        pipeline = sub.graph.pipeline
         record, created = self.threads.create_thread(NewThread(
-            domain=domain, idem_key=key, pipeline=pipeline.name,
-            fingerprint=pipeline.fingerprint, meta_parts=meta_parts,
-            image_sha256=image_sha256, input_key=input_key,
-            output_format=envelope.output_format, envelope=envelope.model_dump(mode="json"),
-            tasks=[(t.id, t.operator.name) for t in graph.tasks],
+            domain=sub.domain, idem_key=sub.key, pipeline=pipeline.name,
+            fingerprint=pipeline.fingerprint, meta_parts=sub.meta_parts,
+            image_sha256=sub.image_sha256, input_key=input_key,
+            output_format=sub.envelope.output_format,
+            envelope=sub.envelope.model_dump(mode="json"),
+            tasks=[(t.id, t.operator.name) for t in sub.graph.tasks],
         ))
         if created:
             self.handoff(record.id)
         return self._answer(record, base_url, replayed=not created)
+
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 - one service per process, lives as long
+    def _graph(self, pipeline: str, adjustments_json: str, output_format: str) -> TaskGraph:
+        """Validated task graphs, by canonical adjustments: replays skip re-validation."""
+        return build_graph(self.catalog.pipeline(pipeline), json.loads(adjustments_json),
+                           output_format)
 
     def thread(self, domain: str, thread_id: str, base_url: str) -> Answer:
         return self._answer(self._own(domain, thread_id), base_url)

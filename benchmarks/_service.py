@@ -1,0 +1,32 @@
+"""Start the Tilemore service in this process (local Ray + Serve) for the API benchmarks."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from tilemore.catalog import Catalog
+from tilemore.engine.ray_backend import ensure_ray, local_cpus
+from tilemore.settings import Settings
+from tilemore.store import open_store
+
+
+def start_service(port: int = 8321, extra_apps: dict | None = None) -> tuple[Settings, dict]:
+    """(settings, auth headers) of a fresh service; ``extra_apps`` maps a route prefix to
+    another Serve application to run beside it (a baseline)."""
+    from ray import serve
+    from tilemore_deployments.ingress import build_app
+
+    settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="tilemore-bench-")), port=port)
+    store = open_store(settings)
+    store.create_domain("bench")
+    _, token = store.issue_token("bench")
+    catalog = Catalog.load(settings)
+    cpus = local_cpus(catalog.operators_in_use()) + 2
+    ensure_ray(settings.model_copy(update={"ray_num_cpus": cpus}), quiet=True)
+    serve.start(http_options={"host": "127.0.0.1", "port": port},
+                logging_config={"log_level": "WARNING", "enable_access_log": False})
+    serve.run(build_app(settings), name="tilemore", route_prefix="/")
+    for prefix, app in (extra_apps or {}).items():
+        serve.run(app, name=prefix.strip("/"), route_prefix=prefix)
+    return settings, {"Authorization": f"Token {token} Domain bench"}
