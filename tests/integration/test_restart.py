@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import sqlite3
@@ -23,20 +24,28 @@ DATA = Path(__file__).parents[1] / "data"
 THREADS = 4
 
 
-def start(data_dir: Path, port: int) -> tuple[subprocess.Popen, str]:
+REPO = Path(__file__).parents[2]
+
+
+def start(data_dir: Path, port: int) -> tuple[subprocess.Popen, str, str]:
+    """Start ``tilemore serve``; return the process, its Ray address and its banner."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS",
                                                                        "TILEMORE_"))}
     env |= {"TILEMORE_DATA_DIR": str(data_dir), "TILEMORE_PORT": str(port),
             "TILEMORE_PIPELINE_PATHS": str(DATA / "slow.yaml")}
     proc = subprocess.Popen([sys.executable, "-m", "tilemore.cli", "serve"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)  # its own process group: Ray and all
-    lines = []
+                            start_new_session=True,  # its own process group: Ray and all
+                            cwd=REPO)
+    lines: list[str] = []
+    address = ""
     deadline = time.monotonic() + 180
     for line in proc.stdout:
         lines.append(line)
         if "Ray: " in line:
-            return proc, line.rsplit("Ray: ", 1)[1].strip()
+            address = line.rsplit("Ray: ", 1)[1].strip()
+        if line.startswith("Ctrl-C stops"):
+            return proc, address, "".join(lines)
         if time.monotonic() > deadline:
             break
     proc.kill()
@@ -50,7 +59,7 @@ def kill9(proc: subprocess.Popen) -> None:
 
 def test_kill_9_and_restart(ray_session, tmp_path):
     port = free_port()
-    proc, address = start(tmp_path, port)
+    proc, address, _ = start(tmp_path, port)
     assert address != ray_session  # its own cluster, so kill -9 takes all of it down
     token = (tmp_path / "demo-token").read_text().strip()
     auth = {"Authorization": f"Token {token} Domain demo"}
@@ -82,7 +91,7 @@ def test_kill_9_and_restart(ray_session, tmp_path):
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0] == THREADS * 4
 
-    proc, _ = start(tmp_path, port)
+    proc, _, banner = start(tmp_path, port)
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -96,6 +105,14 @@ def test_kill_9_and_restart(ray_session, tmp_path):
             assert again == task, f"{task_id} of {tid} ran again"
         got = http("GET", f"http://127.0.0.1:{port}/threads/{ids[0]}", headers=auth).json()
         assert got["status"] == "done" and got["result"]["bytes"] > 0
+        # The banner's curl example works when pasted (in the repository's folder).
+        lines = banner.splitlines()
+        start_at = next(i for i, line in enumerate(lines) if line.strip().startswith("IMG="))
+        script = "\n".join(line.strip() for line in lines[start_at:start_at + 5])
+        pasted = subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True,
+                                text=True, timeout=60)
+        answer = json.loads(pasted.stdout)
+        assert answer["status"] == "processing" and answer["pipeline"] == "denoised", pasted
     finally:
         kill9(proc)
 
