@@ -1,0 +1,16 @@
+"""Billing: credits as 20-digit decimals on an append-only, hash-chained ledger."""
+
+from tilemore.billing.ledger import (
+    Appended,
+    DuplicateReference,
+    Entry,
+    InsufficientCredits,
+    SQLiteLedger,
+    Verification,
+)
+from tilemore.billing.money import InvalidAmount, fmt, parse_amount
+
+__all__ = [
+    "Appended", "DuplicateReference", "Entry", "InsufficientCredits", "InvalidAmount",
+    "SQLiteLedger", "Verification", "fmt", "parse_amount",
+]

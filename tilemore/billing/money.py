@@ -1,0 +1,40 @@
+"""Credits: ``Decimal`` with 20 fractional digits, strings on the wire, never floats."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from tilemore.errors import TilemoreError
+
+PLACES = 20
+QUANTUM = Decimal(1).scaleb(-PLACES)
+ZERO = Decimal(0).quantize(QUANTUM)
+
+
+class InvalidAmount(TilemoreError):
+    code = "invalid_amount"
+    status = 422
+
+
+def parse_amount(value: object, *, positive: bool = True, field: str = "amount") -> Decimal:
+    """A credit amount from JSON: a string of digits, at most 20 after the point."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        kind = "a float" if isinstance(value, float) else type(value).__name__
+        raise InvalidAmount(f"{field} must be a decimal string like \"12.5\", not {kind}")
+    try:
+        amount = Decimal(value.strip())
+    except InvalidOperation:
+        raise InvalidAmount(f"{field} '{value}' is not a number") from None
+    if not amount.is_finite():
+        raise InvalidAmount(f"{field} '{value}' is not a finite number")
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -PLACES:
+        raise InvalidAmount(f"{field} '{value}' has more than {PLACES} fractional digits")
+    if positive and amount <= 0:
+        raise InvalidAmount(f"{field} must be greater than zero")
+    return amount.quantize(QUANTUM)
+
+
+def fmt(amount: Decimal) -> str:
+    """The wire form: always 20 fractional digits, e.g. '0.00061677849800000000'."""
+    return f"{amount.quantize(QUANTUM):f}"
