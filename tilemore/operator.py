@@ -16,7 +16,7 @@ The ``role`` says where an operator may stand in a pipeline:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -26,6 +26,7 @@ from tilemore.settings import Settings
 Role = Literal["source", "transform", "selector", "sink"]
 
 CREDIT_QUANTUM = Decimal("1e-20")  # prices and credits carry 20 fractional digits
+_WIDE = Context(prec=60)  # exact for NUMERIC(38, 20); the default context rounds at 28 digits
 
 
 class OperatorParams(BaseModel):
@@ -63,13 +64,14 @@ class Price(BaseModel):
     def _quantize(cls, value: Decimal) -> Decimal:
         if value < 0:
             raise ValueError("a price cannot be negative")
-        if value != value.quantize(CREDIT_QUANTUM):
+        if value != value.quantize(CREDIT_QUANTUM, context=_WIDE):
             raise ValueError("a price has at most 20 fractional digits")
-        return value.quantize(CREDIT_QUANTUM)
+        return value.quantize(CREDIT_QUANTUM, context=_WIDE)
 
     def cost(self, megapixels: float) -> Decimal:
         mp = Decimal(repr(megapixels))
-        return (self.per_call + self.per_megapixel * mp).quantize(CREDIT_QUANTUM)
+        exact = _WIDE.add(self.per_call, _WIDE.multiply(self.per_megapixel, mp))
+        return exact.quantize(CREDIT_QUANTUM, context=_WIDE)
 
 
 @dataclass(frozen=True, slots=True)

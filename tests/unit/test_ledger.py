@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC
 from decimal import Decimal
 
 import pytest
@@ -130,3 +131,68 @@ def test_property_balances_equal_their_entries(tmp_path_factory, ops):
         assert ledger.verify().ok
     finally:
         ledger.close()
+
+
+def test_histories(tmp_path):
+    from datetime import date, datetime, timedelta
+
+    from tilemore.billing.history import HistoryOutOfRange, abbreviated, detailed
+
+    now = [datetime(2026, 11, 1, 12, tzinfo=UTC).timestamp()]
+    ledger = SQLiteLedger(tmp_path / "h.db", clock=lambda: now[0])
+    ledger.append([Entry("acme", "order", D("10"), reference="o1"),
+                   Entry("acme", "bonus", D("1"), reference="o1")])
+    now[0] += 86400 * 3  # Nov 4
+    ledger.append([Entry("acme", "charge", D("-0.25"), "t1", "a", "nlmeans", 12.0),
+                   Entry("acme/s", "payment", D("3"), reference="p1")])
+    ledger.append([Entry("acme/s", "charge", D("-0.5"), "t2", "a", traced_for="acme")])
+    today = date(2026, 11, 5)
+    rows = abbreviated(ledger, "acme", today)
+    assert len(rows) == 31 and rows[-1]["date"] == "2026-11-05"
+    assert set(rows[0]) == {"date", "amount_when_day_started", "transaction_total",
+                            "traced_total", "ordered_total", "applied_commitment_bonus"}
+    by = {r["date"]: r for r in rows}
+    assert by["2026-11-01"]["ordered_total"] == "10.00000000000000000000"
+    assert by["2026-11-01"]["applied_commitment_bonus"] == "1.00000000000000000000"
+    assert by["2026-11-02"]["amount_when_day_started"] == "11.00000000000000000000"
+    assert by["2026-11-04"]["transaction_total"] == "0.25000000000000000000"
+    assert by["2026-11-04"]["traced_total"] == "0.50000000000000000000"
+    assert by["2026-11-05"]["amount_when_day_started"] == "10.75000000000000000000"
+    ops = detailed(ledger, "acme", date(2026, 11, 4), date(2026, 11, 4))
+    assert [o["operator"] for o in ops] == ["nlmeans"] and ops[0]["megapixels"] == 12.0
+    assert detailed(ledger, "acme", date(2026, 11, 4), today) == ops  # yesterday is fine
+    with pytest.raises(HistoryOutOfRange):
+        detailed(ledger, "acme", today - timedelta(days=3), today)
+    ledger.close()
+
+
+def test_group_writer_answers_each_caller(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tilemore.billing.writer import LedgerWriter
+
+    ledger = SQLiteLedger(tmp_path / "w.db")
+    ledger.append([Entry("acme", "order", D("1"), reference="o")])
+    writer = LedgerWriter(ledger)
+    entries = [Entry("acme", "charge", D("-0.1"), f"t{i}", "x") for i in range(15)]
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(writer.append, e) for e in entries]
+    outcomes = []
+    for f in futures:
+        try:
+            outcomes.append(f.result())
+        except InsufficientCredits:
+            outcomes.append(None)
+    writer.close()
+    assert sum(o is not None for o in outcomes) == 10  # exactly what 1 credit covers
+    assert ledger.balance("acme") == D("0") and ledger.verify().ok
+
+
+def test_large_balances_keep_every_digit(ledger):
+    big = parse_amount("999999999999999999.99999999999999999999")
+    ledger.append([Entry("acme", "order", big, reference="o")])
+    ledger.append([Entry("acme", "charge", D("-0.00000000000000000001"), "t", "a")])
+    assert fmt(ledger.balance("acme")) == "999999999999999999.99999999999999999998"
+    with pytest.raises(InvalidAmount, match="10\\^18"):
+        parse_amount("1000000000000000000")
+    assert ledger.verify().ok

@@ -21,7 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from tilemore.billing.money import ZERO, fmt
+from tilemore.billing.money import CTX, ZERO, add, fmt
 from tilemore.errors import TilemoreError
 
 Kind = Literal["order", "bonus", "charge", "payment", "correction"]
@@ -170,7 +170,7 @@ class SQLiteLedger:
         row = db.execute("SELECT balance FROM balances WHERE account = ?", (e.account,)
                          ).fetchone()
         before = Decimal(row["balance"]) if row else ZERO
-        after = before + e.amount
+        after = add(before, e.amount)
         if after < 0 and not allow_negative:
             raise InsufficientCredits(
                 f"account '{e.account}' has {fmt(before)} credits; {fmt(-e.amount)} needed")
@@ -214,16 +214,13 @@ class SQLiteLedger:
                          ).fetchone()
         totals = {k: Decimal(row[k]) if row else ZERO for k in (
             "transaction_total", "traced_total", "ordered_total", "bonus_total")}
-        if traced:
-            totals["traced_total"] += -e.amount
-        elif e.kind == "charge":
-            totals["transaction_total"] += -e.amount
-        elif e.kind in ("order", "payment"):
-            totals["ordered_total"] += e.amount
-        elif e.kind == "bonus":
-            totals["bonus_total"] += e.amount
-        else:  # corrections move the balance; they are not consumption or orders
-            pass
+        key = ("traced_total" if traced else {
+            "charge": "transaction_total", "order": "ordered_total", "payment": "ordered_total",
+            "bonus": "bonus_total"}.get(e.kind))  # corrections move the balance only
+        if key is not None:
+            delta = CTX.minus(e.amount) if key in ("traced_total", "transaction_total") \
+                else e.amount
+            totals[key] = add(totals[key], delta)
         db.execute(
             "INSERT INTO daily VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account, day) DO"
             " UPDATE SET transaction_total = excluded.transaction_total, traced_total ="
@@ -256,7 +253,7 @@ class SQLiteLedger:
         with self._lock:
             rows = self._db.execute("SELECT amount FROM ledger WHERE kind = 'charge' AND"
                                     " thread_id = ?", (thread_id,)).fetchall()
-        return -sum((Decimal(r["amount"]) for r in rows), ZERO)
+        return CTX.minus(add(*(Decimal(r["amount"]) for r in rows)))
 
     def verify(self) -> Verification:
         """Recompute the hash chain, every balance and every day's totals from the entries."""
@@ -272,7 +269,7 @@ class SQLiteLedger:
             e = Entry(r["account"], r["kind"], Decimal(r["amount"]), r["thread_id"],
                       r["task_id"], r["operator"], r["megapixels"], r["reference"],
                       r["traced_for"])
-            balances[e.account] = balances.get(e.account, ZERO) + e.amount
+            balances[e.account] = add(balances.get(e.account, ZERO), e.amount)
             if r["prev_hash"] != prev:
                 problems.append(f"entry {r['seq']}: does not follow entry before it")
             if entry_hash(r["prev_hash"], r["seq"], e, r["created_at"],
@@ -292,17 +289,18 @@ class SQLiteLedger:
         keys = ("transaction_total", "traced_total", "ordered_total", "bonus_total")
         want: dict[tuple[str, str], dict[str, Decimal]] = {}
 
-        def add(account: str, day: str, key: str, amount: Decimal) -> None:
-            want.setdefault((account, day), dict.fromkeys(keys, ZERO))[key] += amount
+        def note(account: str, day: str, key: str, amount: Decimal) -> None:
+            totals = want.setdefault((account, day), dict.fromkeys(keys, ZERO))
+            totals[key] = add(totals[key], amount)
 
         for r in rows:
             amount = Decimal(r["amount"])
             key = {"charge": "transaction_total", "order": "ordered_total",
                    "payment": "ordered_total", "bonus": "bonus_total"}.get(r["kind"])
-            add(r["account"], r["day"], key or "transaction_total", -amount if key ==
+            note(r["account"], r["day"], key or "transaction_total", -amount if key ==
                 "transaction_total" else (amount if key else ZERO))
             if r["kind"] == "charge" and r["traced_for"]:
-                add(r["traced_for"], r["day"], "traced_total", -amount)
+                note(r["traced_for"], r["day"], "traced_total", -amount)
         with self._lock:
             have = {(r["account"], r["day"]): {k: Decimal(r[k]) for k in keys}
                     for r in self._db.execute("SELECT * FROM daily").fetchall()}

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 
 from tilemore.errors import TilemoreError
 
 PLACES = 20
 QUANTUM = Decimal(1).scaleb(-PLACES)
-ZERO = Decimal(0).quantize(QUANTUM)
+# NUMERIC(38, 20): 18 integer digits and 20 fractional ones. Every sum is taken in a context
+# wide enough to hold them exactly (the default context keeps only 28 digits and would round).
+CTX = Context(prec=60)
+LIMIT = Decimal(10) ** 18
+ZERO = Decimal(0).quantize(QUANTUM, context=CTX)
+
+
+def add(*amounts: Decimal) -> Decimal:
+    total = ZERO
+    for a in amounts:
+        total = CTX.add(total, a)
+    return total
 
 
 class InvalidAmount(TilemoreError):
@@ -32,9 +43,11 @@ def parse_amount(value: object, *, positive: bool = True, field: str = "amount")
         raise InvalidAmount(f"{field} '{value}' has more than {PLACES} fractional digits")
     if positive and amount <= 0:
         raise InvalidAmount(f"{field} must be greater than zero")
-    return amount.quantize(QUANTUM)
+    if amount.copy_abs() >= LIMIT:  # abs() would round in the default context
+        raise InvalidAmount(f"{field} must be below 10^18")
+    return amount.quantize(QUANTUM, context=CTX)
 
 
 def fmt(amount: Decimal) -> str:
     """The wire form: always 20 fractional digits, e.g. '0.00061677849800000000'."""
-    return f"{amount.quantize(QUANTUM):f}"
+    return f"{amount.quantize(QUANTUM, context=CTX):f}"

@@ -1,0 +1,64 @@
+"""One writer for the ledger, committing in groups: callers from many threads hand in
+entries and wait; the writer appends whatever has queued up in one transaction — one fsync
+for the group — and answers each caller once its entry is on disk."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future
+
+from tilemore.billing.ledger import Appended, Entry, SQLiteLedger
+
+_STOP = object()
+
+
+class LedgerWriter:
+    def __init__(self, ledger: SQLiteLedger, max_batch: int = 256) -> None:
+        self.ledger = ledger
+        self.max_batch = max_batch
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, entry: Entry) -> Future[Appended]:
+        done: Future[Appended] = Future()
+        self._queue.put((entry, done))
+        return done
+
+    def append(self, entry: Entry) -> Appended:
+        return self.submit(entry).result()
+
+    def close(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    self._queue.put(_STOP)
+                    break
+                batch.append(item)
+            self._commit(batch)
+
+    def _commit(self, batch: list) -> None:
+        try:
+            results = self.ledger.append([e for e, _ in batch])
+        except Exception:  # noqa: BLE001 - one bad entry must not fail its neighbours
+            for entry, done in batch:  # retry one by one, each with its own answer
+                try:
+                    done.set_result(self.ledger.append([entry])[0])
+                except Exception as exc:  # noqa: BLE001
+                    done.set_exception(exc)
+            return
+        for (_, done), result in zip(batch, results, strict=True):
+            done.set_result(result)
