@@ -141,7 +141,8 @@ def resize(pixels: np.ndarray, r: Resize) -> np.ndarray:
     sx = r.width / w if r.width else None
     sy = r.height / h if r.height else None
     if r.mode == "force":
-        size = (r.width or round(w * sy), r.height or round(h * sx))  # type: ignore[operator]
+        size = (r.width or max(1, round(w * sy)),  # type: ignore[operator]
+                r.height or max(1, round(h * sx)))  # type: ignore[operator]
         return _resample(pixels, size)
     given = [s for s in (sx, sy) if s is not None]
     scale = max(given) if r.mode == "fill" else min(given)

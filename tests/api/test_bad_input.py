@@ -47,6 +47,10 @@ def send_image(service, image: bytes, envelope=ENV):
     (b'{"adjustments": {"shifter": {"resize": {"width": 0}}}}', 422, "invalid_parameter"),
     (b'{"adjustments": {}, "output_format": "gif"}', 422, "unsupported_output_format"),
     (b'{"adjustments": {}, "pipeline": "nope"}', 404, "unknown_pipeline"),
+    (b'{"adjustments": {}, "meta": {"x": NaN}}', 400, "malformed_json"),
+    (b'{"adjustments": {}, "meta": {"x": "\\ud800"}}', 400, "malformed_json"),
+    (b"[" * 100_000 + b"]" * 100_000, 400, "malformed_json"),
+    (b'{"adjustments": {"master": {"branches": {"nlmeans": 5}}}}', 422, "invalid_adjustments"),
 ])
 def test_bad_envelopes(service, body, status, code):
     reply = post(service, body, "application/json")

@@ -104,3 +104,45 @@ def test_a_new_conductor_resumes_and_skips_finished_tasks(tmp_path):
     assert resumed.result.sha256 == done.result.sha256  # and the same bytes as before
     ran = {op.name for op in second._hosts}  # noqa: SLF001 - which replicas were needed
     assert ran == {"shifter", "encoder"}
+
+
+def _service_parts(tmp_path):
+    settings = Settings(data_dir=tmp_path, checkpoint_tasks=True)
+    store = SQLiteStore(settings.database_path)
+    store.create_domain("acme")
+    blobs = LocalBlobStore(settings.blob_path)
+    return settings, store, blobs, Catalog.load(settings)
+
+
+def _thread(store, blobs, fingerprint: str, key: str = "k"):
+    image_key = blobs.put(encode(photo(32, 24), "PNG"))
+    rec, _ = store.create_thread(NewThread(
+        domain="acme", idem_key=key, pipeline="thumbnail", fingerprint=fingerprint,
+        meta_parts=[], image_sha256=image_key, input_key=image_key, output_format="png",
+        envelope={"adjustments": {}}, tasks=[("decode", "decode"), ("shifter", "shifter"),
+                                             ("encoder", "encoder")]))
+    return rec
+
+
+def test_a_thread_whose_pipeline_changed_fails_instead_of_mixing_versions(tmp_path):
+    settings, store, blobs, catalog = _service_parts(tmp_path)
+    rec = _thread(store, blobs, fingerprint="from-an-older-deploy")
+    assert Conductor(store, blobs, catalog, LocalBackend(settings)).run_thread(rec.id) == "failed"
+    assert store.get_thread(rec.id).error_code == "pipeline_changed"
+
+
+def test_a_thread_that_keeps_breaking_the_conductor_fails_after_three_attempts(tmp_path):
+    settings, store, blobs, catalog = _service_parts(tmp_path)
+
+    class Broken(LocalBackend):
+        def put(self, value):
+            raise ConnectionError("the cluster is gone")
+
+    rec = _thread(store, blobs, catalog.pipeline("thumbnail").fingerprint)
+    conductor = Conductor(store, blobs, catalog, Broken(settings))
+    for attempt in range(3):
+        assert store.get_thread(rec.id).status == "processing", attempt
+        conductor._run_guarded(rec.id)  # noqa: SLF001 - what a sweep runs
+    failed = store.get_thread(rec.id)
+    assert failed.status == "failed" and failed.error_code == "internal_error"
+    assert "the cluster is gone" in failed.error_message

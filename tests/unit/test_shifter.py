@@ -109,3 +109,5 @@ def test_one_pixel_images():
     assert size(out) == (10, 10)
     out = shift({"resize": {"width": 3}}, Image(photo(300, 1)))
     assert size(out) == (3, 1)
+    out = shift({"resize": {"width": 1, "mode": "force"}}, Image(photo(1000, 1)))
+    assert size(out) == (1, 1)

@@ -80,14 +80,17 @@ def create_app(api: ApiService | None = None) -> FastAPI:
         head = raw.rsplit("/submitted/", 1)[0]
         meta_parts = check_meta_parts(head) if head.strip("/") else []
         body = await read_limited(request.stream(), api.settings.max_input_bytes)
-        submission = api.check(domain, meta_parts, image_sha256,
-                               request.headers.get("content-type", ""), body)
-        # Replays and needs-file answers are a lookup: answered here. Image work (hashing,
-        # decoding, storing) goes to a worker thread so the event loop keeps answering.
-        answer = api.answer_known(submission, base_url(request))
-        if answer is None:
-            answer = await run_in_threadpool(api.accept, submission, base_url(request))
-        return respond(answer)
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/"):
+            # An upload: parsing, hashing, decoding and storing go to a worker thread, so the
+            # event loop keeps answering everyone else.
+            return respond(await run_in_threadpool(api.submit, domain, meta_parts, image_sha256,
+                                                   content_type, body, base_url(request)))
+        # An envelope alone (a replay, or the first ask): a small parse and one indexed read,
+        # answered right here — a thread-pool hop costs more than the work under Serve.
+        submission = api.check(domain, meta_parts, image_sha256, content_type, body)
+        return respond(api.answer_known(submission, base_url(request))
+                       or await run_in_threadpool(api.accept, submission, base_url(request)))
 
     @app.post("/submitted/{image_sha256}/", tags=["threads"], status_code=202)
     async def submit_plain(request: Request, image_sha256: str) -> JSONResponse:

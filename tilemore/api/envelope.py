@@ -42,8 +42,9 @@ class Envelope(BaseModel):
 
 def parse_envelope(raw: bytes | str) -> Envelope:
     try:
-        value = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        value = json.loads(raw, parse_constant=_no_constants)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # lone surrogates cannot be sent
+    except (json.JSONDecodeError, UnicodeError, ValueError, RecursionError) as exc:
         raise BadRequest(f"the envelope is not valid JSON: {exc}", code="malformed_json") from None
     if not isinstance(value, dict):
         raise InvalidEnvelope("the envelope must be a JSON object")
@@ -55,6 +56,10 @@ def parse_envelope(raw: bytes | str) -> Envelope:
         code = "missing_adjustments" if err["loc"] == ("adjustments",) and err["type"] == (
             "missing") else "invalid_envelope"
         raise InvalidEnvelope(f"envelope.{loc}: {err['msg']}", code=code) from None
+
+
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
 
 
 def check_image_hash(value: str) -> str:

@@ -35,6 +35,7 @@ class LocalBlobStore:
                     f.flush()
                     os.fsync(f.fileno())  # the record that names this key comes after
                 os.replace(tmp, path)
+                _fsync_dir(path.parent)  # the rename itself must survive a power cut
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
@@ -55,3 +56,11 @@ class LocalBlobStore:
 
     def link(self, key: str, filename: str, content_type: str) -> str | None:
         return None  # the API streams local blobs itself
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

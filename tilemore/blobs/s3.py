@@ -62,6 +62,12 @@ class S3BlobStore:
             raise BlobStoreError(f"cannot reach S3: {exc}") from None
 
     def link(self, key: str, filename: str, content_type: str) -> str | None:
+        try:
+            return self._presign(key, filename, content_type)
+        except (BotoCoreError, ClientError) as exc:
+            raise BlobStoreError(f"cannot sign a link to blob {key[:12]}…: {exc}") from None
+
+    def _presign(self, key: str, filename: str, content_type: str) -> str:
         return self.client.generate_presigned_url(
             "get_object",
             Params={"Bucket": self.bucket, "Key": self._key(key),

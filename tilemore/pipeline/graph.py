@@ -153,7 +153,9 @@ def _algorithm_tasks(
     per_branch = given.pop("branches", {}) or {}
     if not isinstance(per_branch, Mapping):
         raise AdjustmentError(f"{where}.branches: must be an object")
-    for b in per_branch:
+    for b, value in per_branch.items():
+        if not isinstance(value, Mapping):
+            raise AdjustmentError(f"{where}.branches.{b}: must be an object")
         if b not in algo.branches:
             raise UnknownParameter(
                 f"{where}.branches.{b}: '{algo.name}' has no branch '{b}' "

@@ -28,7 +28,8 @@ log = logging.getLogger("tilemore.conductor")
 
 class Conductor:
     def __init__(self, threads: ThreadRepository, blobs: BlobStore, catalog: Catalog,
-                 backend: Backend, concurrency: int = 16, sweep_seconds: float = 5.0) -> None:
+                 backend: Backend, concurrency: int = 16, sweep_seconds: float = 5.0,
+                 max_attempts: int = 3) -> None:
         self.threads, self.blobs, self.catalog, self.backend = threads, blobs, catalog, backend
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="thread")
         self._active: set[str] = set()
@@ -36,6 +37,8 @@ class Conductor:
         self._stop = threading.Event()
         self._sweep_seconds = sweep_seconds
         self._sweeper: threading.Thread | None = None
+        self._max_attempts = max_attempts
+        self._attempts: dict[str, int] = {}  # errors that were not the task's own, by thread
 
     # -- scheduling ------------------------------------------------------------------------
 
@@ -77,8 +80,17 @@ class Conductor:
     def _run_guarded(self, thread_id: str) -> None:
         try:
             self.run_thread(thread_id)
-        except Exception:  # noqa: BLE001 - the next sweep retries it
-            log.exception("thread %s: conductor error; it will be retried", thread_id)
+            self._attempts.pop(thread_id, None)
+        except Exception as exc:  # noqa: BLE001 - a lost replica, an unreachable store…
+            attempts = self._attempts[thread_id] = self._attempts.get(thread_id, 0) + 1
+            if attempts < self._max_attempts:
+                log.warning("thread %s: attempt %d failed (%s); the next sweep retries it",
+                            thread_id, attempts, exc)
+            else:  # the same thread keeps breaking its conductor: stop, and say why
+                log.exception("thread %s: giving up after %d attempts", thread_id, attempts)
+                self._attempts.pop(thread_id, None)
+                self.threads.fail_thread(thread_id, "internal_error",
+                                         f"gave up after {attempts} attempts: {exc}")
         finally:
             with self._lock:
                 self._active.discard(thread_id)
@@ -95,8 +107,13 @@ class Conductor:
             return "canceled"
         try:
             pipeline = self.catalog.pipeline(rec.pipeline)
+            if pipeline.fingerprint != rec.fingerprint:
+                # Its checkpoints were made by other operator versions: mixing them would
+                # give a result neither version gives.
+                raise TilemoreError(f"pipeline '{rec.pipeline}' changed since the thread was "
+                                    "accepted; submit it again", code="pipeline_changed")
             graph = build_graph(pipeline, rec.envelope["adjustments"], rec.output_format)
-        except TilemoreError as exc:  # the pipeline changed under an accepted thread
+        except TilemoreError as exc:
             self.threads.fail_thread(thread_id, exc.code, exc.message)
             return "failed"
         ids = {t.id for t in graph.tasks}
