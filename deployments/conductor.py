@@ -7,6 +7,7 @@ the service survives the loss of the process that runs it.
 from __future__ import annotations
 
 import ray
+from tilemore_deployments.billing import get_billing
 
 from tilemore.blobs import open_blob_store
 from tilemore.catalog import Catalog
@@ -30,6 +31,7 @@ class ConductorActor:
         # that cannot work fails the start-up, not a customer's thread.
         backend.prepare(catalog.operators_in_use())
         self.conductor = Conductor(store, open_blob_store(settings), catalog, backend,
+                                   billing=get_billing(settings),
                                    concurrency=settings.conductor_concurrency)
         self.conductor.start_sweeping()
 

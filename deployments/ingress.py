@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ray import serve
+from tilemore_deployments.billing import get_billing
 from tilemore_deployments.conductor import get_conductor
 
 from tilemore.api.app import create_app, use_service
@@ -24,7 +25,8 @@ class Ingress:
         store = open_store(settings)
         conductor = get_conductor(settings)
         use_service(ApiService(store, store, open_blob_store(settings), Catalog.load(settings),
-                               settings, handoff=lambda tid: conductor.submit.remote(tid)))
+                               settings, handoff=lambda tid: conductor.submit.remote(tid),
+                               billing=get_billing(settings)))
 
 
 def build_app(settings: Settings) -> serve.Application:

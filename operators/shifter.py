@@ -100,6 +100,15 @@ class Shifter(Operator):
         return image if pixels is image.pixels else image.with_pixels(pixels)
 
     @classmethod
+    def output_size(cls, params: ShifterParams, size: tuple[int, int]) -> tuple[int, int]:
+        w, h = size
+        if params.crop is not None:
+            w, h = crop_size(w, h, params.crop)
+        if params.resize is not None:
+            w, h = resize_size(w, h, params.resize)
+        return w, h
+
+    @classmethod
     def input_size_hint(cls, params: ShifterParams) -> tuple[int, int] | None:
         r = params.resize
         if params.crop is not None or r is None:
@@ -121,8 +130,7 @@ def parse_aspect(value: str) -> Fraction:
     return ratio
 
 
-def crop(pixels: np.ndarray, c: Crop) -> np.ndarray:
-    h, w = pixels.shape[:2]
+def crop_size(w: int, h: int, c: Crop) -> tuple[int, int]:
     if c.aspect is None:
         assert c.width is not None and c.height is not None
         if c.x + c.width > w or c.y + c.height > h:
@@ -130,28 +138,46 @@ def crop(pixels: np.ndarray, c: Crop) -> np.ndarray:
                 f"crop box {c.width}x{c.height} at ({c.x}, {c.y}) falls outside the "
                 f"{w}x{h} image"
             )
-        return pixels[c.y:c.y + c.height, c.x:c.x + c.width]
+        return c.width, c.height
     ratio = parse_aspect(c.aspect)
-    cw, ch = (w, max(1, round(w / ratio))) if w / h <= ratio else (max(1, round(h * ratio)), h)
+    return (w, max(1, round(w / ratio))) if w / h <= ratio else (max(1, round(h * ratio)), h)
+
+
+def crop(pixels: np.ndarray, c: Crop) -> np.ndarray:
+    h, w = pixels.shape[:2]
+    cw, ch = crop_size(w, h, c)
+    if c.aspect is None:
+        return pixels[c.y:c.y + ch, c.x:c.x + cw]
     return _window(pixels, cw, ch, c.gravity)
 
 
-def resize(pixels: np.ndarray, r: Resize) -> np.ndarray:
-    h, w = pixels.shape[:2]
+def _scaled_size(w: int, h: int, r: Resize) -> tuple[int, int]:
+    """The size resampling produces (before `fill` crops it)."""
     sx = r.width / w if r.width else None
     sy = r.height / h if r.height else None
     if r.mode == "force":
-        size = (r.width or max(1, round(w * sy)),  # type: ignore[operator]
+        return (r.width or max(1, round(w * sy)),  # type: ignore[operator]
                 r.height or max(1, round(h * sx)))  # type: ignore[operator]
-        return _resample(pixels, size)
     given = [s for s in (sx, sy) if s is not None]
     scale = max(given) if r.mode == "fill" else min(given)
     if r.mode == "limit":
         scale = min(scale, 1.0)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def resize_size(w: int, h: int, r: Resize) -> tuple[int, int]:
+    sw, sh = _scaled_size(w, h, r)
+    if r.mode == "fill" and r.width and r.height:
+        return min(r.width, sw), min(r.height, sh)
+    return sw, sh
+
+
+def resize(pixels: np.ndarray, r: Resize) -> np.ndarray:
+    h, w = pixels.shape[:2]
+    size = _scaled_size(w, h, r)
     out = _resample(pixels, size)
     if r.mode == "fill" and r.width and r.height:
-        out = _window(out, min(r.width, size[0]), min(r.height, size[1]), r.gravity)
+        out = _window(out, *resize_size(w, h, r), r.gravity)
     return out
 
 

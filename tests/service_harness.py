@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ import uvicorn
 
 from tilemore.api.app import create_app
 from tilemore.api.service import ApiService
+from tilemore.billing.ledger import SQLiteLedger
+from tilemore.billing.service import Billing
 from tilemore.blobs import open_blob_store
 from tilemore.catalog import Catalog
 from tilemore.engine import LocalBackend
@@ -77,17 +80,22 @@ def multipart(envelope: dict | bytes, image: bytes | None, swap: bool = False
 
 
 class Service:
-    def __init__(self, root: Path, **settings: Any) -> None:
+    def __init__(self, root: Path, credits: str = "1000", **settings: Any) -> None:
         self.settings = Settings(data_dir=root, checkpoint_tasks=True, **settings)
         self.store = SQLiteStore(self.settings.database_path)
         self.blobs = open_blob_store(self.settings)
         self.catalog = Catalog.load(self.settings)
         self.backend = LocalBackend(self.settings)
-        self.conductor = Conductor(self.store, self.blobs, self.catalog, self.backend)
+        self.ledger = SQLiteLedger(self.settings.database_path)
+        self.billing = Billing(self.ledger)
+        self.conductor = Conductor(self.store, self.blobs, self.catalog, self.backend,
+                                   billing=self.billing)
         self.api = ApiService(self.store, self.store, self.blobs, self.catalog, self.settings,
-                              self.conductor.submit)
+                              self.conductor.submit, billing=self.billing)
         self.store.create_domain("acme")
         self.store.create_domain("rival")
+        for domain in ("acme", "rival"):
+            self.billing.order(domain, "welcome", Decimal(credits))
         self.token_id, self.token = self.store.issue_token("acme")
         _, self.rival_token = self.store.issue_token("rival")
         self.port = free_port()
@@ -134,6 +142,7 @@ class Service:
         self.thread.join(timeout=10)
         self.conductor.close()
         self.backend.close()
+        self.billing.close()
         self.store.close()
 
 

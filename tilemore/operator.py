@@ -115,6 +115,12 @@ class Operator:
         return None
 
     @classmethod
+    def output_size(cls, params: Any, size: tuple[int, int]) -> tuple[int, int]:
+        """The (width, height) this operator makes from an input of ``size``, without running
+        it (to price work before it runs). Most operators keep the size."""
+        return size
+
+    @classmethod
     def describe(cls) -> dict[str, Any]:
         return {
             "name": cls.name,

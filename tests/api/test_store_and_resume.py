@@ -17,7 +17,7 @@ from tilemore.store.sqlite import SQLiteStore
 
 
 def new_thread(key: str = "k1") -> NewThread:
-    return NewThread(domain="acme", idem_key=key, pipeline="thumbnail", fingerprint="f",
+    return NewThread(domain="acme", account="acme", idem_key=key, pipeline="thumbnail", fingerprint="f",
                      meta_parts=["a"], image_sha256="0" * 64, input_key="0" * 64,
                      output_format="png", envelope={"adjustments": {}},
                      tasks=[("decode", "decode"), ("shifter", "shifter"),
@@ -77,7 +77,7 @@ def test_a_new_conductor_resumes_and_skips_finished_tasks(tmp_path):
     pipeline = catalog.pipeline("thumbnail")
     image_key = blobs.put(encode(photo(64, 48), "PNG"))
     rec, _ = store.create_thread(NewThread(
-        domain="acme", idem_key="resume", pipeline="thumbnail",
+        domain="acme", account="acme", idem_key="resume", pipeline="thumbnail",
         fingerprint=pipeline.fingerprint, meta_parts=[], image_sha256=image_key,
         input_key=image_key, output_format="png",
         envelope={"adjustments": {"shifter": {"resize": {"width": 32}}}},
@@ -117,7 +117,8 @@ def _service_parts(tmp_path):
 def _thread(store, blobs, fingerprint: str, key: str = "k"):
     image_key = blobs.put(encode(photo(32, 24), "PNG"))
     rec, _ = store.create_thread(NewThread(
-        domain="acme", idem_key=key, pipeline="thumbnail", fingerprint=fingerprint,
+        domain="acme", account="acme", idem_key=key, pipeline="thumbnail",
+        fingerprint=fingerprint,
         meta_parts=[], image_sha256=image_key, input_key=image_key, output_format="png",
         envelope={"adjustments": {}}, tasks=[("decode", "decode"), ("shifter", "shifter"),
                                              ("encoder", "encoder")]))

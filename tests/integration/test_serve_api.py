@@ -4,6 +4,7 @@ conductor actor, operator actors; and the conductor killed mid-thread."""
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import ray
 from images import encode, noisy, photo
 from service_harness import Reply, free_port, http, multipart
 
+from tilemore.billing.ledger import Entry, SQLiteLedger
 from tilemore.settings import Settings
 from tilemore.store import open_store
 
@@ -20,6 +22,7 @@ DATA = Path(__file__).parents[1] / "data"
 @pytest.fixture(scope="module")
 def api(ray_session, tmp_path_factory):
     from ray import serve
+    from tilemore_deployments.billing import NAME as BILLING
     from tilemore_deployments.conductor import NAME, NAMESPACE
     from tilemore_deployments.ingress import build_app
 
@@ -28,11 +31,14 @@ def api(ray_session, tmp_path_factory):
     store = open_store(settings)
     store.create_domain("acme")
     _, token = store.issue_token("acme")
+    SQLiteLedger(settings.database_path).append(
+        [Entry("acme", "order", Decimal("50"), reference="seed")])
     serve.start(http_options={"host": "127.0.0.1", "port": settings.port})
     serve.run(build_app(settings), name="tilemore", route_prefix="/")
     yield settings, {"Authorization": f"Token {token} Domain acme"}, store
     serve.delete("tilemore")
     ray.kill(ray.get_actor(NAME, namespace=NAMESPACE))
+    ray.kill(ray.get_actor(BILLING, namespace=NAMESPACE))
 
 
 def submit(api, image: bytes, envelope: dict) -> Reply:
@@ -67,6 +73,12 @@ def test_submission_runs_on_operator_actors(api):
     again = submit(api, img, env)
     assert again.headers["idempotent-replayed"] == "true"
     assert again.json()["thread_id"] == body["thread_id"]
+    # charged once, per task, through the billing actor
+    charged = Decimal(body["credits_charged"])
+    assert charged > 0 and Decimal(again.json()["credits_charged"]) == charged
+    balance = http("GET", f"{api[0].base_url}/billing/balance", headers=api[1]).json()
+    assert Decimal(balance["balance"]) == Decimal("50") - charged
+    assert Decimal(balance["held"]) == 0
 
 
 def test_conductor_killed_mid_thread_resumes_from_checkpoints(api):

@@ -111,3 +111,14 @@ def test_one_pixel_images():
     assert size(out) == (3, 1)
     out = shift({"resize": {"width": 1, "mode": "force"}}, Image(photo(1000, 1)))
     assert size(out) == (1, 1)
+
+
+@pytest.mark.parametrize("spec", [
+    {}, {"crop": {"x": 10, "y": 20, "width": 100, "height": 50}},
+    {"crop": {"aspect": "16:9"}, "resize": {"width": 123, "height": 77, "mode": "fill"}},
+    {"resize": {"height": 61, "mode": "force"}}, {"resize": {"width": 999, "mode": "limit"}},
+    {"crop": {"aspect": "1:3"}, "resize": {"width": 40}},
+])
+def test_output_size_predicts_the_real_size(spec):
+    params = ShifterParams.model_validate(spec)
+    assert Shifter.output_size(params, (400, 300)) == size(shift(spec))

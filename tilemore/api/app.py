@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from tilemore import __version__
+from tilemore.api.billing import add_billing_routes
 from tilemore.api.body import read_limited
 from tilemore.api.envelope import check_meta_parts
 from tilemore.api.service import Answer, ApiService
@@ -69,13 +70,15 @@ def create_app(api: ApiService | None = None) -> FastAPI:
     def respond(answer: Answer) -> JSONResponse:
         return JSONResponse(answer.body, status_code=answer.status_code, headers=answer.headers)
 
+    add_billing_routes(app, service)
+
     @app.get("/healthz", tags=["service"])
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
     async def submit(request: Request, image_sha256: str) -> JSONResponse:
         api = service(request)
-        domain = api.authenticate(request.headers.get("authorization"))
+        caller = api.authenticate(request.headers.get("authorization"))
         raw = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
         head = raw.rsplit("/submitted/", 1)[0]
         meta_parts = check_meta_parts(head) if head.strip("/") else []
@@ -84,11 +87,11 @@ def create_app(api: ApiService | None = None) -> FastAPI:
         if content_type.startswith("multipart/"):
             # An upload: parsing, hashing, decoding and storing go to a worker thread, so the
             # event loop keeps answering everyone else.
-            return respond(await run_in_threadpool(api.submit, domain, meta_parts, image_sha256,
+            return respond(await run_in_threadpool(api.submit, caller, meta_parts, image_sha256,
                                                    content_type, body, base_url(request)))
         # An envelope alone (a replay, or the first ask): a small parse and one indexed read,
         # answered right here — a thread-pool hop costs more than the work under Serve.
-        submission = api.check(domain, meta_parts, image_sha256, content_type, body)
+        submission = api.check(caller, meta_parts, image_sha256, content_type, body)
         return respond(api.answer_known(submission, base_url(request))
                        or await run_in_threadpool(api.accept, submission, base_url(request)))
 
@@ -109,20 +112,20 @@ def create_app(api: ApiService | None = None) -> FastAPI:
     @app.get("/threads/{thread_id}", tags=["threads"])
     async def get_thread(request: Request, thread_id: str) -> JSONResponse:
         api = service(request)
-        domain = api.authenticate(request.headers.get("authorization"))
-        return respond(api.thread(domain, thread_id, base_url(request)))  # one indexed read
+        caller = api.authenticate(request.headers.get("authorization"))
+        return respond(api.thread(caller, thread_id, base_url(request)))  # one indexed read
 
     @app.post("/threads/{thread_id}/cancel", tags=["threads"])
     async def cancel_thread(request: Request, thread_id: str) -> JSONResponse:
         api = service(request)
-        domain = api.authenticate(request.headers.get("authorization"))
-        return respond(await run_in_threadpool(api.cancel, domain, thread_id, base_url(request)))
+        caller = api.authenticate(request.headers.get("authorization"))
+        return respond(await run_in_threadpool(api.cancel, caller, thread_id, base_url(request)))
 
     @app.get("/results/{thread_id}/{filename}", tags=["threads"])
     async def get_result(request: Request, thread_id: str, filename: str) -> Response:
         api = service(request)
-        domain = api.authenticate(request.headers.get("authorization"))
-        kind, value = await run_in_threadpool(api.result, domain, thread_id, filename)
+        caller = api.authenticate(request.headers.get("authorization"))
+        kind, value = await run_in_threadpool(api.result, caller, thread_id, filename)
         if kind == "redirect":
             return RedirectResponse(value, status_code=307)
         data, content_type = value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from tilemore.errors import TilemoreError
 from tilemore.store import TokenRepository
@@ -18,8 +19,18 @@ class Forbidden(TilemoreError):
     status = 403
 
 
-def authenticate(tokens: TokenRepository, header: str | None) -> str:
-    """The caller's domain, or an error that says what is wrong with the credentials."""
+@dataclass(frozen=True)
+class Caller:
+    domain: str
+    account: str  # the domain itself, or one of its sub-accounts (``domain/name``)
+
+    @property
+    def is_subaccount(self) -> bool:
+        return self.account != self.domain
+
+
+def authenticate(tokens: TokenRepository, header: str | None) -> Caller:
+    """Who is calling, or an error that says what is wrong with the credentials."""
     if not header:
         raise Unauthorized("send Authorization: Token <token> Domain <domain>",
                            code="missing_credentials")
@@ -35,4 +46,4 @@ def authenticate(tokens: TokenRepository, header: str | None) -> str:
         raise Unauthorized("this token was revoked", code="revoked_token")
     if token.domain != domain:
         raise Forbidden(f"this token does not belong to domain '{domain}'", code="wrong_domain")
-    return domain
+    return Caller(domain, token.account or domain)

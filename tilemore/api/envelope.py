@@ -38,6 +38,7 @@ class Envelope(BaseModel):
     output_format: str = "jpeg"
     meta: dict[str, Any] = Field(default_factory=dict)
     pipeline: str | None = Field(None, description="default: the service's default pipeline")
+    account: str | None = Field(None, description="a sub-account to run and bill this for")
 
 
 def parse_envelope(raw: bytes | str) -> Envelope:

@@ -16,7 +16,7 @@ from typing import Any
 
 from tilemore_operators.decode import decode_image
 
-from tilemore.api.auth import Forbidden, authenticate
+from tilemore.api.auth import Caller, Forbidden, authenticate
 from tilemore.api.body import split_body
 from tilemore.api.envelope import (
     BadRequest,
@@ -27,6 +27,9 @@ from tilemore.api.envelope import (
     parse_envelope,
 )
 from tilemore.api.views import result_filename, thread_body
+from tilemore.billing.money import fmt
+from tilemore.billing.pricing import estimate
+from tilemore.billing.service import Billing
 from tilemore.blobs import BlobStore
 from tilemore.catalog import Catalog
 from tilemore.errors import TilemoreError
@@ -48,6 +51,7 @@ class Conflict(TilemoreError):
 @dataclass(frozen=True)
 class Submission:
     domain: str
+    account: str
     meta_parts: list[str]
     image_sha256: str
     envelope: Envelope
@@ -65,20 +69,22 @@ class Answer:
 
 class ApiService:
     def __init__(self, threads: ThreadRepository, tokens: TokenRepository, blobs: BlobStore,
-                 catalog: Catalog, settings: Settings, handoff: Callable[[str], None]) -> None:
+                 catalog: Catalog, settings: Settings, handoff: Callable[[str], None],
+                 billing: Billing) -> None:
         self.threads, self.tokens, self.blobs = threads, tokens, blobs
         self.catalog, self.settings, self.handoff = catalog, settings, handoff
+        self.billing = billing
 
-    def authenticate(self, header: str | None) -> str:
+    def authenticate(self, header: str | None) -> Caller:
         return authenticate(self.tokens, header)
 
-    def submit(self, domain: str, meta_parts: list[str], image_sha256: str, content_type: str,
-               body: bytes, base_url: str) -> Answer:
-        submission = self.check(domain, meta_parts, image_sha256, content_type, body)
+    def submit(self, caller: Caller, meta_parts: list[str], image_sha256: str,
+               content_type: str, body: bytes, base_url: str) -> Answer:
+        submission = self.check(caller, meta_parts, image_sha256, content_type, body)
         return self.answer_known(submission, base_url) or self.accept(submission, base_url)
 
-    def check(self, domain: str, meta_parts: list[str], image_sha256: str, content_type: str,
-              body: bytes) -> Submission:
+    def check(self, caller: Caller, meta_parts: list[str], image_sha256: str,
+              content_type: str, body: bytes) -> Submission:
         """Everything about a submission that needs no image work: cheap, so the HTTP layer
         runs it on its event loop."""
         check_image_hash(image_sha256)
@@ -87,11 +93,28 @@ class ApiService:
         pipeline = self.catalog.pipeline(envelope.pipeline or self.settings.default_pipeline)
         graph = self._graph(pipeline.name, canonical_json(envelope.adjustments),
                             envelope.output_format)
+        account = self.billed_account(caller, envelope.account)
         key = idempotency_key(
-            domain=domain, account=domain, meta_parts=meta_parts, image_sha256=image_sha256,
-            adjustments=envelope.adjustments, output_format=envelope.output_format,
-            pipeline=pipeline.name, fingerprint=pipeline.fingerprint)
-        return Submission(domain, meta_parts, image_sha256, envelope, graph, key, image)
+            domain=caller.domain, account=account, meta_parts=meta_parts,
+            image_sha256=image_sha256, adjustments=envelope.adjustments,
+            output_format=envelope.output_format, pipeline=pipeline.name,
+            fingerprint=pipeline.fingerprint)
+        return Submission(caller.domain, account, meta_parts, image_sha256, envelope, graph, key,
+                          image)
+
+    def billed_account(self, caller: Caller, named: str | None) -> str:
+        """The caller's own account, or — for a domain — one of its sub-accounts by name."""
+        if named is None:
+            return caller.account
+        if caller.is_subaccount:
+            if f"{caller.domain}/{named}" != caller.account:
+                raise Forbidden("a sub-account cannot submit for another account",
+                                code="wrong_account")
+            return caller.account
+        info = self.tokens.account(f"{caller.domain}/{named}")
+        if info is None:
+            raise NotFound(f"no sub-account '{named}'", code="unknown_account")
+        return info.id
 
     def answer_known(self, sub: Submission, base_url: str) -> Answer | None:
         """The answer when no image work is needed: a replay, or ``needs-file``."""
@@ -119,11 +142,15 @@ class ApiService:
             return self._answer(existing, base_url, replayed=True)
         # The whole image is decoded once here (at reduced scale for JPEG): corrupt, truncated
         # and oversized images are refused now, with a 4xx, not found later by a worker.
-        decode_image(image, self.settings.max_input_pixels, size_hint=(1, 1))
+        decoded = decode_image(image, self.settings.max_input_pixels, size_hint=(1, 1))
+        width, height = _full_size(image, decoded.width, decoded.height)
+        # Set the estimated cost aside before anything is recorded: 402 when it is not there.
+        cost = estimate(sub.graph, width, height, self.billing.prices())
+        self.billing.reserve(sub.account, sub.key, cost)
         input_key = self.blobs.put(image)
         pipeline = sub.graph.pipeline
         record, created = self.threads.create_thread(NewThread(
-            domain=sub.domain, idem_key=sub.key, pipeline=pipeline.name,
+            domain=sub.domain, account=sub.account, idem_key=sub.key, pipeline=pipeline.name,
             fingerprint=pipeline.fingerprint, meta_parts=sub.meta_parts,
             image_sha256=sub.image_sha256, input_key=input_key,
             output_format=sub.envelope.output_format,
@@ -140,20 +167,20 @@ class ApiService:
         return build_graph(self.catalog.pipeline(pipeline), json.loads(adjustments_json),
                            output_format)
 
-    def thread(self, domain: str, thread_id: str, base_url: str) -> Answer:
-        return self._answer(self._own(domain, thread_id), base_url)
+    def thread(self, caller: Caller, thread_id: str, base_url: str) -> Answer:
+        return self._answer(self._own(caller, thread_id), base_url)
 
-    def cancel(self, domain: str, thread_id: str, base_url: str) -> Answer:
-        record = self._own(domain, thread_id)
+    def cancel(self, caller: Caller, thread_id: str, base_url: str) -> Answer:
+        record = self._own(caller, thread_id)
         if record.status != "processing":
             raise Conflict(f"the thread is already {record.status}", code="already_finished")
         self.threads.request_cancel(thread_id)
-        return self._answer(self._own(domain, thread_id), base_url)
+        return self._answer(self._own(caller, thread_id), base_url)
 
-    def result(self, domain: str, thread_id: str, filename: str) -> tuple[str, Any]:
+    def result(self, caller: Caller, thread_id: str, filename: str) -> tuple[str, Any]:
         """("redirect", url) where the blob store has direct links, else ("bytes", (data,
         content type))."""
-        record = self._own(domain, thread_id)
+        record = self._own(caller, thread_id)
         if record.result is None:
             raise NotFound(f"the thread is {record.status}; it has no result",
                            code="no_result")
@@ -165,17 +192,34 @@ class ApiService:
             return "redirect", link
         return "bytes", (self.blobs.get(r.key), r.content_type)
 
-    def _own(self, domain: str, thread_id: str) -> ThreadRecord:
+    def _own(self, caller: Caller, thread_id: str) -> ThreadRecord:
+        """A domain sees its threads and its sub-accounts'; a sub-account only its own."""
         record = self.threads.get_thread(thread_id)
         if record is None:
             raise NotFound(f"no thread '{thread_id}'", code="unknown_thread")
-        if record.domain != domain:
+        if record.domain != caller.domain:
             raise Forbidden("this thread belongs to another domain", code="wrong_domain")
+        if caller.is_subaccount and record.account != caller.account:
+            raise Forbidden("this thread belongs to another account", code="wrong_account")
         return record
 
     def _answer(self, record: ThreadRecord, base_url: str, replayed: bool = False) -> Answer:
         headers = {REPLAYED: "true"} if replayed else {}
         if record.status == "processing":
             headers["Retry-After"] = "1"
-        return Answer(202 if record.status == "processing" else 200,
-                      thread_body(record, base_url), headers)
+        body = thread_body(record, base_url)
+        body["account"] = record.account
+        body["credits_charged"] = fmt(self.billing.thread_cost(record.id))
+        return Answer(202 if record.status == "processing" else 200, body, headers)
+
+
+def _full_size(image: bytes, width: int, height: int) -> tuple[int, int]:
+    """The image's real size, upright: the check above may have decoded a JPEG at reduced
+    scale (``width``×``height``), and the header's size is before EXIF orientation."""
+    from io import BytesIO
+
+    from PIL import Image as PILImage
+
+    with PILImage.open(BytesIO(image)) as im:
+        w, h = im.size
+    return (w, h) if (w >= h) == (width >= height) else (h, w)

@@ -58,6 +58,24 @@ CREATE TABLE IF NOT EXISTS balances (
     account TEXT PRIMARY KEY,
     balance TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS holds (
+    key TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    remaining TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS prices (
+    operator TEXT PRIMARY KEY,
+    per_call TEXT NOT NULL,
+    per_megapixel TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS plans (
+    domain TEXT PRIMARY KEY,
+    bonus_percent TEXT NOT NULL,
+    commitment TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS daily (
     account TEXT NOT NULL,
     day TEXT NOT NULL,
@@ -94,6 +112,7 @@ class Entry:
     megapixels: float | None = None
     reference: str | None = None
     traced_for: str | None = None  # a sub-account's charge shows in this parent's traced total
+    hold: str | None = None  # a charge draws down this reservation (not part of the entry)
 
 
 @dataclass(frozen=True)
@@ -189,6 +208,11 @@ class SQLiteLedger:
         db.execute("INSERT INTO balances VALUES (?, ?) ON CONFLICT (account) DO UPDATE"
                    " SET balance = excluded.balance", (e.account, fmt(after)))
         self._add_daily(db, e.account, day, before, e)
+        if e.hold is not None and e.amount < 0:
+            row = db.execute("SELECT remaining FROM holds WHERE key = ?", (e.hold,)).fetchone()
+            if row is not None:
+                left = max(ZERO, add(Decimal(row["remaining"]), e.amount))
+                db.execute("UPDATE holds SET remaining = ? WHERE key = ?", (fmt(left), e.hold))
         if e.traced_for and e.kind == "charge":
             parent = db.execute("SELECT balance FROM balances WHERE account = ?",
                                 (e.traced_for,)).fetchone()
@@ -229,6 +253,66 @@ class SQLiteLedger:
             (account, day, row["opening"] if row else fmt(opening),
              *(fmt(totals[k]) for k in ("transaction_total", "traced_total", "ordered_total",
                                          "bonus_total"))))
+
+    # -- reservations ----------------------------------------------------------------------
+
+    def reserve(self, account: str, key: str, amount: Decimal) -> None:
+        """Set ``amount`` aside for work about to run, or refuse (402) when the balance less
+        what is already set aside cannot cover it. One transaction: concurrent reservations
+        are serialised by the database, so N submissions against a balance that covers K of
+        them reserve exactly K."""
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM holds WHERE key = ?", (key,)).fetchone():
+                return
+            row = db.execute("SELECT balance FROM balances WHERE account = ?", (account,)
+                             ).fetchone()
+            balance = Decimal(row["balance"]) if row else ZERO
+            held = add(*(Decimal(r["remaining"]) for r in db.execute(
+                "SELECT remaining FROM holds WHERE account = ?", (account,))))
+            available = add(balance, CTX.minus(held))
+            if available < amount:
+                raise InsufficientCredits(
+                    f"account '{account}' has {fmt(available)} credits available; this work "
+                    f"is estimated at {fmt(amount)}")
+            db.execute("INSERT INTO holds VALUES (?, ?, ?, ?)",
+                       (key, account, fmt(amount), self._clock()))
+
+    def release(self, key: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM holds WHERE key = ?", (key,))
+
+    def held(self, account: str) -> Decimal:
+        with self._lock:
+            rows = self._db.execute("SELECT remaining FROM holds WHERE account = ?",
+                                    (account,)).fetchall()
+        return add(*(Decimal(r["remaining"]) for r in rows))
+
+    # -- prices and plans (data an admin sets) ---------------------------------------------
+
+    def set_price(self, operator: str, per_call: Decimal, per_megapixel: Decimal) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO prices VALUES (?, ?, ?, ?) ON CONFLICT (operator) DO UPDATE"
+                       " SET per_call = excluded.per_call, per_megapixel ="
+                       " excluded.per_megapixel, updated_at = excluded.updated_at",
+                       (operator, fmt(per_call), fmt(per_megapixel), self._clock()))
+
+    def prices(self) -> dict[str, tuple[Decimal, Decimal]]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM prices").fetchall()
+        return {r["operator"]: (Decimal(r["per_call"]), Decimal(r["per_megapixel"]))
+                for r in rows}
+
+    def set_plan(self, domain: str, bonus_percent: Decimal, commitment: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO plans VALUES (?, ?, ?, ?) ON CONFLICT (domain) DO UPDATE"
+                       " SET bonus_percent = excluded.bonus_percent, commitment ="
+                       " excluded.commitment, updated_at = excluded.updated_at",
+                       (domain, fmt(bonus_percent), commitment, self._clock()))
+
+    def plan(self, domain: str) -> tuple[Decimal, str]:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM plans WHERE domain = ?", (domain,)).fetchone()
+        return (Decimal(row["bonus_percent"]), row["commitment"]) if row else (ZERO, "none")
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -10,15 +10,18 @@ from __future__ import annotations
 import os
 import shlex
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import click
 
+from tilemore.billing.ledger import Entry, SQLiteLedger
 from tilemore.catalog import Catalog
 from tilemore.settings import Settings
 from tilemore.store import open_store
 
 DEMO_DOMAIN = "demo"
+DEMO_CREDITS = Decimal("100")
 EXAMPLE_IMAGE = Path("examples/noisy-coffee.jpg")
 EXAMPLE_ENVELOPE = ('{"output_format": "jpeg", "adjustments": {"master": {"algorithm": '
                     '"denoised-multiformat"}, "shifter": {"resize": {"width": 1024}}}}')
@@ -67,6 +70,9 @@ def demo_token(settings: Settings) -> str:
         return path.read_text().strip()
     store.create_domain(DEMO_DOMAIN)
     _, secret = store.issue_token(DEMO_DOMAIN)
+    # Demo credits, so the example runs (ordered once: the order id makes it idempotent).
+    SQLiteLedger(settings.database_path).append(
+        [Entry(DEMO_DOMAIN, "order", DEMO_CREDITS, reference="demo-credits")])
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -13,6 +13,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
+from tilemore.billing.pricing import price_of
+from tilemore.billing.service import Billing
 from tilemore.blobs import BlobStore
 from tilemore.catalog import Catalog
 from tilemore.engine import checkpoint
@@ -21,16 +23,17 @@ from tilemore.engine.host import TaskStats
 from tilemore.errors import TilemoreError
 from tilemore.pipeline.graph import TaskNode, build_graph
 from tilemore.pipeline.run import Completed, Progress, RunCanceled, TaskFailed, run_graph
-from tilemore.store import ResultInfo, TaskRecord, ThreadRepository
+from tilemore.store import ResultInfo, TaskRecord, ThreadRecord, ThreadRepository
 
 log = logging.getLogger("tilemore.conductor")
 
 
 class Conductor:
     def __init__(self, threads: ThreadRepository, blobs: BlobStore, catalog: Catalog,
-                 backend: Backend, concurrency: int = 16, sweep_seconds: float = 5.0,
-                 max_attempts: int = 3) -> None:
+                 backend: Backend, billing: Billing | None = None, concurrency: int = 16,
+                 sweep_seconds: float = 5.0, max_attempts: int = 3) -> None:
         self.threads, self.blobs, self.catalog, self.backend = threads, blobs, catalog, backend
+        self.billing = billing
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="thread")
         self._active: set[str] = set()
         self._lock = threading.Lock()
@@ -100,8 +103,21 @@ class Conductor:
     def run_thread(self, thread_id: str) -> str:
         """Run one thread to its end; return its final status."""
         rec = self.threads.get_thread(thread_id)
-        if rec is None or rec.status != "processing":
-            return rec.status if rec else "unknown"
+        if rec is None:
+            return "unknown"
+        if rec.status != "processing":
+            self._release(rec)
+            return rec.status
+        status = self._run(rec)
+        self._release(rec)  # what was set aside and not charged goes back
+        return status
+
+    def _release(self, rec: ThreadRecord) -> None:
+        if self.billing is not None:
+            self.billing.release(rec.idem_key)
+
+    def _run(self, rec: ThreadRecord) -> str:
+        thread_id = rec.id
         if rec.cancel_requested:
             self.threads.mark_canceled(thread_id)
             return "canceled"
@@ -117,6 +133,8 @@ class Conductor:
             self.threads.fail_thread(thread_id, exc.code, exc.message)
             return "failed"
         ids = {t.id for t in graph.tasks}
+        ops = {t.id: t.operator for t in graph.tasks}
+        prices = self.billing.prices() if self.billing is not None else {}
         completed = {t.task_id: self._completed(t) for t in rec.tasks
                      if t.status == "done" and t.checkpoint_key and t.task_id in ids}
         data = self.blobs.get(rec.input_key) if len(completed) < len(ids) else b""
@@ -126,6 +144,14 @@ class Conductor:
 
         def finished(p: Progress) -> None:
             s = p.task
+            if self.billing is not None:  # charged before recorded: a re-run is not re-billed
+                op = ops[s.task_id]
+                self.billing.charge(
+                    account=rec.account,
+                    traced_for=rec.domain if rec.account != rec.domain else None,
+                    thread_id=thread_id, task_id=s.task_id, operator=op.name,
+                    megapixels=s.megapixels, cost=price_of(op, prices).cost(s.megapixels),
+                    hold=rec.idem_key)
             self.threads.task_done(thread_id, s.task_id, s.started, s.finished, s.megapixels,
                                    s.checkpoint)
 

@@ -17,6 +17,7 @@ FINISHED: tuple[str, ...] = ("done", "failed", "canceled")
 @dataclass(frozen=True)
 class NewThread:
     domain: str
+    account: str
     idem_key: str
     pipeline: str
     fingerprint: str
@@ -60,6 +61,7 @@ class ResultInfo:
 class ThreadRecord:
     id: str
     domain: str
+    account: str
     idem_key: str
     status: ThreadStatus
     pipeline: str
@@ -116,6 +118,18 @@ class TokenInfo:
     domain: str
     created_at: float
     revoked_at: float | None
+    account: str = ""  # the domain itself, or one of its sub-accounts
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    """A domain's own account (``parent`` None) or a sub-account (``domain/name``)."""
+
+    id: str
+    domain: str
+    parent: str | None
+    name: str
+    created_at: float
 
 
 class TokenRepository(Protocol):
@@ -123,8 +137,15 @@ class TokenRepository(Protocol):
 
     def domain_exists(self, name: str) -> bool: ...
 
-    def issue_token(self, domain: str) -> tuple[str, str]:
-        """A new token for ``domain``: (token id, the secret, shown once)."""
+    def issue_token(self, domain: str, account: str | None = None) -> tuple[str, str]:
+        """A new token for ``domain`` (or one of its sub-accounts): (token id, the secret,
+        shown once)."""
+
+    def create_subaccount(self, domain: str, name: str) -> tuple[AccountInfo, bool]: ...
+
+    def account(self, account_id: str) -> AccountInfo | None: ...
+
+    def subaccounts(self, domain: str) -> list[AccountInfo]: ...
 
     def revoke_token(self, token_id: str) -> bool: ...
 

@@ -20,16 +20,31 @@ from pathlib import Path
 from typing import Any
 
 from tilemore.errors import TilemoreError
-from tilemore.store import NewThread, ResultInfo, TaskRecord, ThreadRecord, TokenInfo
+from tilemore.store import (
+    AccountInfo,
+    NewThread,
+    ResultInfo,
+    TaskRecord,
+    ThreadRecord,
+    TokenInfo,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS domains (
     name TEXT PRIMARY KEY,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS accounts (
+    id TEXT PRIMARY KEY,
+    domain TEXT NOT NULL REFERENCES domains(name),
+    parent TEXT REFERENCES accounts(id),
+    name TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS tokens (
     id TEXT PRIMARY KEY,
     domain TEXT NOT NULL REFERENCES domains(name),
+    account TEXT NOT NULL REFERENCES accounts(id),
     token_hash TEXT NOT NULL UNIQUE,
     created_at REAL NOT NULL,
     revoked_at REAL
@@ -37,6 +52,7 @@ CREATE TABLE IF NOT EXISTS tokens (
 CREATE TABLE IF NOT EXISTS threads (
     id TEXT PRIMARY KEY,
     domain TEXT NOT NULL REFERENCES domains(name),
+    account TEXT NOT NULL REFERENCES accounts(id),
     idem_key TEXT NOT NULL UNIQUE,
     status TEXT NOT NULL CHECK (status IN ('processing', 'done', 'failed', 'canceled')),
     pipeline TEXT NOT NULL,
@@ -113,19 +129,43 @@ class SQLiteStore:
     def create_domain(self, name: str) -> bool:
         with self._tx() as db:
             cur = db.execute("INSERT OR IGNORE INTO domains VALUES (?, ?)", (name, time.time()))
+            db.execute("INSERT OR IGNORE INTO accounts VALUES (?, ?, NULL, ?, ?)",
+                       (name, name, name, time.time()))
             return cur.rowcount == 1
 
     def domain_exists(self, name: str) -> bool:
         return bool(self._query("SELECT 1 FROM domains WHERE name = ?", (name,)))
 
-    def issue_token(self, domain: str) -> tuple[str, str]:
-        if not self.domain_exists(domain):
-            raise TilemoreError(f"no domain '{domain}'", code="unknown_domain")
+    def create_subaccount(self, domain: str, name: str) -> tuple[AccountInfo, bool]:
+        """A customer of ``domain`` (subletting): its id is ``domain/name``."""
+        account_id = f"{domain}/{name}"
+        with self._tx() as db:
+            cur = db.execute("INSERT OR IGNORE INTO accounts VALUES (?, ?, ?, ?, ?)",
+                             (account_id, domain, domain, name, time.time()))
+        info = self.account(account_id)
+        assert info is not None
+        return info, cur.rowcount == 1
+
+    def account(self, account_id: str) -> AccountInfo | None:
+        rows = self._query("SELECT * FROM accounts WHERE id = ?", (account_id,))
+        return _account(rows[0]) if rows else None
+
+    def subaccounts(self, domain: str) -> list[AccountInfo]:
+        rows = self._query("SELECT * FROM accounts WHERE domain = ? AND parent IS NOT NULL"
+                           " ORDER BY created_at", (domain,))
+        return [_account(r) for r in rows]
+
+    def issue_token(self, domain: str, account: str | None = None) -> tuple[str, str]:
+        account = account or domain
+        info = self.account(account)
+        if info is None or info.domain != domain:
+            raise TilemoreError(f"no account '{account}' in domain '{domain}'",
+                                code="unknown_account")
         token_id = "tok_" + secrets.token_hex(6)
         secret = "tm_" + secrets.token_urlsafe(32)
         with self._tx() as db:
-            db.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, NULL)",
-                       (token_id, domain, _hash(secret), time.time()))
+            db.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?, NULL)",
+                       (token_id, domain, account, _hash(secret), time.time()))
         return token_id, secret
 
     def revoke_token(self, token_id: str) -> bool:
@@ -149,11 +189,12 @@ class SQLiteStore:
         thread_id = uuid.uuid4().hex
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO threads (id, domain, idem_key, status, pipeline, fingerprint,"
-                " meta_parts, image_sha256, input_key, output_format, envelope, created_at,"
-                " updated_at) VALUES (?, ?, ?, 'processing', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO threads (id, domain, account, idem_key, status, pipeline,"
+                " fingerprint, meta_parts, image_sha256, input_key, output_format, envelope,"
+                " created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, 'processing', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (idem_key) DO NOTHING",
-                (thread_id, new.domain, new.idem_key, new.pipeline, new.fingerprint,
+                (thread_id, new.domain, new.account, new.idem_key, new.pipeline, new.fingerprint,
                  json.dumps(new.meta_parts), new.image_sha256, new.input_key,
                  new.output_format, json.dumps(new.envelope, sort_keys=True), now, now),
             )
@@ -256,7 +297,12 @@ def _touch(db: sqlite3.Connection, thread_id: str) -> None:
 
 
 def _token(row: sqlite3.Row) -> TokenInfo:
-    return TokenInfo(row["id"], row["domain"], row["created_at"], row["revoked_at"])
+    return TokenInfo(row["id"], row["domain"], row["created_at"], row["revoked_at"],
+                     row["account"])
+
+
+def _account(row: sqlite3.Row) -> AccountInfo:
+    return AccountInfo(row["id"], row["domain"], row["parent"], row["name"], row["created_at"])
 
 
 def _task(row: sqlite3.Row) -> TaskRecord:
@@ -267,7 +313,8 @@ def _task(row: sqlite3.Row) -> TaskRecord:
 def _thread(row: sqlite3.Row, tasks: list[TaskRecord]) -> ThreadRecord:
     result = json.loads(row["result"]) if row["result"] else None
     return ThreadRecord(
-        id=row["id"], domain=row["domain"], idem_key=row["idem_key"], status=row["status"],
+        id=row["id"], domain=row["domain"], account=row["account"], idem_key=row["idem_key"],
+        status=row["status"],
         pipeline=row["pipeline"], fingerprint=row["fingerprint"],
         meta_parts=json.loads(row["meta_parts"]), image_sha256=row["image_sha256"],
         input_key=row["input_key"], output_format=row["output_format"],

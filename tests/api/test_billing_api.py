@@ -1,0 +1,188 @@
+"""Billing over HTTP: charges per task, 402 before work, orders with bonus, subletting."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from images import encode, noisy, photo
+from service_harness import Service, http, multipart
+
+from tilemore.billing.pricing import estimate
+from tilemore.pipeline.graph import build_graph
+
+ENV = {"output_format": "png", "adjustments": {"master": {"algorithm": "bilateral"}}}
+D = Decimal
+
+
+def image(seed: int, size=(96, 72)) -> bytes:
+    return encode(noisy(photo(*size), 10, seed=seed), "PNG")
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory):
+    s = Service(tmp_path_factory.mktemp("billing"), credits="5")
+    yield s
+    s.close()
+
+
+def get(svc, path, auth=None):
+    return http("GET", f"{svc.url}{path}", headers=auth or svc.auth())
+
+
+def post(svc, path, body, auth=None):
+    return http("POST", f"{svc.url}{path}", json.dumps(body).encode(),
+                {"Content-Type": "application/json", **(auth or svc.auth())})
+
+
+def balance(svc, auth=None, account=None) -> Decimal:
+    q = f"?account={account}" if account else ""
+    return D(get(svc, f"/billing/balance{q}", auth).json()["balance"])
+
+
+def test_each_task_is_charged_once(svc):
+    before = balance(svc)
+    img = image(1)
+    body = svc.wait(svc.submit(img, ENV).json()["thread_id"])
+    charged = D(body["credits_charged"])
+    assert body["status"] == "done" and charged > 0
+    assert balance(svc) == before - charged
+    today = datetime.now(UTC).date().isoformat()
+    ops = get(svc, f"/billing/operations?date={today}").json()["operations"]
+    mine = [o for o in ops if o["thread_id"] == body["thread_id"]]
+    assert sorted(o["task_id"] for o in mine) == sorted(t["id"] for t in body["tasks"])
+    assert sum(-D(o["amount"]) for o in mine) == charged
+    for again in (svc.submit(img, ENV), svc.submit(img, ENV, upload=False)):  # replays
+        assert D(again.json()["credits_charged"]) == charged
+    assert balance(svc) == before - charged
+    held = D(get(svc, "/billing/balance").json()["held"])
+    assert held == 0  # the reservation was released when the thread ended
+
+
+def test_abbreviated_history_has_the_guides_fields(svc):
+    days = get(svc, "/billing/history").json()["days"]
+    assert len(days) == 31
+    assert list(days[-1]) == ["date", "amount_when_day_started", "transaction_total",
+                              "traced_total", "ordered_total", "applied_commitment_bonus"]
+    assert all(len(v.split(".")[1]) == 20 for d in days for k, v in d.items() if k != "date")
+    three_days_ago = (datetime.now(UTC).date() - timedelta(days=3)).isoformat()
+    old = get(svc, f"/billing/operations?date={three_days_ago}")
+    assert (old.status, old.code) == (422, "history_out_of_range")
+    assert get(svc, "/billing/operations?date=yesterday").code == "invalid_date"
+
+
+def test_402_before_anything_runs(tmp_path):
+    s = Service(tmp_path, credits="0.00000000000000000001")
+    try:
+        reply = s.submit(image(2), ENV)
+        assert (reply.status, reply.code) == (402, "insufficient_credits")
+        assert s.store._query("SELECT COUNT(*) AS n FROM threads")[0]["n"] == 0  # noqa
+    finally:
+        s.close()
+
+
+def test_concurrent_submissions_run_exactly_as_many_as_the_balance_covers(tmp_path):
+    s = Service(tmp_path, credits="1")
+    try:
+        graph = build_graph(s.catalog.pipeline("denoised"), ENV["adjustments"], "png")
+        cost = estimate(graph, 96, 72, {})
+        covered = 3
+        top_up = cost * covered + cost / 2 - D(1)
+        s.billing.order("acme", "exact", top_up.quantize(D("1e-20")))
+        images = [image(100 + i) for i in range(8)]
+
+        async def burst():
+            import aiohttp
+            async with aiohttp.ClientSession() as session:
+                async def one(img):
+                    body, ctype = multipart(ENV, img)
+                    url = f"{s.url}/x/submitted/{hashlib.sha256(img).hexdigest()}/"
+                    async with session.post(url, data=body, headers={
+                            "Content-Type": ctype, **s.auth()}) as r:
+                        return r.status, await r.json()
+                return await asyncio.gather(*(one(i) for i in images))
+
+        answers = asyncio.run(burst())
+        assert sorted(status for status, _ in answers) == [202] * covered + [402] * 5
+        for status, body in answers:
+            if status == 202:
+                assert s.wait(body["thread_id"])["status"] == "done"
+        assert balance(s) >= 0
+        assert s.ledger.verify().ok
+    finally:
+        s.close()
+
+
+def test_orders_apply_the_plan_bonus_once(svc):
+    svc.billing.ledger.set_plan("acme", D("10"), "annual 10,000 credits")
+    before = balance(svc)
+    first = post(svc, "/billing/orders", {"order_id": "inv-7", "amount": "100"})
+    assert first.status == 200 and first.json()["applied_commitment_bonus"].startswith("10.0")
+    again = post(svc, "/billing/orders", {"order_id": "inv-7", "amount": "100"})
+    assert again.json()["replayed"] is True
+    assert balance(svc) == before + D("110")
+    clash = post(svc, "/billing/orders", {"order_id": "inv-7", "amount": "99"})
+    assert (clash.status, clash.code) == (409, "duplicate_reference")
+    today = get(svc, "/billing/history").json()["days"][-1]
+    assert D(today["applied_commitment_bonus"]) >= D("10")
+
+
+@pytest.mark.parametrize("body, code", [
+    ({"order_id": "a", "amount": 5.5}, "invalid_amount"),
+    ({"order_id": "a", "amount": 5}, "invalid_amount"),
+    ({"order_id": "a", "amount": "-5"}, "invalid_amount"),
+    ({"order_id": "a", "amount": "five"}, "invalid_amount"),
+    ({"order_id": "a", "amount": "1.000000000000000000001"}, "invalid_amount"),
+    ({"amount": "5"}, "invalid_reference"),
+])
+def test_bad_amounts(svc, body, code):
+    reply = post(svc, "/billing/orders", body)
+    assert reply.code == code and reply.status in (400, 422)
+
+
+def test_subletting(svc):
+    made = post(svc, "/billing/subaccounts", {"name": "studio-k"})
+    assert made.status == 201 and made.json()["account"] == "acme/studio-k"
+    token = post(svc, "/billing/subaccounts/studio-k/tokens", {}).json()["token"]
+    sub = svc.auth(token)
+    pay = post(svc, "/billing/subaccounts/studio-k/payments",
+               {"payment_id": "stripe-1", "amount": "2"})
+    assert pay.status == 200 and D(pay.json()["balance"]) == D("2")
+    assert post(svc, "/billing/subaccounts/studio-k/payments",
+                {"payment_id": "stripe-1", "amount": "2"}).json()["replayed"] is True
+    clash = post(svc, "/billing/subaccounts/studio-k/payments",
+                 {"payment_id": "stripe-1", "amount": "3"})
+    assert (clash.status, clash.code) == (409, "duplicate_reference")
+    assert post(svc, "/billing/subaccounts/nobody/payments",
+                {"payment_id": "p", "amount": "1"}).code == "unknown_account"
+
+    parent_before = balance(svc)
+    mine = svc.wait(svc.submit(image(3), ENV, headers=sub).json()["thread_id"], headers=sub)
+    assert mine["account"] == "acme/studio-k" and mine["status"] == "done"
+    on_behalf = svc.submit(image(4), {**ENV, "account": "studio-k"})
+    done = svc.wait(on_behalf.json()["thread_id"])
+    assert done["account"] == "acme/studio-k"
+    spent = D(mine["credits_charged"]) + D(done["credits_charged"])
+    assert balance(svc, sub) == D("2") - spent
+    assert balance(svc) == parent_before  # the parent paid nothing
+    traced = D(get(svc, "/billing/history").json()["days"][-1]["traced_total"])
+    assert traced >= spent
+
+    # a sub-account sees only its own
+    assert get(svc, "/billing/balance?account=studio-k", sub).status == 200
+    for path in ("/billing/subaccounts", "/billing/history?account=other"):
+        assert get(svc, path, sub).code == "wrong_account"
+    assert post(svc, "/billing/orders", {"order_id": "x", "amount": "1"}, sub).code == \
+        "wrong_account"
+    parents_thread = svc.submit(image(5), ENV).json()["thread_id"]
+    assert get(svc, f"/threads/{parents_thread}", sub).code == "wrong_account"
+    # and another domain sees none of it
+    rival = svc.auth(svc.rival_token, "rival")
+    assert get(svc, "/billing/balance?account=studio-k", rival).code == "unknown_account"
+    listed = get(svc, "/billing/subaccounts").json()["subaccounts"]
+    assert [a["name"] for a in listed] == ["studio-k"]
+    assert svc.ledger.verify().ok
