@@ -17,8 +17,8 @@ from tilemore.store.sqlite import SQLiteStore
 
 
 def new_thread(key: str = "k1") -> NewThread:
-    return NewThread(domain="acme", account="acme", idem_key=key, pipeline="thumbnail", fingerprint="f",
-                     meta_parts=["a"], image_sha256="0" * 64, input_key="0" * 64,
+    return NewThread(domain="acme", account="acme", idem_key=key, pipeline="thumbnail",
+                     fingerprint="f", meta_parts=["a"], image_sha256="0" * 64, input_key="0" * 64,
                      output_format="png", envelope={"adjustments": {}},
                      tasks=[("decode", "decode"), ("shifter", "shifter"),
                             ("encoder", "encoder")])
