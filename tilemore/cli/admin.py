@@ -62,3 +62,55 @@ def list_tokens(domain: str) -> None:
     for t in store.list_tokens(domain):
         table.add_row(t.id, iso(t.created_at), iso(t.revoked_at) or "")
     Console().print(table)
+
+
+@admin_cmd.command("verify-ledger")
+def verify_ledger() -> None:
+    """Recompute the ledger's hash chain, balances and daily totals; exit 1 on any mismatch."""
+    from tilemore.billing.ledger import SQLiteLedger
+
+    report = SQLiteLedger(Settings.from_env().database_path).verify()
+    if not report.ok:
+        raise CLIError(f"the ledger does not verify ({len(report.problems)} problems): "
+                       + "; ".join(report.problems[:5]))
+    click.echo(f"ledger ok: {report.entries:,} entries, chain, balances and daily totals intact")
+
+
+@admin_cmd.command("set-price")
+@click.argument("operator")
+@click.option("--per-call", required=True)
+@click.option("--per-megapixel", required=True)
+def set_price(operator: str, per_call: str, per_megapixel: str) -> None:
+    """Set OPERATOR's price (credits per call and per input megapixel)."""
+    from tilemore.billing.ledger import SQLiteLedger
+    from tilemore.billing.money import parse_amount
+    from tilemore.catalog import Catalog
+
+    settings = Settings.from_env()
+    if operator not in Catalog.load(settings).registry:
+        raise CLIError(f"no operator '{operator}' (see: tilemore operators)")
+    call = parse_amount(per_call, positive=False, field="--per-call")
+    mp = parse_amount(per_megapixel, positive=False, field="--per-megapixel")
+    if call < 0 or mp < 0:
+        raise CLIError("a price cannot be negative")
+    SQLiteLedger(settings.database_path).set_price(operator, call, mp)
+    click.echo(f"{operator}: {per_call} per call + {per_megapixel} per megapixel")
+
+
+@admin_cmd.command("set-plan")
+@click.argument("domain")
+@click.option("--bonus-percent", required=True, help="Bonus on ordered credits, e.g. 10.")
+@click.option("--commitment", default="", help="What the domain committed to, in words.")
+def set_plan(domain: str, bonus_percent: str, commitment: str) -> None:
+    """Set DOMAIN's plan: the commitment bonus applied to its credit orders."""
+    from tilemore.billing.ledger import SQLiteLedger
+    from tilemore.billing.money import parse_amount
+
+    settings = Settings.from_env()
+    if not open_store(settings).domain_exists(domain):
+        raise CLIError(f"no domain '{domain}'")
+    percent = parse_amount(bonus_percent, positive=False, field="--bonus-percent")
+    if percent < 0:
+        raise CLIError("--bonus-percent cannot be negative")
+    SQLiteLedger(settings.database_path).set_plan(domain, percent, commitment)
+    click.echo(f"{domain}: {bonus_percent} % bonus on orders ({commitment or 'no commitment'})")

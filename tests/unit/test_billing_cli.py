@@ -1,0 +1,93 @@
+"""``tilemore billing`` and the billing parts of ``tilemore admin``, on a real store."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from tilemore.billing.ledger import Entry, SQLiteLedger
+from tilemore.cli import main
+from tilemore.store.sqlite import SQLiteStore
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("TILEMORE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "200")
+    SQLiteStore(tmp_path / "tilemore.db").create_domain("acme")
+    return tmp_path
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_top_up_with_plan_bonus_balance_and_history(capsys, data_dir):
+    assert run(capsys, "admin", "set-plan", "acme", "--bonus-percent", "5")[0] == 0
+    code, out, _ = run(capsys, "billing", "top-up", "-d", "acme", "--order-id", "inv-1",
+                       "--amount", "200")
+    assert code == 0 and "bonus 10.00000000000000000000" in out
+    assert "already recorded" in run(capsys, "billing", "top-up", "-d", "acme", "--order-id",
+                                     "inv-1", "--amount", "200")[1]
+    code, out, _ = run(capsys, "billing", "balance", "-d", "acme")
+    assert "210.00000000000000000000" in out
+    code, out, _ = run(capsys, "billing", "history", "-d", "acme")
+    assert code == 0 and out.count("-") > 31 and "amount_when_day_started" in out
+
+
+def test_subaccounts_and_operations(capsys, data_dir):
+    assert "created" in run(capsys, "billing", "subaccounts", "create", "-d", "acme",
+                            "studio")[1]
+    code, out, _ = run(capsys, "billing", "subaccounts", "pay", "-d", "acme", "studio",
+                       "--payment-id", "p1", "--amount", "3.5")
+    assert code == 0 and "3.50000000000000000000" in out
+    SQLiteLedger(data_dir / "tilemore.db").append(
+        [Entry("acme/studio", "charge", Decimal("-0.25"), "thread-1", "encoder", "encoder", 2.0,
+               traced_for="acme")])
+    code, out, _ = run(capsys, "billing", "operations", "-d", "acme", "--sub", "studio")
+    assert code == 0 and "encoder" in out and "-0.25000000000000000000" in out
+    code, out, _ = run(capsys, "billing", "subaccounts", "list", "-d", "acme")
+    assert "studio" in out and "3.25000000000000000000" in out
+    assert "ledger ok: 2 entries" in run(capsys, "admin", "verify-ledger")[1]
+
+
+def test_set_price_is_data(capsys, data_dir):
+    assert run(capsys, "admin", "set-price", "encoder", "--per-call", "0.5",
+               "--per-megapixel", "0")[0] == 0
+    assert SQLiteLedger(data_dir / "tilemore.db").prices()["encoder"] == (
+        Decimal("0.5"), Decimal("0"))
+
+
+def test_verify_ledger_fails_loudly_on_tampering(capsys, data_dir):
+    import sqlite3
+    ledger = SQLiteLedger(data_dir / "tilemore.db")
+    ledger.append([Entry("acme", "order", Decimal("1"), reference="o")])
+    db = sqlite3.connect(data_dir / "tilemore.db")
+    db.execute("DROP TRIGGER ledger_no_update")
+    db.execute("UPDATE ledger SET amount = '1000.00000000000000000000'")
+    db.commit()
+    code, _, err = run(capsys, "admin", "verify-ledger")
+    assert code == 1 and "does not verify" in err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["billing", "balance", "-d", "nobody"], "no domain 'nobody'"),
+    (["billing", "balance", "-d", "acme", "--sub", "ghost"], "no sub-account 'ghost'"),
+    (["billing", "top-up", "-d", "acme", "--order-id", "x", "--amount", "lots"],
+     "[invalid_amount]"),
+    (["billing", "top-up", "-d", "acme", "--order-id", "x", "--amount", "-3"],
+     "[invalid_amount]"),
+    (["billing", "operations", "-d", "acme", "--date", "2020-01-01"],
+     "[history_out_of_range]"),
+    (["billing", "operations", "-d", "acme", "--date", "soon"], "not YYYY-MM-DD"),
+    (["admin", "set-price", "sharpen", "--per-call", "1", "--per-megapixel", "1"],
+     "no operator 'sharpen'"),
+    (["admin", "set-price", "encoder", "--per-call", "-1", "--per-megapixel", "1"],
+     "cannot be negative"),
+])
+def test_bad_input(capsys, data_dir, argv, words):
+    code, _, err = run(capsys, *argv)
+    assert code == 1 and words in err and len(err.strip().splitlines()) == 1
