@@ -73,7 +73,10 @@ def split_body(content_type: str, body: bytes) -> tuple[bytes, bytes | None]:
     if not parts:
         raise BadRequest("the multipart body has no parts", code="missing_envelope")
     first = parts[0]
-    if first.is_file or first.content_type.startswith("image/") or first.name == "image":
+    json_part = first.name == "envelope" or first.content_type in ("application/json",
+                                                                   "text/json")
+    if first.name == "image" or first.content_type.startswith("image/") or (
+            first.is_file and not json_part):
         raise BadRequest("the envelope must be the first part and the image the second "
                          "(parts swapped?)", code="multipart_order")
     if len(parts) < 2:
