@@ -17,6 +17,7 @@ from tilemore.operator import Operator
 BUILTIN_MODULES = (
     "tilemore_operators.decode",
     "tilemore_operators.denoise",
+    "tilemore_operators.dncnn",
     "tilemore_operators.qc",
     "tilemore_operators.shifter",
     "tilemore_operators.encoder",

@@ -1,0 +1,88 @@
+"""dncnn: the deep-learning denoiser — a residual CNN, on CUDA when present, else on CPU.
+
+Large images go through it in tiles sized from the device's free memory (CUDA) or the
+``tile_memory_bytes`` setting (CPU) and the declared memory per megapixel; the network is
+exactly local within its depth, so the stitched result equals the whole-image one. Weights
+load once per replica, at start-up, from the repository (never from the network); a missing
+or corrupt file stops the replica there, with a clear error.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import Field
+from tilemore_operators.dncnn_model import DEPTH, DnCNN
+
+from tilemore.errors import TilemoreError
+from tilemore.image import Image
+from tilemore.operator import Operator, OperatorParams, Price, Resources
+from tilemore.tiling import process_tiled, tile_side
+
+WEIGHTS = Path(__file__).parent / "weights" / "dncnn-rgb.pt"
+
+
+class WeightsError(TilemoreError):
+    code = "operator_setup_failed"
+    status = 500
+
+
+class DnCNNParams(OperatorParams):
+    strength: float = Field(1.0, ge=0.0, le=2.0, description="scales the removed residual")
+    tile: int | None = Field(None, ge=2 * DEPTH, le=16384,
+                             description="tile side in pixels (default: from free memory)")
+
+
+class DnCNNDenoise(Operator):
+    name = "dncnn"
+    version = "1"
+    description = "residual CNN (DnCNN-style), CUDA when present, tiled to fit memory"
+    resources = Resources(num_cpus=1, num_gpus=0, memory_per_megapixel=448 * 2**20)
+    halo = DEPTH
+    Params = DnCNNParams
+    price = Price(per_call=Decimal("0.001"), per_megapixel=Decimal("0.004"))
+
+    def setup(self) -> None:
+        path = self.settings.dncnn_weights or WEIGHTS
+        if not Path(path).is_file():
+            raise WeightsError(f"dncnn: weights file {path} is missing (train them with "
+                               "python -m tilemore_operators.dncnn_training)")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            model = DnCNN()
+            model.load_state_dict(state)
+        except Exception as exc:  # noqa: BLE001 - any way a file can be broken
+            raise WeightsError(f"dncnn: weights file {path} is corrupt: {exc}") from None
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
+
+    def process(self, params: DnCNNParams, image: Image) -> Image:
+        if params.strength == 0:
+            return image
+        side = params.tile or tile_side(self._memory(), self.resources.memory_per_megapixel,
+                                        self.halo)
+        rgb = image.rgb()
+        out = process_tiled(rgb, lambda w: self._run(w, params.strength), side, self.halo)
+        return image.with_rgb(out)
+
+    def _memory(self) -> int:
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return int(free * 0.8)
+        return self.settings.tile_memory_bytes
+
+    @torch.inference_mode()
+    def _run(self, window: np.ndarray, strength: float) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(window)).to(self.device)
+        x = x.permute(2, 0, 1)[None].float().div_(255.0)
+        x = x.contiguous(memory_format=torch.channels_last)
+        try:
+            y = self.model(x) if strength == 1 else x - strength * (x - self.model(x))
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            raise MemoryError("CUDA out of memory") from None
+        y = y.clamp_(0, 1).mul_(255.0).add_(0.5)[0].permute(1, 2, 0)
+        return y.to(torch.uint8).cpu().numpy()

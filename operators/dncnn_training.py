@@ -1,0 +1,98 @@
+"""Train the deep-learning denoiser's weights from photos scikit-image ships, with synthetic
+Gaussian noise of deviation 5–50 (blind). Reproduce the committed weights with:
+
+    python -m tilemore_operators.dncnn_training --minutes 14 --seed 0
+
+Held out for evaluation (never seen in training): chelsea, coffee and astronaut.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from skimage import data as skdata
+from tilemore_operators.dncnn_model import DnCNN
+
+TRAIN = ("rocket", "hubble_deep_field", "immunohistochemistry", "retina", "camera", "brick",
+         "grass", "gravel", "moon", "coins", "page", "text", "clock", "cell", "colorwheel")
+HELD_OUT = ("chelsea", "coffee", "astronaut")
+WEIGHTS = Path(__file__).parent / "weights" / "dncnn-rgb.pt"
+
+
+def photos(names: tuple[str, ...]) -> list[np.ndarray]:
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in names:
+            img = np.asarray(getattr(skdata, name)())
+            if img.ndim == 2:
+                img = np.repeat(img[:, :, None], 3, axis=2)
+            out.append(img[:, :, :3].astype(np.float32) / 255.0)
+    return out
+
+
+def batches(images: list[np.ndarray], size: int, patch: int, rng: np.random.Generator):
+    while True:
+        clean = np.empty((size, 3, patch, patch), np.float32)
+        for i in range(size):
+            img = images[rng.integers(len(images))]
+            y = rng.integers(img.shape[0] - patch + 1)
+            x = rng.integers(img.shape[1] - patch + 1)
+            p = img[y:y + patch, x:x + patch]
+            p = np.rot90(p, rng.integers(4))
+            if rng.random() < 0.5:
+                p = p[:, ::-1]
+            clean[i] = p.transpose(2, 0, 1)
+        sigma = rng.uniform(5, 50, size=(size, 1, 1, 1)).astype(np.float32) / 255.0
+        noisy = clean + rng.standard_normal(clean.shape).astype(np.float32) * sigma
+        yield torch.from_numpy(noisy), torch.from_numpy(clean)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=14.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch", type=int, default=24)
+    ap.add_argument("--patch", type=int, default=48)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=WEIGHTS)
+    args = ap.parse_args()
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    model = DnCNN()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    stream = batches(photos(TRAIN), args.batch, args.patch, rng)
+    budget = args.minutes * 60
+    started = time.monotonic()
+    step, loss_avg = 0, None
+    while (elapsed := time.monotonic() - started) < budget:
+        lr = 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * elapsed / budget))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        noisy, clean = next(stream)
+        loss = torch.nn.functional.mse_loss(model(noisy), clean)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
+        if step % 200 == 0:
+            psnr = 10 * math.log10(1 / max(loss_avg, 1e-12))
+            print(f"step {step:6d}  {elapsed / 60:5.1f} min  lr {lr:.2e}  "
+                  f"train PSNR {psnr:.2f} dB", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.clone() for k, v in model.state_dict().items()}, args.out)
+    digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
+    print(f"saved {args.out} after {step} steps; sha256 {digest}")
+
+
+if __name__ == "__main__":
+    main()
