@@ -44,6 +44,7 @@ class DnCNNDenoise(Operator):
     halo = DEPTH
     Params = DnCNNParams
     price = Price(per_call=Decimal("0.001"), per_megapixel=Decimal("0.004"))
+    tiling = "exact"
 
     def setup(self) -> None:
         path = self.settings.dncnn_weights or WEIGHTS
@@ -62,11 +63,13 @@ class DnCNNDenoise(Operator):
     def process(self, params: DnCNNParams, image: Image) -> Image:
         if params.strength == 0:
             return image
-        side = params.tile or tile_side(self._memory(), self.resources.memory_per_megapixel,
-                                        self.halo)
+        side = params.tile or self.tile_side()
         rgb = image.rgb()
         out = process_tiled(rgb, lambda w: self._run(w, params.strength), side, self.halo)
         return image.with_rgb(out)
+
+    def tile_side(self) -> int:
+        return tile_side(self._memory(), self.resources.memory_per_megapixel, self.halo)
 
     def _memory(self) -> int:
         if self.device.type == "cuda":

@@ -1,7 +1,10 @@
 """Train the deep-learning denoiser's weights from photos scikit-image ships, with synthetic
 Gaussian noise of deviation 5–50 (blind). Reproduce the committed weights with:
 
-    python -m tilemore_operators.dncnn_training --minutes 14 --seed 0
+    python -m tilemore_operators.dncnn_training --steps STEPS --seed 0
+
+(STEPS as printed when the weights were saved; a run given ``--minutes`` instead trains for
+that long and prints the step count it reached.)
 
 Held out for evaluation (never seen in training): chelsea, coffee and astronaut.
 """
@@ -57,7 +60,8 @@ def batches(images: list[np.ndarray], size: int, patch: int, rng: np.random.Gene
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--minutes", type=float, default=14.0)
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--steps", type=int, help="train this many steps (reproducible) instead")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--patch", type=int, default=48)
@@ -73,8 +77,15 @@ def main() -> None:
     budget = args.minutes * 60
     started = time.monotonic()
     step, loss_avg = 0, None
-    while (elapsed := time.monotonic() - started) < budget:
-        lr = 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * elapsed / budget))
+
+    def progress() -> float:  # 0 → 1 over the run, by steps when given, else by time
+        if args.steps:
+            return step / args.steps
+        return (time.monotonic() - started) / budget
+
+    while progress() < 1:
+        elapsed = time.monotonic() - started
+        lr = 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * progress()))
         for group in opt.param_groups:
             group["lr"] = lr
         noisy, clean = next(stream)

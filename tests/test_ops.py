@@ -66,3 +66,27 @@ class Explode(Operator):
 
     def process(self, params, image: Image) -> Image:
         raise ZeroDivisionError("the operator broke")
+
+
+class TiledBlur(Operator):
+    """Exactly local (two 3×3 box blurs, zero borders) and slow per call: for fan-out tests."""
+
+    name = "tiled-blur"
+    halo = 2
+    tiling = "exact"
+    resources = Resources(num_cpus=1, memory_per_megapixel=2**30)
+    Params = SpinParams
+
+    def process(self, params: SpinParams, image: Image) -> Image:
+        end = time.perf_counter() + params.seconds
+        while time.perf_counter() < end:
+            pass
+        return image.with_rgb(box_blur_twice(image.rgb()))
+
+
+def box_blur_twice(rgb: np.ndarray) -> np.ndarray:
+    import cv2
+    out = rgb.astype(np.float32)
+    for _ in range(2):
+        out = cv2.blur(out, (3, 3), borderType=cv2.BORDER_CONSTANT)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)

@@ -96,6 +96,10 @@ class Operator:
     halo: ClassVar[int] = 0
     Params: ClassVar[type[OperatorParams]] = NoParams
     price: ClassVar[Price] = Price()
+    tiling: ClassVar[Literal["exact", "blend"] | None] = None
+    """How the backend may split a task across replicas: ``exact`` for operators exactly
+    local within their halo (stitched), ``blend`` for the others (feathered), ``None`` for
+    operators that need the whole image."""
 
     def __init__(self) -> None:
         self.settings = Settings()  # the host replaces it with the service's settings
@@ -106,6 +110,14 @@ class Operator:
 
     def process(self, params: Any, *inputs: Any) -> Any:
         raise NotImplementedError
+
+    def tile_side(self) -> int:
+        """The side of the square tiles this replica can take at once: from the memory it
+        may use (the ``tile_memory_bytes`` setting) and its declared memory per megapixel."""
+        from tilemore.tiling import tile_side
+
+        return tile_side(self.settings.tile_memory_bytes, self.resources.memory_per_megapixel,
+                         self.halo)
 
     @classmethod
     def input_size_hint(cls, params: Any) -> tuple[int, int] | None:

@@ -154,3 +154,34 @@ def test_bad_input_fails_with_its_code_on_ray(denoised, ray_backend):
     with pytest.raises(TaskFailed) as info:
         run_graph(build_graph(denoised, {}), NOISY_JPEG[: len(NOISY_JPEG) // 3], ray_backend)
     assert info.value.task_id == "decode" and info.value.error.code == "truncated_image"
+
+
+def test_tiles_fan_out_across_replicas(tmp_path):
+    from test_ops import box_blur_twice
+
+    from tilemore.settings import Settings
+
+    p = pipeline_from(tmp_path, """
+        stages:
+          - {name: decode, operator: decode}
+          - {name: blur, operator: tiled-blur}
+          - {name: encoder, operator: encoder, params: {format: png}}
+    """)
+    src = photo(256, 128)  # 8 tiles of 64 px at this memory budget
+    backend = RayBackend(Settings(replicas=2, tile_memory_bytes=2**22))
+    try:
+        graph = build_graph(p, {"blur": {"seconds": 0.3}})
+        backend.prepare([t.operator for t in graph.tasks])
+        started = time.perf_counter()
+        result = run_graph(graph, encode(src), backend)
+        blur_seconds = result.stats["blur"].seconds
+        wall = time.perf_counter() - started
+    finally:
+        backend.close()
+    import io
+
+    from PIL import Image as PILImage
+    out = np.asarray(PILImage.open(io.BytesIO(result.output.data)))
+    assert np.array_equal(out, box_blur_twice(src))  # stitched = whole-image result
+    assert blur_seconds < 8 * 0.3 * 0.75, f"8 tiles of 0.3 s took {blur_seconds:.2f} s"
+    assert wall > 0

@@ -62,6 +62,16 @@ class OperatorHost:
     def ready(self) -> str:
         return self.operator.name
 
+    def tile_side(self) -> int:
+        return self.operator.tile_side()
+
+    def run_window(self, params: OperatorParams, pixels: Any) -> Any:
+        """One tile of a task split across replicas: pixels in, pixels out."""
+        return self.operator.process(params, Image(pixels)).pixels
+
+    def checkpoint(self, output: Any) -> str | None:
+        return self.blobs.put(checkpoint.dump(output)) if self.blobs is not None else None
+
     def run(self, task_id: str, params: OperatorParams, *inputs: Any) -> tuple[Any, TaskStats]:
         started = time.time()
         failure = None

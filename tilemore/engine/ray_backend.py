@@ -11,18 +11,25 @@ import itertools
 import logging
 import math
 import os
+import socket
 import sys
+import time
+import traceback
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import ray
 from ray import cloudpickle
 from ray.exceptions import RayTaskError
 
-from tilemore.engine.host import OperatorHost
+from tilemore.engine.host import OperatorHost, TaskFailure, TaskStats
+from tilemore.errors import TilemoreError
+from tilemore.image import Image
 from tilemore.operator import Operator, OperatorParams
 from tilemore.settings import Settings
+from tilemore.tiling import Tile, plan_tiles, stitch_exact, stitch_feathered
 
 _INSTALLED_PACKAGES = ("tilemore", "tilemore_operators")
 
@@ -98,6 +105,11 @@ class RayBackend:
         inputs: Sequence[ray.ObjectRef],
     ) -> tuple[ray.ObjectRef, ray.ObjectRef]:
         pool = self._pool(operator)
+        if operator.tiling is not None and len(pool) > 1 and len(inputs) == 1:
+            # Tiles across every replica at once, rather than the whole image on one.
+            return _fan_out.options(num_returns=2).remote(
+                pool, task_id, operator.name, params, operator.tiling == "exact",
+                operator.halo, inputs[0])
         actor = pool[next(self._turn[operator])]
         output, stats = actor.run.options(num_returns=2).remote(task_id, params, *inputs)
         return output, stats
@@ -136,3 +148,43 @@ def _ship_by_value(operator: type[Operator]) -> None:
     top = operator.__module__.split(".")[0]
     if module is not None and top not in _INSTALLED_PACKAGES:
         cloudpickle.register_pickle_by_value(module)
+
+
+@ray.remote(num_cpus=0)
+def _fan_out(hosts: list[Any], task_id: str, operator_name: str, params: OperatorParams,
+             exact: bool, halo: int, image: Image) -> tuple[Any, TaskStats]:
+    """One task split into tiles across every replica of its operator, several in flight at
+    once, stitched as they come back. Failures come back as data, like a replica's."""
+    started = time.time()
+    try:
+        side = ray.get(hosts[0].tile_side.remote())
+        h, w = image.height, image.width
+        tiles = plan_tiles(h, w, side, halo)
+        in_flight: dict[Any, Tile] = {}
+        done: list[tuple[Tile, Any]] = []
+        queue = list(tiles)
+        turn = 0
+        while queue or in_flight:
+            while queue and len(in_flight) < 2 * len(hosts):  # bounded: memory stays flat
+                t = queue.pop(0)
+                window = np.ascontiguousarray(image.pixels[t.wy0:t.wy1, t.wx0:t.wx1])
+                in_flight[hosts[turn % len(hosts)].run_window.remote(params, window)] = t
+                turn += 1
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            for ref in ready:
+                done.append((in_flight.pop(ref), ray.get(ref)))
+        if exact:
+            pixels = stitch_exact(h, w, image.pixels.shape[2], image.pixels.dtype, iter(done))
+        else:
+            pixels = np.clip(np.rint(stitch_feathered(h, w, image.pixels.shape[2], iter(done))),
+                             0, 255).astype(np.uint8)
+        output = image.with_pixels(pixels)
+        key = ray.get(hosts[0].checkpoint.remote(output))
+        failure = None
+    except Exception as exc:  # noqa: BLE001 - reported through the stats, as replicas do
+        output, key = None, None
+        failure = TaskFailure(exc if isinstance(exc, TilemoreError) else RuntimeError(repr(exc)),
+                              traceback.format_exc())
+    stats = TaskStats(task_id, operator_name, started, time.time(), image.megapixels,
+                      socket.gethostname(), os.getpid(), failure, key)
+    return output, stats
