@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 
@@ -15,6 +16,9 @@ SESSION_CPUS = 16
 
 @pytest.fixture(scope="session", autouse=True)
 def ray_session():
+    # On a loaded 2-core machine Serve's proxy can take longer than its default 5 s
+    # readiness check; the cluster's processes inherit this from the driver.
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
     ray.init(num_cpus=SESSION_CPUS, include_dashboard=False, logging_level=logging.WARNING)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()

@@ -43,6 +43,8 @@ def serve_cmd(host: str | None, port: int | None) -> None:
 
     from tilemore.engine.ray_backend import ensure_ray, local_cpus
 
+    # A slow or busy machine can take longer than Serve's default 5 s to ready its proxy.
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
     # Room for every operator replica, plus the ingress replicas and Serve's own actors.
     cpus = local_cpus(catalog.operators_in_use(), settings.replicas) + settings.ingress_replicas
     ensure_ray(settings.model_copy(update={"ray_num_cpus": settings.ray_num_cpus or cpus}),

@@ -1,0 +1,133 @@
+"""The CNN denoiser on CPU (2 threads): throughput of eager PyTorch against the optimised
+paths, tiled against whole-image time at 12 MP, and the peak memory of a 100 MP run.
+
+Targets: tiled ≤ 1.15× whole-image at 12 MP; 100 MP peak memory ≤ 2.5× the decoded RGB
+uint8 size; the faster inference path is the one shipped.
+
+    python benchmarks/cnn_tiling.py [--skip-100mp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+from _common import machine, save
+
+torch.set_num_threads(2)
+
+
+def timed(fn, repeat: int = 3) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def throughput() -> dict[str, float]:
+    from tilemore_operators.dncnn import WEIGHTS
+    from tilemore_operators.dncnn_model import DnCNN
+
+    model = DnCNN()
+    model.load_state_dict(torch.load(WEIGHTS, weights_only=True))
+    model.eval()
+    x = torch.rand(1, 3, 1000, 1000)
+    mp = 1.0
+
+    def eager():
+        model(x)  # autograd bookkeeping on, NCHW: PyTorch as written
+
+    cl_model = DnCNN()
+    cl_model.load_state_dict(model.state_dict())
+    cl_model = cl_model.eval().to(memory_format=torch.channels_last)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+
+    def optimised():
+        with torch.inference_mode():
+            cl_model(x_cl)
+
+    with torch.inference_mode():
+        scripted = torch.jit.freeze(torch.jit.trace(model, x[:, :, :64, :64]))
+
+    def torchscript():
+        with torch.inference_mode():
+            scripted(x)
+
+    return {name: mp / timed(fn) for name, fn in
+            (("eager", eager), ("inference_mode+channels_last", optimised),
+             ("torchscript_frozen", torchscript))}
+
+
+def tiled_vs_whole() -> dict[str, float]:
+    from tilemore_operators.dncnn import DnCNNDenoise
+
+    from tilemore.engine.host import OperatorHost
+    from tilemore.image import Image
+
+    host = OperatorHost(DnCNNDenoise)
+    rng = np.random.default_rng(0)
+    img = Image(rng.integers(0, 255, (3000, 4000, 3), dtype=np.uint8))
+    side = host.tile_side()
+    tiled = timed(lambda: host.run("t", DnCNNDenoise.Params(), img), repeat=1)
+    whole = timed(lambda: host.run("w", DnCNNDenoise.Params(tile=4096), img), repeat=1)
+    return {"tile_side": side, "tiled_s": tiled, "whole_s": whole, "ratio": tiled / whole}
+
+
+PEAK_SCRIPT = """
+import json, resource, numpy as np, torch
+torch.set_num_threads(2)
+from tilemore.engine.host import OperatorHost
+from tilemore.image import Image
+from tilemore_operators.dncnn import DnCNNDenoise
+host = OperatorHost(DnCNNDenoise)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+img = Image(np.random.default_rng(0).integers(0, 255, (10000, 10000, 3), dtype=np.uint8))
+out, stats = host.run("big", DnCNNDenoise.Params(), img)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"baseline": before, "peak": peak, "seconds": stats.seconds,
+                  "tile_side": host.tile_side()}))
+"""
+
+
+def peak_100mp() -> dict[str, float]:
+    done = subprocess.run([sys.executable, "-c", PEAK_SCRIPT], capture_output=True, text=True,
+                          check=True)
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    decoded = 10000 * 10000 * 3
+    grown = r["peak"] - r["baseline"]
+    return {**r, "decoded_bytes": decoded, "peak_growth_bytes": grown,
+            "ratio": grown / decoded}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--skip-100mp", action="store_true")
+    args = ap.parse_args()
+    result = {"machine": machine(), "threads": 2, "throughput_mp_s": throughput(),
+              "tiling_12mp": tiled_vs_whole()}
+    if not args.skip_100mp:
+        result["peak_100mp"] = peak_100mp()
+    save("cnn_tiling", result)
+    print(f"CNN denoiser on {machine()}, 2 threads")
+    for name, v in result["throughput_mp_s"].items():
+        print(f"  {name:30s} {v:6.2f} MP/s")
+    t = result["tiling_12mp"]
+    print(f"  12 MP tiled ({t['tile_side']} px tiles) {t['tiled_s']:.2f} s vs whole "
+          f"{t['whole_s']:.2f} s: ratio {t['ratio']:.3f} (target ≤ 1.15)")
+    if "peak_100mp" in result:
+        p = result["peak_100mp"]
+        print(f"  100 MP: peak memory growth {p['peak_growth_bytes'] / 2**20:.0f} MiB = "
+              f"{p['ratio']:.2f}× the decoded {p['decoded_bytes'] / 2**20:.0f} MiB "
+              f"(target ≤ 2.5×), {p['seconds']:.0f} s, {p['tile_side']} px tiles")
+
+
+if __name__ == "__main__":
+    main()
