@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -23,6 +21,7 @@ from typing import Literal
 
 from tilemore.billing.money import CTX, ZERO, add, fmt
 from tilemore.errors import TilemoreError
+from tilemore.store.sqlite_db import SQLiteDatabase
 
 Kind = Literal["order", "bonus", "charge", "payment", "correction"]
 GENESIS = "0" * 64
@@ -142,30 +141,10 @@ def entry_hash(prev: str, seq: int, e: Entry, created_at: float, balance_after: 
     return hashlib.sha256("\x1f".join(fields).encode()).hexdigest()
 
 
-class SQLiteLedger:
+class SQLiteLedger(SQLiteDatabase):
     def __init__(self, path: Path | str, clock=time.time) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=30.0)
-        self._db.row_factory = sqlite3.Row
-        self._lock = threading.RLock()
+        super().__init__(path, SCHEMA)
         self._clock = clock
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns
-            self._db.executescript(SCHEMA)
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -392,6 +371,3 @@ class SQLiteLedger:
                 for (a, d) in set(want) | set(have)
                 if want.get((a, d)) != have.get((a, d))]
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()

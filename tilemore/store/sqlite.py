@@ -1,9 +1,6 @@
-"""The embedded store: one SQLite file in WAL mode, shared by every process of a service.
-
-Each process holds one connection behind a lock; writes that belong together run in one
-``BEGIN IMMEDIATE`` transaction, so a record is never half-written, and commits are fsync'd
-(``synchronous=FULL``) before they are acknowledged.
-"""
+"""The embedded store of threads, tasks, domains, accounts and tokens (see
+:mod:`tilemore.store.sqlite_db` for how the file is shared): a record is written whole, in one
+transaction, or not at all."""
 
 from __future__ import annotations
 
@@ -11,11 +8,8 @@ import hashlib
 import json
 import secrets
 import sqlite3
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +22,7 @@ from tilemore.store import (
     ThreadRecord,
     TokenInfo,
 )
+from tilemore.store.sqlite_db import SQLiteDatabase
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS domains (
@@ -89,40 +84,11 @@ CREATE TABLE IF NOT EXISTS tasks (
 """
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteDatabase):
     """Implements both :class:`ThreadRepository` and :class:`TokenRepository`."""
 
     def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=30.0)
-        self._db.row_factory = sqlite3.Row
-        self._lock = threading.RLock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(SCHEMA)
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        super().__init__(path, SCHEMA)
 
     # -- domains and tokens ------------------------------------------------------------
 
