@@ -40,7 +40,9 @@ class DnCNNDenoise(Operator):
     name = "dncnn"
     version = "1"
     description = "residual CNN (DnCNN-style), CUDA when present, tiled to fit memory"
-    resources = Resources(num_cpus=1, num_gpus=0, memory_per_megapixel=448 * 2**20)
+    # A GPU operator; on a cluster without GPUs its replicas run on CPU instead.
+    resources = Resources(num_cpus=1, num_gpus=1, gpu_optional=True,
+                          memory_per_megapixel=448 * 2**20)
     halo = DEPTH
     Params = DnCNNParams
     price = Price(per_call=Decimal("0.001"), per_megapixel=Decimal("0.004"))

@@ -49,6 +49,9 @@ class Resources(BaseModel):
     memory_per_megapixel: int = Field(
         32 * 2**20, ge=0, description="peak working memory per input megapixel, in bytes"
     )
+    gpu_optional: bool = Field(
+        False, description="runs on CPU where the cluster has no GPU (num_gpus then 0)"
+    )
 
 
 class Price(BaseModel):

@@ -185,3 +185,15 @@ def test_tiles_fan_out_across_replicas(tmp_path):
     assert np.array_equal(out, box_blur_twice(src))  # stitched = whole-image result
     assert blur_seconds < 8 * 0.3 * 0.75, f"8 tiles of 0.3 s took {blur_seconds:.2f} s"
     assert wall > 0
+
+
+def test_a_gpu_operator_falls_back_to_cpu_without_gpus(ray_backend):
+    from tilemore import Operator, Resources
+
+    class WantsGPU(Operator):
+        name = "wants-gpu"
+        resources = Resources(num_cpus=1, num_gpus=1, gpu_optional=True)
+
+    assert not ray.cluster_resources().get("GPU")
+    ray_backend.prepare([WantsGPU])  # would wait forever for a GPU without the fallback
+    assert ray.get(ray_backend._pools[WantsGPU][0].ready.remote()) == "wants-gpu"  # noqa

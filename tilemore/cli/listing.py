@@ -25,6 +25,7 @@ def operators_cmd(pipeline_file: tuple[Path, ...]) -> None:
     for op in catalog.registry:
         r, p = op.resources, op.price
         res = f"{r.num_cpus:g} CPU" + (f", {r.num_gpus:g} GPU" if r.num_gpus else "")
+        res += " (or CPU)" if r.gpu_optional else ""
         res += f", {r.memory_per_megapixel / 2**20:g} MB/MP"
         price = f"{_credits(p.per_call)} + {_credits(p.per_megapixel)}/MP"
         table.add_row(op.name, op.version, op.role, res, str(op.halo), price,

@@ -81,9 +81,11 @@ class RayBackend:
         if len(pool) < wanted:
             _ship_by_value(operator)
             res = operator.resources
+            gpus = res.num_gpus
+            if gpus and res.gpu_optional and not ray.cluster_resources().get("GPU"):
+                gpus = 0  # no GPU anywhere: the operator's CPU fallback
             actor_cls = ray.remote(OperatorHost).options(
-                num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_restarts=-1,
-                max_task_retries=0,
+                num_cpus=res.num_cpus, num_gpus=gpus, max_restarts=-1, max_task_retries=0,
             )
             pool.extend(actor_cls.remote(operator, self.settings)
                         for _ in range(wanted - len(pool)))
