@@ -158,3 +158,18 @@ def send_image_as(service, data: bytes, headers: dict):
     body, ctype = multipart({"adjustments": {}, "output_format": "png"}, data)
     return http("POST", f"{service.url}/shop/v1/submitted/{hashlib.sha256(data).hexdigest()}/",
                 body, {"Content-Type": ctype, **headers})
+
+
+def test_envelope_part_sent_as_a_json_file_is_accepted(service):
+    """Some clients (browsers' and Node's FormData with a Blob) name every part a file."""
+    img = image(8)
+    boundary = "b0undary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"envelope\"; "
+            f"filename=\"blob\"\r\nContent-Type: application/json\r\n\r\n"
+            f"{json.dumps(ENVELOPE)}\r\n--{boundary}\r\nContent-Disposition: form-data; "
+            f"name=\"image\"; filename=\"blob\"\r\nContent-Type: application/octet-stream"
+            f"\r\n\r\n").encode() + img + f"\r\n--{boundary}--\r\n".encode()
+    reply = http("POST", f"{service.url}/shop/v1/submitted/{hashlib.sha256(img).hexdigest()}/",
+                 body, {"Content-Type": f"multipart/form-data; boundary={boundary}",
+                        **service.auth()})
+    assert reply.status == 202, reply.body
