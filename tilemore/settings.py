@@ -34,7 +34,7 @@ class Settings(BaseModel):
     default_pipeline: str = "denoised"
     replicas: int = Field(1, ge=1, description="actor replicas per operator")
     tile_memory_bytes: int = Field(
-        512 * 2**20, ge=2**20, description="memory one tile may use on CPU (GPU: free memory)"
+        128 * 2**20, ge=2**20, description="memory one tile may use on CPU (GPU: free memory)"
     )
     dncnn_weights: Path | None = Field(None, description="the CNN denoiser's weights file")
     checkpoint_tasks: bool = Field(

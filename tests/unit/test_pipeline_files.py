@@ -36,7 +36,8 @@ def error(tmp_path, registry, text, name="p.yaml") -> PipelineFileError:
 def test_builtin_pipeline_loads(denoised):
     assert denoised.stage_names == ["decode", "master", "shifter", "encoder"]
     master = denoised.stage("master")
-    assert list(master.choices) == ["denoised-multiformat", "nlmeans", "bilateral", "guided"]
+    assert list(master.choices) == ["denoised-multiformat", "nlmeans", "bilateral", "guided",
+                                    "dncnn"]
     assert master.default == "denoised-multiformat"
     assert denoised.output_stage == "encoder"
 
