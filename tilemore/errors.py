@@ -123,6 +123,22 @@ class GeometryError(TilemoreError):
     status = 422
 
 
+class Unauthorized(TilemoreError):
+    status = 401
+
+
+class Forbidden(TilemoreError):
+    status = 403
+
+
+class NotFound(TilemoreError):
+    status = 404
+
+
+class Conflict(TilemoreError):
+    status = 409
+
+
 class ServiceUnavailable(TilemoreError):
     """Try again shortly (the answer carries Retry-After)."""
 

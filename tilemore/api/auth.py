@@ -5,18 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from tilemore.errors import TilemoreError
+from tilemore.errors import Forbidden, Unauthorized
 from tilemore.store import TokenRepository
 
 _HEADER = re.compile(r"^Token\s+(\S+)\s+Domain\s+(\S+)\s*$")
-
-
-class Unauthorized(TilemoreError):
-    status = 401
-
-
-class Forbidden(TilemoreError):
-    status = 403
 
 
 @dataclass(frozen=True)

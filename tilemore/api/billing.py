@@ -15,14 +15,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from tilemore.api.auth import Caller, Forbidden
+from tilemore.api.auth import Caller
 from tilemore.api.envelope import META_PART, BadRequest
 from tilemore.billing.money import InvalidAmount, parse_amount
-from tilemore.errors import TilemoreError
-
-
-class NotFound(TilemoreError):
-    status = 404
+from tilemore.errors import Forbidden, NotFound, TilemoreError
 
 
 def today() -> date:

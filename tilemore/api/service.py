@@ -16,7 +16,7 @@ from typing import Any
 
 from tilemore_operators.decode import decode_image
 
-from tilemore.api.auth import Caller, Forbidden, authenticate
+from tilemore.api.auth import Caller, authenticate
 from tilemore.api.body import split_body
 from tilemore.api.envelope import (
     BadRequest,
@@ -32,20 +32,12 @@ from tilemore.billing.pricing import estimate
 from tilemore.billing.service import Billing
 from tilemore.blobs import BlobStore
 from tilemore.catalog import Catalog
-from tilemore.errors import TilemoreError
+from tilemore.errors import Conflict, Forbidden, NotFound
 from tilemore.pipeline.graph import TaskGraph, build_graph
 from tilemore.settings import Settings
 from tilemore.store import NewThread, ThreadRecord, ThreadRepository, TokenRepository
 
 REPLAYED = "Idempotent-Replayed"
-
-
-class NotFound(TilemoreError):
-    status = 404
-
-
-class Conflict(TilemoreError):
-    status = 409
 
 
 @dataclass(frozen=True)
