@@ -1,10 +1,11 @@
 """Train the deep-learning denoiser's weights from photos scikit-image ships, with synthetic
-Gaussian noise of deviation 5–50 (blind). Reproduce the committed weights with:
+Gaussian noise of deviation 5–50 (blind). The committed weights come from two stages:
 
-    python -m tilemore_operators.dncnn_training --steps STEPS --seed 0
+    python -m tilemore_operators.dncnn_training --photos base --steps 6122 --seed 0 --out s1.pt
+    python -m tilemore_operators.dncnn_training --init s1.pt --steps STEPS2 --seed 1 --lr 5e-4
 
-(STEPS as printed when the weights were saved; a run given ``--minutes`` instead trains for
-that long and prints the step count it reached.)
+(the step counts are in benchmarks/README.md; a run given ``--minutes`` instead of ``--steps``
+trains for that long and prints the step count it reached.)
 
 Held out for evaluation (never seen in training): chelsea, coffee and astronaut.
 """
@@ -25,6 +26,8 @@ from tilemore_operators.dncnn_model import DnCNN
 
 TRAIN = ("rocket", "hubble_deep_field", "immunohistochemistry", "retina", "camera", "brick",
          "grass", "gravel", "moon", "coins", "page", "text", "clock", "cell", "colorwheel")
+# natural colour photos added for the second (fine-tuning) stage
+TRAIN_MORE = ("stereo_motorcycle",)
 HELD_OUT = ("chelsea", "coffee", "astronaut")
 WEIGHTS = Path(__file__).parent / "weights" / "dncnn-rgb.pt"
 
@@ -34,10 +37,13 @@ def photos(names: tuple[str, ...]) -> list[np.ndarray]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name in names:
-            img = np.asarray(getattr(skdata, name)())
-            if img.ndim == 2:
-                img = np.repeat(img[:, :, None], 3, axis=2)
-            out.append(img[:, :, :3].astype(np.float32) / 255.0)
+            loaded = getattr(skdata, name)()
+            # stereo_motorcycle is a (left, right, disparity) pair of colour photos
+            for img in loaded[:2] if isinstance(loaded, tuple) else (loaded,):
+                img = np.asarray(img)
+                if img.ndim == 2:
+                    img = np.repeat(img[:, :, None], 3, axis=2)
+                out.append(img[:, :, :3].astype(np.float32) / 255.0)
     return out
 
 
@@ -67,13 +73,20 @@ def main() -> None:
     ap.add_argument("--patch", type=int, default=48)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=WEIGHTS)
+    ap.add_argument("--photos", choices=("base", "all"), default="all",
+                    help="base: the first stage's photos; all: plus TRAIN_MORE")
+    ap.add_argument("--init", type=Path, help="start from these weights (fine-tuning)")
+    ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     model = DnCNN()
+    if args.init:
+        model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    stream = batches(photos(TRAIN), args.batch, args.patch, rng)
+    names = TRAIN if args.photos == "base" else TRAIN + TRAIN_MORE
+    stream = batches(photos(names), args.batch, args.patch, rng)
     budget = args.minutes * 60
     started = time.monotonic()
     step, loss_avg = 0, None
@@ -85,7 +98,7 @@ def main() -> None:
 
     while progress() < 1:
         elapsed = time.monotonic() - started
-        lr = 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * progress()))
+        lr = 1e-5 + 0.5 * (args.lr - 1e-5) * (1 + math.cos(math.pi * progress()))
         for group in opt.param_groups:
             group["lr"] = lr
         noisy, clean = next(stream)

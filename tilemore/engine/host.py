@@ -16,6 +16,7 @@ from typing import Any
 
 from tilemore.blobs import open_blob_store
 from tilemore.engine import checkpoint
+from tilemore.engine.memory import return_large_buffers_to_the_os
 from tilemore.image import Encoded, Image
 from tilemore.operator import Operator, OperatorParams
 from tilemore.settings import Settings
@@ -54,6 +55,7 @@ class OperatorHost:
 
     def __init__(self, operator: type[Operator], settings: Settings | None = None) -> None:
         settings = settings or Settings()
+        return_large_buffers_to_the_os()
         self.operator = operator()
         self.operator.settings = settings
         self.operator.setup()
