@@ -55,16 +55,33 @@ def sample_boxes(h: int, w: int, count: int, size: int) -> list[tuple[int, int, 
     return [(int(y), int(x), th, tw) for y in ys for x in xs]
 
 
+# How much each departure from "the residual is the noise" costs. Fitted on the training
+# photos (never the held-out ones) by ``python -m tilemore_operators.qc_calibration``.
+WEIGHTS: dict[str, float] = {"under": 0.0, "over": 0.0413, "whiteness": 4.0, "structure": 3.15,
+                             "leftover": 2.18}
+
+
 def residual_penalties(
     original: np.ndarray, candidate: np.ndarray, sigma: float,
     boxes: list[tuple[int, int, int, int]],
 ) -> dict[str, float]:
+    return {k: WEIGHTS[k] * v for k, v in residual_features(original, candidate, sigma,
+                                                            boxes).items()}
+
+
+def residual_features(
+    original: np.ndarray, candidate: np.ndarray, sigma: float,
+    boxes: list[tuple[int, int, int, int]],
+) -> dict[str, float]:
+    """Each way the residual (original − candidate) departs from white noise at ``sigma``,
+    unweighted; 0 is a perfect match."""
     level = noise_floor(sigma)
-    res_parts, grad_parts = [], []
+    res_parts, grad_parts, cand_parts = [], [], []
     for y, x, th, tw in boxes:
         o = original[y:y + th, x:x + tw].astype(np.float32)
         c = candidate[y:y + th, x:x + tw].astype(np.float32)
         res_parts.append(o - c)
+        cand_parts.append(c)
         grey = cv2.cvtColor(c, cv2.COLOR_RGB2GRAY)
         gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
         gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
@@ -72,13 +89,17 @@ def residual_penalties(
     r = np.stack(res_parts)  # tiles × h × w × 3
     g = np.stack(grad_parts)
     removed = float(r.std())
-    # How far the removed energy is from the noise that was there (too little or too much).
-    strength = abs(removed - sigma) / level
+    # Too little energy removed (noise left behind) or too much (detail taken with it).
+    under = max(0.0, sigma - removed) / level
+    over = max(0.0, removed - sigma) / level
     # White noise has no correlation between horizontal or vertical neighbours.
     whiteness = 0.5 * (abs(_corr(r[:, :, :-1], r[:, :, 1:])) + abs(_corr(r[:, :-1], r[:, 1:])))
     # Removed structure follows edges: residual magnitude correlates with the gradient.
     structure = max(0.0, _corr(np.abs(r).mean(axis=3), g))
-    return {"strength": strength, "whiteness": 2.0 * whiteness, "structure": 2.0 * structure}
+    # Noise still in the candidate, by the same estimator that measured the input's.
+    leftover = float(np.mean([estimate_sigma(c) for c in cand_parts])) / level
+    return {"under": under, "over": over, "whiteness": whiteness, "structure": structure,
+            "leftover": leftover}
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:

@@ -55,7 +55,7 @@ def test_qc_prefers_the_candidate_closest_to_the_truth():
     verdict = ResidualQC().process(ResidualQC.Params(), dirty, *candidates)
     assert verdict.pick == 1 and len(verdict.scores) == 2
     assert verdict.scores[1] > verdict.scores[0]
-    assert set(verdict.details[0]) >= {"strength", "whiteness", "structure"}
+    assert set(verdict.details[0]) >= {"under", "over", "whiteness", "structure", "leftover"}
 
 
 def test_qc_sees_over_smoothing():
