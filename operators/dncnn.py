@@ -81,7 +81,10 @@ class DnCNNDenoise(Operator):
 
     @torch.inference_mode()
     def _run(self, window: np.ndarray, strength: float) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(window)).to(self.device)
+        # torch wants writable memory even to read; a read-only tile (Ray's shared objects)
+        # is copied, which costs a few MB against the network's hundreds
+        window = np.ascontiguousarray(window)
+        x = torch.from_numpy(window if window.flags.writeable else window.copy()).to(self.device)
         x = x.permute(2, 0, 1)[None].float().div_(255.0)
         x = x.contiguous(memory_format=torch.channels_last)
         try:

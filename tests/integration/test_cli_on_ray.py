@@ -28,7 +28,8 @@ def test_run_on_ray(ray_session, tmp_path):
     proc = tilemore(ray_session, "run", str(src), "-a", str(adj), "-f", "jpeg", "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     assert PILImage.open(out).size == (128, 128)
-    for words in ("master/nlmeans", "master/bilateral", "master/guided", "QC picked",
+    for words in ("master/nlmeans", "master/bilateral", "master/guided", "master/dncnn",
+                  "QC picked",
                   "critical path"):
         assert words in proc.stdout
     assert "Traceback" not in proc.stderr

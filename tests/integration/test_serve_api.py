@@ -67,7 +67,7 @@ def test_submission_runs_on_operator_actors(api):
     body = wait(api, sent.json()["thread_id"])
     assert body["status"] == "done", body
     assert {t["status"] for t in body["tasks"]} == {"done"}
-    assert body["qc"][0]["pick"] in ("nlmeans", "bilateral", "guided")
+    assert body["qc"][0]["pick"] in ("nlmeans", "bilateral", "guided", "dncnn")
     got = http("GET", body["result"]["url"], headers=api[1])
     assert got.status == 200 and got.headers["content-type"] == "image/webp"
     again = submit(api, img, env)

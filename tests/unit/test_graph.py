@@ -19,15 +19,13 @@ from tilemore.pipeline.graph import FromTask, Picked, Source
 def test_default_graph_fans_out_then_picks(denoised):
     g = build_graph(denoised, {}, "jpeg")
     ids = [t.id for t in g.tasks]
-    assert ids == ["decode", "master/nlmeans", "master/bilateral", "master/guided",
-                   "master/select", "shifter", "encoder"]
+    branches = ["master/nlmeans", "master/bilateral", "master/guided", "master/dncnn"]
+    assert ids == ["decode", *branches, "master/select", "shifter", "encoder"]
     assert g.task("decode").inputs == (Source(),)
     assert g.task("master/guided").inputs == (FromTask("decode"),)
-    assert g.task("shifter").inputs == (
-        Picked("master/select", ("master/nlmeans", "master/bilateral", "master/guided")),
-    )
-    assert g.candidates("master/select") == ["master/nlmeans", "master/bilateral",
-                                             "master/guided"]
+    assert g.task("master/dncnn").inputs == (FromTask("decode"),)
+    assert g.task("shifter").inputs == (Picked("master/select", tuple(branches)),)
+    assert g.candidates("master/select") == branches
     assert g.algorithms == {"master": "denoised-multiformat"}
     assert g.output == "encoder"
 
