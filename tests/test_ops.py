@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 from pydantic import Field
 
 from tilemore import Image, Operator, OperatorParams, Resources, Selection
+from tilemore.retry import RetryPolicy
 
 
 class SpinParams(OperatorParams):
@@ -66,6 +68,28 @@ class Explode(Operator):
 
     def process(self, params, image: Image) -> Image:
         raise ZeroDivisionError("the operator broke")
+
+
+class FlakyParams(OperatorParams):
+    failures: int = Field(2, ge=0, description="how many calls fail before one succeeds")
+    counter: str = Field(description="a file counting the calls, shared by every replica")
+
+
+class Flaky(Operator):
+    """Fails its first ``failures`` calls with a transient error (counted in a file, so the
+    count holds across replicas and processes), then passes the image on."""
+
+    name = "flaky"
+    Params = FlakyParams
+    retry = RetryPolicy(backoff_seconds=0.05, retry_on=("OSError",))
+
+    def process(self, params: FlakyParams, image: Image) -> Image:
+        path = Path(params.counter)
+        calls = int(path.read_text() or 0) + 1 if path.exists() else 1
+        path.write_text(str(calls))
+        if calls <= params.failures:
+            raise ConnectionResetError(f"transient failure {calls}")
+        return image
 
 
 class TiledBlur(Operator):

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tilemore.retry import RetryPolicy
 from tilemore.settings import Settings
 
 Role = Literal["source", "transform", "selector", "sink"]
@@ -103,6 +104,8 @@ class Operator:
     """How the backend may split a task across replicas: ``exact`` for operators exactly
     local within their halo (stitched), ``blend`` for the others (feathered), ``None`` for
     operators that need the whole image."""
+    retry: ClassVar[RetryPolicy] = RetryPolicy()
+    """When a failed task runs again (a pipeline file may override it per stage)."""
 
     def __init__(self) -> None:
         self.settings = Settings()  # the host replaces it with the service's settings
@@ -145,5 +148,6 @@ class Operator:
             "resources": cls.resources.model_dump(),
             "halo": cls.halo,
             "price": {k: str(v) for k, v in cls.price.model_dump().items()},
+            "retry": cls.retry.model_dump(),
             "parameters": sorted(cls.Params.model_fields),
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 
 from images import encode, noisy, photo
 from service_harness import http, multipart
@@ -106,10 +107,15 @@ def test_failed_thread_reports_the_error(service):
     body = service.wait(sent.json()["thread_id"])
     assert body["status"] == "failed"
     assert body["error"]["code"] == "operator_failed"
-    assert "the operator broke" in body["error"]["message"]
+    assert "the operator broke (after 3 attempts)" in body["error"]["message"]  # 2 retries
     statuses = {t["id"]: t["status"] for t in body["tasks"]}
     assert statuses == {"decode": "done", "boom": "failed", "encoder": "canceled"}
     assert "result" not in body
+    # only what finished is charged: the failed task (and its retries) cost nothing
+    today = datetime.now(UTC).date().isoformat()
+    ops = http("GET", f"{service.url}/billing/operations?date={today}",
+               headers=service.auth()).json()["operations"]
+    assert [o["task_id"] for o in ops if o["thread_id"] == body["thread_id"]] == ["decode"]
 
 
 def test_cancel_stops_what_has_not_started(service):

@@ -197,3 +197,34 @@ def test_a_gpu_operator_falls_back_to_cpu_without_gpus(ray_backend):
     assert not ray.cluster_resources().get("GPU")
     ray_backend.prepare([WantsGPU])  # would wait forever for a GPU without the fallback
     assert ray.get(ray_backend._pools[WantsGPU][0].ready.remote()) == "wants-gpu"  # noqa
+
+
+def test_a_replica_killed_mid_task_is_retried_on_its_restart(tmp_path, ray_backend):
+    """The actor dies under a running task (as when its node goes): the task runs again on
+    the restarted replica, and the thread completes as if nothing happened."""
+    p = pipeline_from(tmp_path, """
+        stages:
+          - {name: decode, operator: decode}
+          - {name: work, operator: spin}
+          - {name: encoder, operator: encoder, params: {format: png}}
+    """)
+    graph = build_graph(p, {"work": {"seconds": 2.0}})
+    spin = graph.task("work").operator
+    ray_backend.prepare([t.operator for t in graph.tasks])
+    retries = []
+
+    def kill_once(task):
+        if task.id == "work" and not retries:
+            def later():
+                time.sleep(0.8)
+                for actor in ray_backend.replicas(spin):
+                    ray.kill(actor, no_restart=False)
+            import threading
+            threading.Thread(target=later, daemon=True).start()
+
+    result = run_graph(graph, encode(photo(64, 48)), ray_backend, on_start=kill_once,
+                       on_retry=retries.append)
+    assert [r.task.id for r in retries] == ["work"]
+    assert isinstance(retries[0].failure.error, ray.exceptions.RayError)  # Ray's, not ours
+    assert result.stats["work"].seconds >= 2.0
+    assert result.output.content_type == "image/png"

@@ -72,3 +72,61 @@ def test_branches_overlap_on_threads(tmp_path, backend):
                        backend)
     a, b = result.stats["master/a"], result.stats["master/b"]
     assert a.started < b.finished and b.started < a.finished
+
+
+FLAKY = """
+    stages:
+      - {name: decode, operator: decode}
+      - {name: shaky, operator: flaky%s}
+      - {name: encoder, operator: encoder, params: {format: png}}
+"""
+
+
+def test_a_transient_failure_is_retried_with_backoff(tmp_path, backend):
+    p = pipeline_from(tmp_path, FLAKY % "")
+    counter = tmp_path / "calls"
+    retries, done = [], []
+    g = build_graph(p, {"shaky": {"failures": 2, "counter": str(counter)}})
+    result = run_graph(g, encode(photo(32, 32)), backend, on_retry=retries.append,
+                       on_progress=done.append)
+    assert counter.read_text() == "3"
+    assert [(r.task.id, r.failures) for r in retries] == [("shaky", 1), ("shaky", 2)]
+    assert [r.delay for r in retries] == [0.05, 0.1]  # the operator's backoff, doubling
+    assert isinstance(retries[0].failure.error, ConnectionResetError)
+    assert [p.task.task_id for p in done].count("shaky") == 1  # reported (charged) once
+    assert result.output.content_type == "image/png"
+
+
+def test_a_task_out_of_retries_fails_with_its_error(tmp_path, backend):
+    p = pipeline_from(tmp_path, FLAKY % "")
+    g = build_graph(p, {"shaky": {"failures": 99, "counter": str(tmp_path / "calls")}})
+    done = []
+    with pytest.raises(TaskFailed) as info:
+        run_graph(g, encode(photo(32, 32)), backend, on_progress=done.append)
+    assert info.value.attempts == 3 and (tmp_path / "calls").read_text() == "3"
+    assert isinstance(info.value.error, ConnectionResetError)
+    assert "after 3 attempts" in str(info.value)
+    assert "shaky" not in [p.task.task_id for p in done]
+
+
+@pytest.mark.parametrize("retry, calls", [
+    ("{max_retries: 0}", "1"),  # the pipeline's override
+    ("{retry_on: [MemoryError]}", "1"),  # not an exception that retries
+    ("{max_retries: 5, backoff_seconds: 0}", "4"),
+])
+def test_the_pipeline_file_overrides_the_policy(tmp_path, backend, retry, calls):
+    p = pipeline_from(tmp_path, FLAKY % f", retry: {retry}")
+    g = build_graph(p, {"shaky": {"failures": 3, "counter": str(tmp_path / "calls")}})
+    if calls == "4":
+        run_graph(g, encode(photo(32, 32)), backend)
+    else:
+        with pytest.raises(TaskFailed):
+            run_graph(g, encode(photo(32, 32)), backend)
+    assert (tmp_path / "calls").read_text() == calls
+
+
+def test_bad_input_is_never_retried(denoised, backend):
+    retries = []
+    with pytest.raises(TaskFailed) as info:
+        run_graph(build_graph(denoised, {}), b"not an image", backend, on_retry=retries.append)
+    assert info.value.attempts == 1 and retries == []

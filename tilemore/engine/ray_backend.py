@@ -99,6 +99,10 @@ class RayBackend:
         refs = [a.ready.remote() for op, n in counts.items() for a in self._pool(op, n)]
         self._get(refs)
 
+    def replicas(self, operator: type[Operator]) -> list[Any]:
+        """The operator's actors (for operations and fault-injection tests)."""
+        return list(self._pools.get(operator, []))
+
     def put(self, value: Any) -> ray.ObjectRef:
         return ray.put(value)
 

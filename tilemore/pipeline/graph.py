@@ -22,6 +22,7 @@ from tilemore.errors import (
 )
 from tilemore.operator import Operator, OperatorParams
 from tilemore.pipeline.validate import Algorithm, Pipeline, Stage, Step
+from tilemore.retry import RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,11 @@ class TaskNode:
     params: OperatorParams
     inputs: tuple[Input, ...]
     branch: str | None = None
+    retry_override: RetryPolicy | None = None
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self.retry_override or self.operator.retry
 
     def depends_on(self) -> set[str]:
         deps: set[str] = set()
@@ -117,7 +123,8 @@ def build_graph(
         inputs = tuple(outputs[i] for i in stage.inputs) or (Source(),)
         if stage.step is not None:
             params = _params(stage.step, given, f"adjustments.{stage.name}")
-            tasks.append(TaskNode(stage.name, stage.name, stage.step.operator, params, inputs))
+            tasks.append(TaskNode(stage.name, stage.name, stage.step.operator, params, inputs,
+                                  retry_override=stage.step.retry))
             outputs[stage.name] = FromTask(stage.name)
             continue
         choice_name = given.pop("algorithm", stage.default)
@@ -130,7 +137,8 @@ def build_graph(
         chosen[stage.name] = choice_name
         if isinstance(choice, Step):
             params = _params(choice, given, f"adjustments.{stage.name}")
-            tasks.append(TaskNode(stage.name, stage.name, choice.operator, params, inputs))
+            tasks.append(TaskNode(stage.name, stage.name, choice.operator, params, inputs,
+                                  retry_override=choice.retry))
             outputs[stage.name] = FromTask(stage.name)
         else:
             new = _algorithm_tasks(stage, choice, given, inputs)
@@ -173,11 +181,12 @@ def _algorithm_tasks(
     for b, step in algo.branches.items():
         values = {**shared(step), **dict(per_branch.get(b, {}))}
         params = _params(step, values, f"{where}.branches.{b}")
-        tasks.append(TaskNode(f"{stage.name}/{b}", stage.name, step.operator, params, inputs, b))
+        tasks.append(TaskNode(f"{stage.name}/{b}", stage.name, step.operator, params, inputs, b,
+                              step.retry))
     candidates = tuple(FromTask(t.id) for t in tasks)
     params = _params(algo.select, shared(algo.select), where)
     tasks.append(TaskNode(f"{stage.name}/select", stage.name, algo.select.operator, params,
-                          (*inputs, *candidates)))
+                          (*inputs, *candidates), retry_override=algo.select.retry))
     return tasks
 
 

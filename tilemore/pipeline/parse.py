@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tilemore.errors import PipelineFileError
+from tilemore.retry import RetryPolicy
 
 _NAME = r"^[a-z][a-z0-9_-]*$"
 
@@ -26,6 +27,7 @@ class OperatorRef(_Doc):
 
     operator: str
     params: dict[str, Any] = Field(default_factory=dict)
+    retry: RetryPolicy | None = None  # overrides the operator's own
 
 
 class AlgorithmDoc(_Doc):
@@ -41,6 +43,7 @@ class StageDoc(_Doc):
     description: str = ""
     operator: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    retry: RetryPolicy | None = None  # for an operator stage: overrides the operator's own
     choices: list[str] = Field(default_factory=list, description="algorithms or operators")
     default: str | None = None
     inputs: list[str] | None = Field(
@@ -51,8 +54,9 @@ class StageDoc(_Doc):
     def _one_kind(self) -> StageDoc:
         if (self.operator is None) == (not self.choices):
             raise ValueError("a stage has either `operator` or `choices`, not both or neither")
-        if self.choices and self.params:
-            raise ValueError("`params` belong to an operator stage; put them on branches")
+        if self.choices and (self.params or self.retry):
+            raise ValueError("`params` and `retry` belong to an operator stage; put them on "
+                             "branches")
         if self.default is not None and self.default not in self.choices:
             raise ValueError(f"default '{self.default}' is not one of its choices")
         return self

@@ -10,6 +10,7 @@ here: it decides which candidate's output the next stage receives.
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,10 +27,13 @@ class TaskFailed(Exception):
     """A task raised. ``error`` is its own exception (a :class:`TilemoreError` for bad input
     or configuration); ``traceback`` is where it was raised, on the worker."""
 
-    def __init__(self, task: TaskNode, failure: TaskFailure) -> None:
-        super().__init__(f"task '{task.id}' ({task.operator.name}) failed: {failure.error}")
+    def __init__(self, task: TaskNode, failure: TaskFailure, attempts: int = 1) -> None:
+        runs = f" (after {attempts} attempts)" if attempts > 1 else ""
+        super().__init__(f"task '{task.id}' ({task.operator.name}) failed{runs}: "
+                         f"{failure.error}")
         self.task_id, self.operator = task.id, task.operator.name
         self.error, self.traceback = failure.error, failure.traceback
+        self.attempts = attempts
 
     @property
     def expected(self) -> bool:
@@ -73,6 +77,16 @@ class Completed:
     load: Callable[[], Any]
 
 
+@dataclass(frozen=True)
+class Retry:
+    """A task failed and will run again after ``delay`` seconds (its policy allows it)."""
+
+    task: TaskNode
+    failures: int
+    failure: TaskFailure
+    delay: float
+
+
 class RunCanceled(Exception):
     """``should_stop`` said so: nothing more was started."""
 
@@ -86,11 +100,14 @@ def run_graph(
     completed: Mapping[str, Completed] | None = None,
     on_start: Callable[[TaskNode], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_retry: Callable[[Retry], None] | None = None,
     poll_seconds: float = 0.5,
 ) -> RunResult:
     """Run ``graph`` on ``data``. Tasks in ``completed`` are not run again; ``on_start`` and
     ``on_progress`` see every task start and finish (to record them); ``should_stop`` is
-    asked between steps, and stops the run before anything else starts."""
+    asked between steps, and stops the run before anything else starts. A failed task runs
+    again as its retry policy says (``on_retry`` hears of it); one out of retries raises
+    :class:`TaskFailed`."""
     started = time.perf_counter()
     done = dict(completed or {})
     outputs: dict[str, Any] = {}  # task id → output handle; "" is the submitted data
@@ -102,6 +119,8 @@ def run_graph(
             selections[task.id] = _checked(done[task.id].load(), task,
                                            len(graph.candidates(task.id)))
     waiting = [t for t in graph.tasks if t.id not in done]
+    failures: dict[str, int] = {}
+    not_before: dict[str, float] = {}  # task id → monotonic time its retry may start
 
     def output_of(task_id: str) -> Any:
         if task_id not in outputs:  # finished earlier: bring its checkpoint back
@@ -122,7 +141,10 @@ def run_graph(
     while waiting or running:
         if should_stop is not None and should_stop():
             raise RunCanceled(f"stopped with {len(waiting)} of {len(graph.tasks)} tasks unstarted")
+        now = time.monotonic()
         for task in list(waiting):
+            if not_before.get(task.id, 0.0) > now:
+                continue
             if any(resolve(i) is None for i in task.inputs if not isinstance(i, Source)):
                 continue
             handles = [resolve(i) for i in task.inputs]
@@ -132,13 +154,27 @@ def run_graph(
             outputs[task.id] = out
             running[st] = task
             waiting.remove(task)
+        backing_off = [not_before[t.id] - now for t in waiting if not_before.get(t.id, 0) > now]
         if not running:
-            raise RuntimeError(f"tasks can never start: {[t.id for t in waiting]}")
-        for handle in backend.wait(list(running), timeout=poll_seconds):
+            if not backing_off:
+                raise RuntimeError(f"tasks can never start: {[t.id for t in waiting]}")
+            time.sleep(min(min(backing_off), poll_seconds))
+            continue
+        timeout = min([poll_seconds, *backing_off])
+        for handle in backend.wait(list(running), timeout=timeout):
             task = running.pop(handle)
-            st: TaskStats = backend.get(handle)
+            st = _stats(backend, handle, task)
             if st.failure is not None:
-                raise TaskFailed(task, st.failure)
+                n = failures[task.id] = failures.get(task.id, 0) + 1
+                if not task.retry.retries(st.failure.error, n):
+                    raise TaskFailed(task, st.failure, n)
+                delay = task.retry.delay(n)
+                not_before[task.id] = time.monotonic() + delay
+                outputs.pop(task.id, None)
+                waiting.append(task)
+                if on_retry is not None:
+                    on_retry(Retry(task, n, st.failure, delay))
+                continue
             stats[task.id] = st
             if task.operator.role == "selector":
                 verdict = backend.get(outputs[task.id])
@@ -150,6 +186,17 @@ def run_graph(
               else done[graph.output].load())
     return RunResult(output, stats, _qc_reports(graph, selections),
                      time.perf_counter() - started, outputs)
+
+
+def _stats(backend: Backend, handle: Any, task: TaskNode) -> TaskStats:
+    """The task's stats; a replica lost with the task on it (the backend raises) is a
+    failure like any other, for the retry policy to judge."""
+    try:
+        return backend.get(handle)
+    except Exception as exc:  # noqa: BLE001 - e.g. Ray's ActorDiedError
+        now = time.time()
+        return TaskStats(task.id, task.operator.name, now, now, 0.0, "", 0,
+                         TaskFailure(exc, traceback.format_exc()))
 
 
 def _checked(verdict: Any, task: TaskNode, n: int) -> Selection:

@@ -19,6 +19,7 @@ from tilemore.errors import PipelineFileError, UnknownOperator
 from tilemore.operator import Operator, Role
 from tilemore.pipeline.parse import OperatorRef, PipelineDoc, parse_pipeline
 from tilemore.registry import OperatorRegistry
+from tilemore.retry import RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Step:
 
     operator: type[Operator]
     params: Mapping[str, Any] = field(default_factory=dict)
+    retry: RetryPolicy | None = None  # the pipeline's override of the operator's policy
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ def validate_pipeline(doc: PipelineDoc, path: Path, registry: OperatorRegistry) 
             raise fail(f"{what} '{op.name}' is a {op.role}; here it must be {' or '.join(roles)}",
                        stage)
         _check_fixed_params(op, ref.params, lambda p: fail(p, stage))
-        return Step(op, dict(ref.params))
+        return Step(op, dict(ref.params), ref.retry)
 
     algorithms: dict[str, Algorithm] = {}
     for name, algo in doc.algorithms.items():
@@ -119,8 +121,8 @@ def validate_pipeline(doc: PipelineDoc, path: Path, registry: OperatorRegistry) 
         inputs = tuple(sd.inputs) if sd.inputs is not None else ((previous,) if previous else ())
         if sd.operator is not None:
             roles: tuple[Role, ...] = ("source",) if not inputs else ("transform", "sink")
-            st = step(OperatorRef(operator=sd.operator, params=sd.params), sd.name, roles,
-                      "operator")
+            st = step(OperatorRef(operator=sd.operator, params=sd.params, retry=sd.retry),
+                      sd.name, roles, "operator")
             stages.append(Stage(sd.name, inputs, step=st, description=sd.description))
         else:
             if not inputs:

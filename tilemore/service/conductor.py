@@ -22,7 +22,14 @@ from tilemore.engine.backend import Backend
 from tilemore.engine.host import TaskStats
 from tilemore.errors import TilemoreError
 from tilemore.pipeline.graph import TaskNode, build_graph
-from tilemore.pipeline.run import Completed, Progress, RunCanceled, TaskFailed, run_graph
+from tilemore.pipeline.run import (
+    Completed,
+    Progress,
+    Retry,
+    RunCanceled,
+    TaskFailed,
+    run_graph,
+)
 from tilemore.store import ResultInfo, TaskRecord, ThreadRecord, ThreadRepository
 
 log = logging.getLogger("tilemore.conductor")
@@ -155,16 +162,22 @@ class Conductor:
             self.threads.task_done(thread_id, s.task_id, s.started, s.finished, s.megapixels,
                                    s.checkpoint)
 
+        def retrying(r: Retry) -> None:  # not charged: only a finished task is
+            log.warning("thread %s: task %s failed (%s: %s); retry %d in %.1f s", thread_id,
+                        r.task.id, type(r.failure.error).__name__, r.failure.error, r.failures,
+                        r.delay)
+
         try:
             result = run_graph(graph, data, self.backend, finished, completed=completed,
-                               on_start=started,
+                               on_start=started, on_retry=retrying,
                                should_stop=lambda: self.threads.cancel_requested(thread_id))
         except RunCanceled:
             self.threads.mark_canceled(thread_id)
             return "canceled"
         except TaskFailed as exc:
             code = exc.error.code if isinstance(exc.error, TilemoreError) else "operator_failed"
-            self.threads.fail_thread(thread_id, code, str(exc.error), exc.task_id)
+            tries = f" (after {exc.attempts} attempts)" if exc.attempts > 1 else ""
+            self.threads.fail_thread(thread_id, code, f"{exc.error}{tries}", exc.task_id)
             return "failed"
         out = result.output
         key = self.blobs.put(out.data)
