@@ -12,6 +12,7 @@ from tilemore_deployments.billing import get_billing
 from tilemore.blobs import open_blob_store
 from tilemore.catalog import Catalog
 from tilemore.engine.ray_backend import RayBackend
+from tilemore.engine.ray_cluster import NodeGuard
 from tilemore.service.conductor import Conductor
 from tilemore.settings import Settings
 from tilemore.store import open_store
@@ -34,6 +35,11 @@ class ConductorActor:
                                    billing=get_billing(settings),
                                    concurrency=settings.conductor_concurrency)
         self.conductor.start_sweeping()
+        # Replicas leave draining nodes (a preemption notice, an autoscaler's drain) at once.
+        self.guard = NodeGuard(backend.evacuate, settings.preemption_provider,
+                               settings.preemption_metadata_url,
+                               settings.preemption_poll_seconds)
+        self.guard.start()
 
     def submit(self, thread_id: str) -> bool:
         return self.conductor.submit(thread_id)

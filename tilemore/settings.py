@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tilemore.errors import TilemoreError
 
@@ -44,6 +44,10 @@ class Settings(BaseModel):
     # The service's embedded state: SQLite and blobs under data_dir unless configured.
     data_dir: Path = Field(Path("tilemore-data"), description="embedded state lives here")
     database: Path | None = Field(None, description="SQLite file (default: data_dir/tilemore.db)")
+    database_url: str | None = Field(
+        None, description="postgresql://user:password@host:port/database: threads, domains, "
+        "tokens and the ledger in PostgreSQL instead of the SQLite file"
+    )
     blob_store: Literal["local", "s3"] = "local"
     blob_dir: Path | None = Field(None, description="local blobs (default: data_dir/blobs)")
     s3_endpoint: str | None = Field(None, description="S3-compatible endpoint URL")
@@ -58,6 +62,28 @@ class Settings(BaseModel):
     public_url: str | None = Field(None, description="base of result links (default: host:port)")
     ingress_replicas: int = Field(1, ge=1)
     conductor_concurrency: int = Field(16, ge=1, description="threads one conductor runs at once")
+
+    # Spot and preemptible nodes
+    preemption_provider: Literal["aws", "gcp", "azure"] | None = Field(
+        None, description="watch this cloud's preemption notices on every node, and drain"
+    )
+    preemption_metadata_url: str | None = Field(
+        None, description="the metadata service (default: the cloud's own); {node_id} is "
+        "replaced by each node's Ray id"
+    )
+    preemption_poll_seconds: float = Field(2.0, gt=0, le=60)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, url: str | None) -> str | None:
+        # Refused at start-up rather than by the first request; the URL itself is not echoed
+        # (it may hold a password).
+        scheme = url.split("://", 1)[0].lower() if url and "://" in url else None
+        if url and scheme not in ("postgresql", "postgres"):
+            got = f"a {scheme}:// URL" if scheme else "not a URL"
+            raise ValueError(f"must be a postgresql:// URL (PostgreSQL is the one database "
+                             f"server Tilemore supports; unset, it uses SQLite), got {got}")
+        return url
 
     @property
     def database_path(self) -> Path:

@@ -11,25 +11,20 @@ import itertools
 import logging
 import math
 import os
-import socket
 import sys
-import time
-import traceback
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import numpy as np
 import ray
 from ray import cloudpickle
 from ray.exceptions import RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from tilemore.engine.host import OperatorHost, TaskFailure, TaskStats
-from tilemore.errors import TilemoreError
-from tilemore.image import Image
+from tilemore.engine.host import OperatorHost
+from tilemore.engine.ray_tiles import fan_out
 from tilemore.operator import Operator, OperatorParams
 from tilemore.settings import Settings
-from tilemore.tiling import Tile, plan_tiles, stitch_exact, stitch_feathered
 
 _INSTALLED_PACKAGES = ("tilemore", "tilemore_operators")
 
@@ -74,6 +69,7 @@ class RayBackend:
         self.settings = settings or Settings()
         self._pools: dict[type[Operator], list[Any]] = {}
         self._turn: dict[type[Operator], itertools.cycle] = {}
+        self._evacuated: dict[str, int] = {}  # actor id → its restart count when moved
 
     def _pool(self, operator: type[Operator], size: int | None = None) -> list[Any]:
         pool = self._pools.setdefault(operator, [])
@@ -103,6 +99,26 @@ class RayBackend:
         """The operator's actors (for operations and fault-injection tests)."""
         return list(self._pools.get(operator, []))
 
+    def evacuate(self, nodes: set[str]) -> int:
+        """Restart the replicas that live on ``nodes`` (being drained): Ray places them on
+        other nodes, and the tasks they were running fail there and retry. Returns how many
+        moved."""
+        on_nodes = []
+        for pool in self._pools.values():
+            for actor in pool:
+                # the GCS's own table: the state API would need the dashboard
+                info = ray._private.state.state.actor_table(actor._actor_id.hex())  # noqa: SLF001
+                if info.get("State") != "ALIVE" or info["Address"]["NodeID"] not in nodes:
+                    continue
+                # The table may still show a replica just killed as alive where it was: kill
+                # again only a replica that has restarted since (and landed there again).
+                if self._evacuated.get(info["ActorID"], -1) < info["NumRestarts"]:
+                    self._evacuated[info["ActorID"]] = info["NumRestarts"]
+                    on_nodes.append(actor)
+        for actor in on_nodes:
+            ray.kill(actor, no_restart=False)
+        return len(on_nodes)
+
     def put(self, value: Any) -> ray.ObjectRef:
         return ray.put(value)
 
@@ -113,7 +129,11 @@ class RayBackend:
         pool = self._pool(operator)
         if operator.tiling is not None and len(pool) > 1 and len(inputs) == 1:
             # Tiles across every replica at once, rather than the whole image on one.
-            return _fan_out.options(num_returns=2).remote(
+            # The tile coordinator stays beside the conductor (the head, not a spot node):
+            # a lost worker node then costs only the tiles it was running.
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                  soft=True)
+            return fan_out.options(num_returns=2, scheduling_strategy=here).remote(
                 pool, task_id, operator.name, params, operator.tiling == "exact",
                 operator.halo, inputs[0])
         actor = pool[next(self._turn[operator])]
@@ -154,43 +174,3 @@ def _ship_by_value(operator: type[Operator]) -> None:
     top = operator.__module__.split(".")[0]
     if module is not None and top not in _INSTALLED_PACKAGES:
         cloudpickle.register_pickle_by_value(module)
-
-
-@ray.remote(num_cpus=0)
-def _fan_out(hosts: list[Any], task_id: str, operator_name: str, params: OperatorParams,
-             exact: bool, halo: int, image: Image) -> tuple[Any, TaskStats]:
-    """One task split into tiles across every replica of its operator, several in flight at
-    once, stitched as they come back. Failures come back as data, like a replica's."""
-    started = time.time()
-    try:
-        side = ray.get(hosts[0].tile_side.remote())
-        h, w = image.height, image.width
-        tiles = plan_tiles(h, w, side, halo)
-        in_flight: dict[Any, Tile] = {}
-        done: list[tuple[Tile, Any]] = []
-        queue = list(tiles)
-        turn = 0
-        while queue or in_flight:
-            while queue and len(in_flight) < 2 * len(hosts):  # bounded: memory stays flat
-                t = queue.pop(0)
-                window = np.ascontiguousarray(image.pixels[t.wy0:t.wy1, t.wx0:t.wx1])
-                in_flight[hosts[turn % len(hosts)].run_window.remote(params, window)] = t
-                turn += 1
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
-            for ref in ready:
-                done.append((in_flight.pop(ref), ray.get(ref)))
-        if exact:
-            pixels = stitch_exact(h, w, image.pixels.shape[2], image.pixels.dtype, iter(done))
-        else:
-            pixels = np.clip(np.rint(stitch_feathered(h, w, image.pixels.shape[2], iter(done))),
-                             0, 255).astype(np.uint8)
-        output = image.with_pixels(pixels)
-        key = ray.get(hosts[0].checkpoint.remote(output))
-        failure = None
-    except Exception as exc:  # noqa: BLE001 - reported through the stats, as replicas do
-        output, key = None, None
-        failure = TaskFailure(exc if isinstance(exc, TilemoreError) else RuntimeError(repr(exc)),
-                              traceback.format_exc())
-    stats = TaskStats(task_id, operator_name, started, time.time(), image.megapixels,
-                      socket.gethostname(), os.getpid(), failure, key)
-    return output, stats

@@ -1,0 +1,70 @@
+"""A preemption notice drains its node: replicas there restart on another node and the task
+they were running retries there; the thread completes."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import ray
+from fake_metadata import FakeMetadata
+from images import encode, photo
+from pipelines import pipeline_from
+
+from tilemore.engine.ray_backend import RayBackend
+from tilemore.engine.ray_cluster import NodeGuard, draining_nodes
+from tilemore.pipeline import build_graph, run_graph
+
+
+def node_of(actor) -> str:
+    return ray._private.state.state.actor_table(actor._actor_id.hex())["Address"]["NodeID"]
+
+
+@pytest.fixture
+def meta():
+    m = FakeMetadata()
+    yield m
+    m.close()
+
+
+def test_a_preemption_notice_moves_the_work_off_its_node(cluster, tmp_path, meta):
+    p = pipeline_from(tmp_path, """
+        stages:
+          - {name: decode, operator: decode}
+          - {name: work, operator: spin}
+          - {name: encoder, operator: encoder, params: {format: png}}
+    """)
+    graph = build_graph(p, {"work": {"seconds": 4.0}})
+    spin = graph.task("work").operator
+    backend = RayBackend()
+    guard = NodeGuard(backend.evacuate, "aws", f"{meta.url}/{{node_id}}", poll_seconds=0.2,
+                      interval=0.3)
+    try:
+        backend.prepare([t.operator for t in graph.tasks])
+        guard.start()
+        doomed = node_of(backend.replicas(spin)[0])
+        retries, started = [], threading.Event()
+        result = {}
+
+        def run() -> None:
+            result["r"] = run_graph(graph, encode(photo(64, 48)), backend, on_retry=retries.append,
+                                    on_start=lambda t: t.id == "work" and started.set())
+
+        runner = threading.Thread(target=run)
+        runner.start()
+        assert started.wait(30)
+        time.sleep(1.0)  # the spin task is running on the doomed node
+        deadline = meta.preempt(doomed, seconds=120)
+        runner.join(60)
+        assert not runner.is_alive() and "r" in result
+        assert draining_nodes() == {doomed: int(deadline.timestamp() * 1000)}
+        assert {r.task.id for r in retries} == {"work"}  # its replica moved under it
+        moved = node_of(backend.replicas(spin)[0])
+        assert moved != doomed  # nothing of ours lives on the draining node any more
+        assert all(node_of(a) != doomed for op in (t.operator for t in graph.tasks)
+                   for a in backend.replicas(op))
+        assert result["r"].output.content_type == "image/png"
+    finally:
+        guard.stop()
+        backend.close()

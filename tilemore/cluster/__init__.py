@@ -1,0 +1,1 @@
+"""Running on a cluster of spot or preemptible nodes."""
