@@ -130,3 +130,28 @@ def test_bad_input_is_never_retried(denoised, backend):
     with pytest.raises(TaskFailed) as info:
         run_graph(build_graph(denoised, {}), b"not an image", backend, on_retry=retries.append)
     assert info.value.attempts == 1 and retries == []
+
+
+def test_a_retry_reads_its_inputs_again_from_their_checkpoints(tmp_path):
+    """A failure may be an input lost with its node: the retry gets it from the checkpoint."""
+    from tilemore.blobs import open_blob_store
+    from tilemore.engine import checkpoint
+    from tilemore.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, checkpoint_tasks=True)
+    blobs = open_blob_store(settings)
+    reloaded = []
+
+    def reload(stats):
+        reloaded.append(stats.task_id)
+        return checkpoint.load(blobs.get(stats.checkpoint))
+
+    local = LocalBackend(settings)
+    try:
+        p = pipeline_from(tmp_path, FLAKY % "")
+        g = build_graph(p, {"shaky": {"failures": 1, "counter": str(tmp_path / "calls")}})
+        result = run_graph(g, encode(photo(32, 24)), local, reload=reload)
+    finally:
+        local.close()
+    assert reloaded == ["decode"]
+    assert decode_png(result.output.data).shape == (24, 32, 3)

@@ -101,13 +101,16 @@ def run_graph(
     on_start: Callable[[TaskNode], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_retry: Callable[[Retry], None] | None = None,
+    reload: Callable[[TaskStats], Any] | None = None,
     poll_seconds: float = 0.5,
 ) -> RunResult:
     """Run ``graph`` on ``data``. Tasks in ``completed`` are not run again; ``on_start`` and
     ``on_progress`` see every task start and finish (to record them); ``should_stop`` is
     asked between steps, and stops the run before anything else starts. A failed task runs
     again as its retry policy says (``on_retry`` hears of it); one out of retries raises
-    :class:`TaskFailed`."""
+    :class:`TaskFailed`. ``reload`` brings a finished task's output back from its checkpoint:
+    before a retry, the failed task's inputs are put again from there, in case the failure
+    was an input lost with the node that held it."""
     started = time.perf_counter()
     done = dict(completed or {})
     outputs: dict[str, Any] = {}  # task id → output handle; "" is the submitted data
@@ -171,6 +174,9 @@ def run_graph(
                 delay = task.retry.delay(n)
                 not_before[task.id] = time.monotonic() + delay
                 outputs.pop(task.id, None)
+                for dep in _input_tasks(task, selections) if reload is not None else ():
+                    if stats[dep].checkpoint:
+                        outputs[dep] = backend.put(reload(stats[dep]))
                 waiting.append(task)
                 if on_retry is not None:
                     on_retry(Retry(task, n, st.failure, delay))
@@ -186,6 +192,17 @@ def run_graph(
               else done[graph.output].load())
     return RunResult(output, stats, _qc_reports(graph, selections),
                      time.perf_counter() - started, outputs)
+
+
+def _input_tasks(task: TaskNode, selections: Mapping[str, Selection]) -> list[str]:
+    """The tasks whose outputs ``task`` reads (of a selector's candidates, the picked one)."""
+    ids = []
+    for inp in task.inputs:
+        if isinstance(inp, FromTask):
+            ids.append(inp.task)
+        elif isinstance(inp, Picked):
+            ids.append(inp.candidates[selections[inp.selector].pick])
+    return ids
 
 
 def _stats(backend: Backend, handle: Any, task: TaskNode) -> TaskStats:

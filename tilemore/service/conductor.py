@@ -170,6 +170,7 @@ class Conductor:
         try:
             result = run_graph(graph, data, self.backend, finished, completed=completed,
                                on_start=started, on_retry=retrying,
+                               reload=lambda st: checkpoint.load(self.blobs.get(st.checkpoint)),
                                should_stop=lambda: self.threads.cancel_requested(thread_id))
         except RunCanceled:
             self.threads.mark_canceled(thread_id)
