@@ -144,3 +144,12 @@ class ServiceUnavailable(TilemoreError):
 
     code = "unavailable"
     status = 503
+    retry_after: int = 1  # seconds, for the Retry-After header
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database (PostgreSQL) cannot be reached right now; requests succeed again once it
+    is back, without a restart."""
+
+    code = "database_unavailable"
+    retry_after = 2

@@ -48,7 +48,11 @@ def create_app(api: ApiService | None = None) -> FastAPI:
 
     @app.exception_handler(TilemoreError)
     async def tilemore_error(request: Request, exc: TilemoreError) -> JSONResponse:
-        return JSONResponse({"error": exc.to_dict()}, status_code=exc.status)
+        # A 503 (database or blob store unreachable, service starting) is worth retrying:
+        # say when, so clients back off instead of hammering a recovering service.
+        headers = ({"Retry-After": str(getattr(exc, "retry_after", 1))}
+                   if exc.status == 503 else None)
+        return JSONResponse({"error": exc.to_dict()}, status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
