@@ -5,6 +5,7 @@ from tilemore.billing.ledger import (
     DuplicateReference,
     Entry,
     InsufficientCredits,
+    Ledger,
     SQLiteLedger,
     Verification,
 )
@@ -12,5 +13,5 @@ from tilemore.billing.money import InvalidAmount, fmt, parse_amount
 
 __all__ = [
     "Appended", "DuplicateReference", "Entry", "InsufficientCredits", "InvalidAmount",
-    "SQLiteLedger", "Verification", "fmt", "parse_amount",
+    "Ledger", "SQLiteLedger", "Verification", "fmt", "parse_amount",
 ]

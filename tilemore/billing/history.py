@@ -7,7 +7,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from tilemore.billing.ledger import SQLiteLedger
+from tilemore.billing.ledger import Ledger
 from tilemore.billing.money import CTX, ZERO, add, fmt
 from tilemore.errors import TilemoreError
 
@@ -20,18 +20,13 @@ class HistoryOutOfRange(TilemoreError):
     status = 422
 
 
-def abbreviated(ledger: SQLiteLedger, account: str, today: date) -> list[dict[str, Any]]:
+def abbreviated(ledger: Ledger, account: str, today: date) -> list[dict[str, Any]]:
     """31 rows, oldest first, with exactly the guide's fields; days without activity carry
     the balance forward with zero totals. Reads the daily aggregates (≤ 32 rows), never the
     ledger itself."""
     first = today - timedelta(days=ABBREVIATED_DAYS - 1)
-    with ledger._lock:  # noqa: SLF001 - the ledger's own connection and lock
-        rows = ledger._db.execute(  # noqa: SLF001
-            "SELECT * FROM daily WHERE account = ? AND day >= ? AND day <= ? ORDER BY day",
-            (account, first.isoformat(), today.isoformat())).fetchall()
-        before = ledger._db.execute(  # noqa: SLF001
-            "SELECT * FROM daily WHERE account = ? AND day < ? ORDER BY day DESC LIMIT 1",
-            (account, first.isoformat())).fetchone()
+    rows = ledger.daily(account, first.isoformat(), today.isoformat())
+    before = ledger.daily_before(account, first.isoformat())
     by_day = {r["day"]: r for r in rows}
     carried = _closing(before) if before is not None else ZERO
     out = []
@@ -43,12 +38,19 @@ def abbreviated(ledger: SQLiteLedger, account: str, today: date) -> list[dict[st
                         "transaction_total": fmt(ZERO), "traced_total": fmt(ZERO),
                         "ordered_total": fmt(ZERO), "applied_commitment_bonus": fmt(ZERO)})
             continue
-        out.append({"date": day, "amount_when_day_started": r["opening"],
-                    "transaction_total": r["transaction_total"],
-                    "traced_total": r["traced_total"], "ordered_total": r["ordered_total"],
-                    "applied_commitment_bonus": r["bonus_total"]})
+        # Amounts as the wire has them (SQLite keeps them as such strings, PostgreSQL as
+        # NUMERIC): fmt gives both the same 20 fractional digits.
+        out.append({"date": day, "amount_when_day_started": _text(r["opening"]),
+                    "transaction_total": _text(r["transaction_total"]),
+                    "traced_total": _text(r["traced_total"]),
+                    "ordered_total": _text(r["ordered_total"]),
+                    "applied_commitment_bonus": _text(r["bonus_total"])})
         carried = _closing(r)
     return out
+
+
+def _text(value: str | Decimal) -> str:
+    return fmt(Decimal(value))
 
 
 def _closing(row) -> Decimal:
@@ -57,14 +59,14 @@ def _closing(row) -> Decimal:
                Decimal(row["ordered_total"]), Decimal(row["bonus_total"]))
 
 
-def detailed(ledger: SQLiteLedger, account: str, day: date, today: date) -> list[dict[str, Any]]:
+def detailed(ledger: Ledger, account: str, day: date, today: date) -> list[dict[str, Any]]:
     """Every entry of ``day``, which must be today or yesterday."""
     if not today - timedelta(days=DETAILED_DAYS - 1) <= day <= today:
         raise HistoryOutOfRange(
             f"detailed history covers today and yesterday only ({today - timedelta(days=1)} "
             f"to {today}); use the abbreviated history for {day}")
-    return [{"seq": r["seq"], "kind": r["kind"], "amount": r["amount"],
-             "balance_after": r["balance_after"], "thread_id": r["thread_id"],
+    return [{"seq": r["seq"], "kind": r["kind"], "amount": _text(r["amount"]),
+             "balance_after": _text(r["balance_after"]), "thread_id": r["thread_id"],
              "task_id": r["task_id"], "operator": r["operator"], "megapixels": r["megapixels"],
              "reference": r["reference"], "at": r["created_at"]}
             for r in ledger.entries(account, day.isoformat())]

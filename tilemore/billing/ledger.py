@@ -1,44 +1,63 @@
 """The append-only ledger: every credit movement is an entry, chained to the one before by a
-hash, so a changed or missing entry is detectable (:meth:`SQLiteLedger.verify`).
+hash, so a changed or missing entry is detectable (:meth:`Ledger.verify`).
 
 The database itself refuses UPDATE and DELETE on entries (triggers); corrections are new
 entries. Balances and per-day totals are kept beside the ledger in the same transaction as
 each append — derived data, which ``verify`` recomputes from the entries and compares.
 A charge is keyed by (thread, task): a retried or replayed task cannot be charged twice.
+
+:class:`Ledger` is the SQL, written once; :class:`SQLiteLedger` keeps it in the embedded
+SQLite file.
 """
 
 from __future__ import annotations
 
-import hashlib
-import sqlite3
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
+from tilemore.billing.entries import (
+    DAILY_TOTALS,
+    GENESIS,
+    Appended,
+    DuplicateReference,
+    Entry,
+    InsufficientCredits,
+    Kind,
+    Row,
+    Verification,
+    daily_delta,
+    daily_total,
+    day_of,
+    entry_hash,
+    verify_rows,
+)
 from tilemore.billing.money import CTX, ZERO, add, fmt
-from tilemore.errors import TilemoreError
 from tilemore.store.sqlite_db import SQLiteDatabase
 
-Kind = Literal["order", "bonus", "charge", "payment", "correction"]
-GENESIS = "0" * 64
+__all__ = [
+    "Appended", "DuplicateReference", "Entry", "InsufficientCredits", "Kind", "Ledger",
+    "SQLiteLedger", "Verification", "day_of", "entry_hash",
+]
 
+# Amounts are exact decimals: TEXT in SQLite (written by ``fmt``), NUMERIC(38, 20) in
+# PostgreSQL; each database adds its own append-only triggers.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq {seq},
     account TEXT NOT NULL,
     kind TEXT NOT NULL CHECK (kind IN ('order', 'bonus', 'charge', 'payment', 'correction')),
-    amount TEXT NOT NULL,
-    balance_after TEXT NOT NULL,
+    amount {amount} NOT NULL,
+    balance_after {amount} NOT NULL,
     day TEXT NOT NULL,
-    created_at REAL NOT NULL,
+    created_at {real} NOT NULL,
     thread_id TEXT,
     task_id TEXT,
     operator TEXT,
-    megapixels REAL,
+    megapixels {real},
     reference TEXT,
     traced_for TEXT,
     prev_hash TEXT NOT NULL,
@@ -49,102 +68,56 @@ CREATE UNIQUE INDEX IF NOT EXISTS ledger_charge_once ON ledger(thread_id, task_i
 CREATE UNIQUE INDEX IF NOT EXISTS ledger_reference_once ON ledger(account, kind, reference)
     WHERE reference IS NOT NULL;
 CREATE INDEX IF NOT EXISTS ledger_by_account_day ON ledger(account, day);
-CREATE TRIGGER IF NOT EXISTS ledger_no_update BEFORE UPDATE ON ledger
-    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS ledger_no_delete BEFORE DELETE ON ledger
-    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
 CREATE TABLE IF NOT EXISTS balances (
     account TEXT PRIMARY KEY,
-    balance TEXT NOT NULL
+    balance {amount} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS holds (
     key TEXT PRIMARY KEY,
     account TEXT NOT NULL,
-    remaining TEXT NOT NULL,
-    created_at REAL NOT NULL
+    remaining {amount} NOT NULL,
+    created_at {real} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS prices (
     operator TEXT PRIMARY KEY,
-    per_call TEXT NOT NULL,
-    per_megapixel TEXT NOT NULL,
-    updated_at REAL NOT NULL
+    per_call {amount} NOT NULL,
+    per_megapixel {amount} NOT NULL,
+    updated_at {real} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS plans (
     domain TEXT PRIMARY KEY,
-    bonus_percent TEXT NOT NULL,
+    bonus_percent {amount} NOT NULL,
     commitment TEXT NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at {real} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS daily (
     account TEXT NOT NULL,
     day TEXT NOT NULL,
-    opening TEXT NOT NULL,
-    transaction_total TEXT NOT NULL,
-    traced_total TEXT NOT NULL,
-    ordered_total TEXT NOT NULL,
-    bonus_total TEXT NOT NULL,
+    opening {amount} NOT NULL,
+    transaction_total {amount} NOT NULL,
+    traced_total {amount} NOT NULL,
+    ordered_total {amount} NOT NULL,
+    bonus_total {amount} NOT NULL,
     PRIMARY KEY (account, day)
 );
 """
 
-
-class InsufficientCredits(TilemoreError):
-    code = "insufficient_credits"
-    status = 402
-
-
-class DuplicateReference(TilemoreError):
-    code = "duplicate_reference"
-    status = 409
+SQLITE_TRIGGERS = """
+CREATE TRIGGER IF NOT EXISTS ledger_no_update BEFORE UPDATE ON ledger
+    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS ledger_no_delete BEFORE DELETE ON ledger
+    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+"""
 
 
-@dataclass(frozen=True)
-class Entry:
-    """What to append. ``amount`` is signed: charges are negative."""
+class Ledger:
+    """The ledger's SQL over a database the subclass supplies (``_tx``, ``_read``,
+    ``_query``). Amounts go in as ``fmt`` strings and come out as ``Decimal``."""
 
-    account: str
-    kind: Kind
-    amount: Decimal
-    thread_id: str | None = None
-    task_id: str | None = None
-    operator: str | None = None
-    megapixels: float | None = None
-    reference: str | None = None
-    traced_for: str | None = None  # a sub-account's charge shows in this parent's traced total
-    hold: str | None = None  # a charge draws down this reservation (not part of the entry)
-
-
-@dataclass(frozen=True)
-class Appended:
-    seq: int
-    entry: Entry
-    balance_after: Decimal
-    duplicate: bool = False  # the same charge or reference was already in the ledger
-
-
-@dataclass(frozen=True)
-class Verification:
-    ok: bool
-    entries: int
-    problems: list[str]
-
-
-def day_of(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
-
-
-def entry_hash(prev: str, seq: int, e: Entry, created_at: float, balance_after: str) -> str:
-    fields = [prev, str(seq), e.account, e.kind, fmt(e.amount), balance_after,
-              repr(created_at), e.thread_id or "", e.task_id or "", e.operator or "",
-              "" if e.megapixels is None else repr(e.megapixels), e.reference or "",
-              e.traced_for or ""]
-    return hashlib.sha256("\x1f".join(fields).encode()).hexdigest()
-
-
-class SQLiteLedger(SQLiteDatabase):
-    def __init__(self, path: Path | str, clock=time.time) -> None:
-        super().__init__(path, SCHEMA)
-        self._clock = clock
+    _tx: Callable[[], AbstractContextManager[Any]]
+    _read: Callable[[], AbstractContextManager[Any]]
+    _query: Callable[..., list[Any]]
+    _clock: Callable[[], float]
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -157,17 +130,15 @@ class SQLiteLedger(SQLiteDatabase):
         with self._tx() as db:
             return [self._append_one(db, e, allow_negative) for e in entries]
 
-    def _append_one(self, db: sqlite3.Connection, e: Entry, allow_negative: bool) -> Appended:
+    def _append_one(self, db: Any, e: Entry, allow_negative: bool) -> Appended:
         existing = self._existing(db, e)
         if existing is not None:
             if Decimal(existing["amount"]) != e.amount:
                 raise DuplicateReference(
                     f"{e.kind} '{e.reference or e.task_id}' was already recorded with amount "
-                    f"{existing['amount']}")
+                    f"{fmt(Decimal(existing['amount']))}")
             return Appended(existing["seq"], e, Decimal(existing["balance_after"]), True)
-        row = db.execute("SELECT balance FROM balances WHERE account = ?", (e.account,)
-                         ).fetchone()
-        before = Decimal(row["balance"]) if row else ZERO
+        before = _balance(db, e.account)
         after = add(before, e.amount)
         if after < 0 and not allow_negative:
             raise InsufficientCredits(
@@ -186,20 +157,18 @@ class SQLiteLedger(SQLiteDatabase):
              e.task_id, e.operator, e.megapixels, e.reference, e.traced_for, prev, digest))
         db.execute("INSERT INTO balances VALUES (?, ?) ON CONFLICT (account) DO UPDATE"
                    " SET balance = excluded.balance", (e.account, fmt(after)))
-        self._add_daily(db, e.account, day, before, e)
+        _add_daily(db, e.account, day, before, e)
         if e.hold is not None and e.amount < 0:
             row = db.execute("SELECT remaining FROM holds WHERE key = ?", (e.hold,)).fetchone()
             if row is not None:
                 left = max(ZERO, add(Decimal(row["remaining"]), e.amount))
                 db.execute("UPDATE holds SET remaining = ? WHERE key = ?", (fmt(left), e.hold))
         if e.traced_for and e.kind == "charge":
-            parent = db.execute("SELECT balance FROM balances WHERE account = ?",
-                                (e.traced_for,)).fetchone()
-            self._add_daily(db, e.traced_for, day,
-                            Decimal(parent["balance"]) if parent else ZERO, e, traced=True)
+            _add_daily(db, e.traced_for, day, _balance(db, e.traced_for), e, traced=True)
         return Appended(seq, e, after)
 
-    def _existing(self, db: sqlite3.Connection, e: Entry) -> sqlite3.Row | None:
+    @staticmethod
+    def _existing(db: Any, e: Entry) -> Row | None:
         if e.kind == "charge" and e.thread_id and e.task_id:
             return db.execute("SELECT seq, amount, balance_after FROM ledger WHERE kind ="
                               " 'charge' AND thread_id = ? AND task_id = ?",
@@ -209,29 +178,6 @@ class SQLiteLedger(SQLiteDatabase):
                               " AND kind = ? AND reference = ?",
                               (e.account, e.kind, e.reference)).fetchone()
         return None
-
-    @staticmethod
-    def _add_daily(db: sqlite3.Connection, account: str, day: str, opening: Decimal, e: Entry,
-                   traced: bool = False) -> None:
-        row = db.execute("SELECT * FROM daily WHERE account = ? AND day = ?", (account, day)
-                         ).fetchone()
-        totals = {k: Decimal(row[k]) if row else ZERO for k in (
-            "transaction_total", "traced_total", "ordered_total", "bonus_total")}
-        key = ("traced_total" if traced else {
-            "charge": "transaction_total", "order": "ordered_total", "payment": "ordered_total",
-            "bonus": "bonus_total"}.get(e.kind))  # corrections move the balance only
-        if key is not None:
-            delta = CTX.minus(e.amount) if key in ("traced_total", "transaction_total") \
-                else e.amount
-            totals[key] = add(totals[key], delta)
-        db.execute(
-            "INSERT INTO daily VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account, day) DO"
-            " UPDATE SET transaction_total = excluded.transaction_total, traced_total ="
-            " excluded.traced_total, ordered_total = excluded.ordered_total, bonus_total ="
-            " excluded.bonus_total",
-            (account, day, row["opening"] if row else fmt(opening),
-             *(fmt(totals[k]) for k in ("transaction_total", "traced_total", "ordered_total",
-                                         "bonus_total"))))
 
     # -- reservations ----------------------------------------------------------------------
 
@@ -243,12 +189,9 @@ class SQLiteLedger(SQLiteDatabase):
         with self._tx() as db:
             if db.execute("SELECT 1 FROM holds WHERE key = ?", (key,)).fetchone():
                 return
-            row = db.execute("SELECT balance FROM balances WHERE account = ?", (account,)
-                             ).fetchone()
-            balance = Decimal(row["balance"]) if row else ZERO
             held = add(*(Decimal(r["remaining"]) for r in db.execute(
-                "SELECT remaining FROM holds WHERE account = ?", (account,))))
-            available = add(balance, CTX.minus(held))
+                "SELECT remaining FROM holds WHERE account = ?", (account,)).fetchall()))
+            available = add(_balance(db, account), CTX.minus(held))
             if available < amount:
                 raise InsufficientCredits(
                     f"account '{account}' has {fmt(available)} credits available; this work "
@@ -261,9 +204,7 @@ class SQLiteLedger(SQLiteDatabase):
             db.execute("DELETE FROM holds WHERE key = ?", (key,))
 
     def held(self, account: str) -> Decimal:
-        with self._lock:
-            rows = self._db.execute("SELECT remaining FROM holds WHERE account = ?",
-                                    (account,)).fetchall()
+        rows = self._query("SELECT remaining FROM holds WHERE account = ?", (account,))
         return add(*(Decimal(r["remaining"]) for r in rows))
 
     # -- prices and plans (data an admin sets) ---------------------------------------------
@@ -276,10 +217,8 @@ class SQLiteLedger(SQLiteDatabase):
                        (operator, fmt(per_call), fmt(per_megapixel), self._clock()))
 
     def prices(self) -> dict[str, tuple[Decimal, Decimal]]:
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM prices").fetchall()
         return {r["operator"]: (Decimal(r["per_call"]), Decimal(r["per_megapixel"]))
-                for r in rows}
+                for r in self._query("SELECT * FROM prices")}
 
     def set_plan(self, domain: str, bonus_percent: Decimal, commitment: str) -> None:
         with self._tx() as db:
@@ -289,19 +228,17 @@ class SQLiteLedger(SQLiteDatabase):
                        (domain, fmt(bonus_percent), commitment, self._clock()))
 
     def plan(self, domain: str) -> tuple[Decimal, str]:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM plans WHERE domain = ?", (domain,)).fetchone()
-        return (Decimal(row["bonus_percent"]), row["commitment"]) if row else (ZERO, "none")
+        rows = self._query("SELECT * FROM plans WHERE domain = ?", (domain,))
+        return (Decimal(rows[0]["bonus_percent"]), rows[0]["commitment"]) if rows else (
+            ZERO, "none")
 
     # -- reading ---------------------------------------------------------------------------
 
     def balance(self, account: str) -> Decimal:
-        with self._lock:
-            row = self._db.execute("SELECT balance FROM balances WHERE account = ?",
-                                   (account,)).fetchone()
-        return Decimal(row["balance"]) if row else ZERO
+        rows = self._query("SELECT balance FROM balances WHERE account = ?", (account,))
+        return Decimal(rows[0]["balance"]) if rows else ZERO
 
-    def entries(self, account: str | None = None, day: str | None = None) -> list[sqlite3.Row]:
+    def entries(self, account: str | None = None, day: str | None = None) -> list[Row]:
         sql, args = "SELECT * FROM ledger WHERE 1 = 1", []
         if account is not None:
             sql += " AND account = ?"
@@ -309,65 +246,61 @@ class SQLiteLedger(SQLiteDatabase):
         if day is not None:
             sql += " AND day = ?"
             args.append(day)
-        with self._lock:
-            return self._db.execute(sql + " ORDER BY seq", args).fetchall()
+        return self._query(sql + " ORDER BY seq", args)
+
+    def daily(self, account: str, first: str, last: str) -> list[Row]:
+        """The account's per-day totals from ``first`` to ``last`` (ISO dates), oldest first."""
+        return self._query("SELECT * FROM daily WHERE account = ? AND day >= ? AND day <= ?"
+                           " ORDER BY day", (account, first, last))
+
+    def daily_before(self, account: str, day: str) -> Row | None:
+        """The account's latest per-day totals before ``day``: where its balance stood."""
+        rows = self._query("SELECT * FROM daily WHERE account = ? AND day < ?"
+                           " ORDER BY day DESC LIMIT 1", (account, day))
+        return rows[0] if rows else None
 
     def thread_cost(self, thread_id: str) -> Decimal:
-        with self._lock:
-            rows = self._db.execute("SELECT amount FROM ledger WHERE kind = 'charge' AND"
-                                    " thread_id = ?", (thread_id,)).fetchall()
+        rows = self._query("SELECT amount FROM ledger WHERE kind = 'charge' AND thread_id = ?",
+                           (thread_id,))
         return CTX.minus(add(*(Decimal(r["amount"]) for r in rows)))
 
     def verify(self) -> Verification:
         """Recompute the hash chain, every balance and every day's totals from the entries."""
-        problems: list[str] = []
-        balances: dict[str, Decimal] = {}
-        prev, count = GENESIS, 0
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM ledger ORDER BY seq").fetchall()
-            stored = {r["account"]: Decimal(r["balance"]) for r in
-                      self._db.execute("SELECT * FROM balances").fetchall()}
-        for r in rows:
-            count += 1
-            e = Entry(r["account"], r["kind"], Decimal(r["amount"]), r["thread_id"],
-                      r["task_id"], r["operator"], r["megapixels"], r["reference"],
-                      r["traced_for"])
-            balances[e.account] = add(balances.get(e.account, ZERO), e.amount)
-            if r["prev_hash"] != prev:
-                problems.append(f"entry {r['seq']}: does not follow entry before it")
-            if entry_hash(r["prev_hash"], r["seq"], e, r["created_at"],
-                          r["balance_after"]) != r["hash"]:
-                problems.append(f"entry {r['seq']}: its content does not match its hash")
-            if Decimal(r["balance_after"]) != balances[e.account]:
-                problems.append(f"entry {r['seq']}: balance_after disagrees with the sum")
-            prev = r["hash"]
-        for account in set(balances) | set(stored):
-            if balances.get(account, ZERO) != stored.get(account, ZERO):
-                problems.append(f"account {account}: stored balance {stored.get(account)} "
-                                f"but entries sum to {balances.get(account, ZERO)}")
-        problems += self._verify_daily(rows)
-        return Verification(not problems, count, problems)
+        with self._read() as db:  # one snapshot: entries and what is derived from them
+            rows = db.execute("SELECT * FROM ledger ORDER BY seq").fetchall()
+            balances = {r["account"]: Decimal(r["balance"])
+                        for r in db.execute("SELECT * FROM balances").fetchall()}
+            daily = {(r["account"], r["day"]): {k: Decimal(r[k]) for k in DAILY_TOTALS}
+                     for r in db.execute("SELECT * FROM daily").fetchall()}
+        return verify_rows(rows, balances, daily)
 
-    def _verify_daily(self, rows: list[sqlite3.Row]) -> list[str]:
-        keys = ("transaction_total", "traced_total", "ordered_total", "bonus_total")
-        want: dict[tuple[str, str], dict[str, Decimal]] = {}
 
-        def note(account: str, day: str, key: str, amount: Decimal) -> None:
-            totals = want.setdefault((account, day), dict.fromkeys(keys, ZERO))
-            totals[key] = add(totals[key], amount)
+def _balance(db: Any, account: str) -> Decimal:
+    row = db.execute("SELECT balance FROM balances WHERE account = ?", (account,)).fetchone()
+    return Decimal(row["balance"]) if row else ZERO
 
-        for r in rows:
-            amount = Decimal(r["amount"])
-            key = {"charge": "transaction_total", "order": "ordered_total",
-                   "payment": "ordered_total", "bonus": "bonus_total"}.get(r["kind"])
-            note(r["account"], r["day"], key or "transaction_total", -amount if key ==
-                "transaction_total" else (amount if key else ZERO))
-            if r["kind"] == "charge" and r["traced_for"]:
-                note(r["traced_for"], r["day"], "traced_total", -amount)
-        with self._lock:
-            have = {(r["account"], r["day"]): {k: Decimal(r[k]) for k in keys}
-                    for r in self._db.execute("SELECT * FROM daily").fetchall()}
-        return [f"daily totals of {a} on {d} disagree with the ledger"
-                for (a, d) in set(want) | set(have)
-                if want.get((a, d)) != have.get((a, d))]
+
+def _add_daily(db: Any, account: str, day: str, opening: Decimal, e: Entry,
+               traced: bool = False) -> None:
+    row = db.execute("SELECT * FROM daily WHERE account = ? AND day = ?", (account, day)
+                     ).fetchone()
+    totals = {k: Decimal(row[k]) if row else ZERO for k in DAILY_TOTALS}
+    total = daily_total(e.kind, traced)
+    if total is not None:
+        totals[total] = add(totals[total], daily_delta(total, e.amount))
+    db.execute(
+        "INSERT INTO daily VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account, day) DO"
+        " UPDATE SET transaction_total = excluded.transaction_total, traced_total ="
+        " excluded.traced_total, ordered_total = excluded.ordered_total, bonus_total ="
+        " excluded.bonus_total",
+        (account, day, fmt(Decimal(row["opening"]) if row else opening),
+         *(fmt(totals[k]) for k in DAILY_TOTALS)))
+
+
+class SQLiteLedger(Ledger, SQLiteDatabase):
+    """The ledger in the embedded SQLite file (shared with the store)."""
+
+    def __init__(self, path: Path | str, clock: Callable[[], float] = time.time) -> None:
+        SQLiteDatabase.__init__(self, path, SCHEMA + SQLITE_TRIGGERS)
+        self._clock = clock
 

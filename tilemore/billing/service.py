@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from tilemore.billing import history
-from tilemore.billing.ledger import Appended, Entry, SQLiteLedger
+from tilemore.billing.ledger import Appended, Entry, Ledger
 from tilemore.billing.money import CTX, QUANTUM, add, fmt
 from tilemore.billing.writer import LedgerWriter
 
@@ -34,7 +34,7 @@ class Balance:
 
 
 class Billing:
-    def __init__(self, ledger: SQLiteLedger) -> None:
+    def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.writer = LedgerWriter(ledger)
 

@@ -8,13 +8,13 @@ import queue
 import threading
 from concurrent.futures import Future
 
-from tilemore.billing.ledger import Appended, Entry, SQLiteLedger
+from tilemore.billing.ledger import Appended, Entry, Ledger
 
 _STOP = object()
 
 
 class LedgerWriter:
-    def __init__(self, ledger: SQLiteLedger, max_batch: int = 256) -> None:
+    def __init__(self, ledger: Ledger, max_batch: int = 256) -> None:
         self.ledger = ledger
         self.max_batch = max_batch
         self._queue: queue.Queue = queue.Queue()

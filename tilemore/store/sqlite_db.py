@@ -1,6 +1,11 @@
 """One SQLite file shared by every process of a service: WAL mode, commits fsync'd
 (``synchronous=FULL``) before they return, one connection per process behind a lock, and
-writes that belong together in one ``BEGIN IMMEDIATE`` transaction."""
+writes that belong together in one ``BEGIN IMMEDIATE`` transaction.
+
+The stores' SQL is written once for SQLite and PostgreSQL (:mod:`tilemore.store.postgres_db`
+is the other side of this seam): ``?`` placeholders, rows read by column name, and schemas
+with ``{real}``, ``{amount}`` and ``{seq}`` where the two dialects' types differ.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Self
+
+TYPES = {"real": "REAL", "amount": "TEXT", "seq": "INTEGER PRIMARY KEY AUTOINCREMENT"}
 
 
 class SQLiteDatabase:
@@ -23,10 +31,12 @@ class SQLiteDatabase:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(schema)
+            self._db.executescript(schema.format(**TYPES))
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction; ``BEGIN IMMEDIATE`` takes the file's write lock up front, so
+        read-then-write sequences (balances, the hash chain) are serialised."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -36,6 +46,17 @@ class SQLiteDatabase:
                 raise
             self._db.execute("COMMIT")
 
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """Several reads from one snapshot: a read transaction (in WAL mode, a reader sees
+        the file as of its first read, whatever other processes commit meanwhile)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                yield self._db
+            finally:
+                self._db.execute("ROLLBACK")  # nothing to keep: it only read
+
     def _query(self, sql: str, args: tuple | list = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
@@ -43,3 +64,9 @@ class SQLiteDatabase:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
