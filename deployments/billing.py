@@ -6,7 +6,7 @@ from typing import Any
 
 import ray
 
-from tilemore.billing.ledger import SQLiteLedger
+from tilemore.billing.ledger import open_ledger
 from tilemore.billing.service import Billing
 from tilemore.settings import Settings
 
@@ -17,7 +17,7 @@ NAMESPACE = "tilemore"
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=32)
 class BillingActor:
     def __init__(self, settings: Settings) -> None:
-        self.billing = Billing(SQLiteLedger(settings.database_path))
+        self.billing = Billing(open_ledger(settings))
 
     def call(self, method: str, args: tuple, kwargs: dict) -> Any:
         return getattr(self.billing, method)(*args, **kwargs)

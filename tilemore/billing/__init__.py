@@ -8,10 +8,11 @@ from tilemore.billing.ledger import (
     Ledger,
     SQLiteLedger,
     Verification,
+    open_ledger,
 )
 from tilemore.billing.money import InvalidAmount, fmt, parse_amount
 
 __all__ = [
     "Appended", "DuplicateReference", "Entry", "InsufficientCredits", "InvalidAmount",
-    "Ledger", "SQLiteLedger", "Verification", "fmt", "parse_amount",
+    "Ledger", "SQLiteLedger", "Verification", "fmt", "open_ledger", "parse_amount",
 ]

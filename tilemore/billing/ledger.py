@@ -7,7 +7,8 @@ each append — derived data, which ``verify`` recomputes from the entries and c
 A charge is keyed by (thread, task): a retried or replayed task cannot be charged twice.
 
 :class:`Ledger` is the SQL, written once; :class:`SQLiteLedger` keeps it in the embedded
-SQLite file.
+SQLite file and :class:`~tilemore.billing.postgres.PostgresLedger` in PostgreSQL
+(``NUMERIC(38, 20)`` amounts). :func:`open_ledger` picks the one the settings name.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from tilemore.store.sqlite_db import SQLiteDatabase
 
 __all__ = [
     "Appended", "DuplicateReference", "Entry", "InsufficientCredits", "Kind", "Ledger",
-    "SQLiteLedger", "Verification", "day_of", "entry_hash",
+    "SQLiteLedger", "Verification", "day_of", "entry_hash", "open_ledger",
 ]
 
 # Amounts are exact decimals: TEXT in SQLite (written by ``fmt``), NUMERIC(38, 20) in
@@ -304,3 +305,12 @@ class SQLiteLedger(Ledger, SQLiteDatabase):
         SQLiteDatabase.__init__(self, path, SCHEMA + SQLITE_TRIGGERS)
         self._clock = clock
 
+
+def open_ledger(settings: Any, clock: Callable[[], float] = time.time) -> Ledger:
+    """The configured ledger: PostgreSQL when ``database_url`` is set, else the SQLite file
+    beside the store's records."""
+    if settings.database_url:
+        from tilemore.billing.postgres import PostgresLedger
+
+        return PostgresLedger(settings.database_url, clock)
+    return SQLiteLedger(settings.database_path, clock)

@@ -8,13 +8,14 @@ from rich.table import Table
 
 from tilemore.api.envelope import META_PART
 from tilemore.cli.errors import CLIError
+from tilemore.cli.state import cli_ledger, cli_store
 from tilemore.settings import Settings
-from tilemore.store import open_store
 
 
 @click.group("admin")
 def admin_cmd() -> None:
-    """Manage domains and tokens (uses TILEMORE_DATA_DIR / TILEMORE_DATABASE)."""
+    """Manage domains and tokens (uses TILEMORE_DATABASE_URL, or the SQLite file of
+    TILEMORE_DATA_DIR / TILEMORE_DATABASE)."""
 
 
 @admin_cmd.command("create-domain")
@@ -23,7 +24,7 @@ def create_domain(name: str) -> None:
     """Create a domain (a tenant)."""
     if not META_PART.match(name):
         raise CLIError(f"domain '{name}': use letters, digits and . _ ~ - (at most 128)")
-    created = open_store(Settings.from_env()).create_domain(name)
+    created = cli_store().create_domain(name)
     click.echo(f"domain {name} {'created' if created else 'already exists'}")
 
 
@@ -31,7 +32,7 @@ def create_domain(name: str) -> None:
 @click.argument("domain")
 def issue_token(domain: str) -> None:
     """Issue a token for DOMAIN; the token is shown once."""
-    store = open_store(Settings.from_env())
+    store = cli_store()
     if not store.domain_exists(domain):
         raise CLIError(f"no domain '{domain}' (create it with: tilemore admin create-domain)")
     token_id, secret = store.issue_token(domain)
@@ -43,7 +44,7 @@ def issue_token(domain: str) -> None:
 @click.argument("token_id")
 def revoke_token(token_id: str) -> None:
     """Revoke a token by its id (tok_…)."""
-    if not open_store(Settings.from_env()).revoke_token(token_id):
+    if not cli_store().revoke_token(token_id):
         raise CLIError(f"no active token '{token_id}'")
     click.echo(f"token {token_id} revoked")
 
@@ -52,7 +53,7 @@ def revoke_token(token_id: str) -> None:
 @click.argument("domain")
 def list_tokens(domain: str) -> None:
     """List DOMAIN's tokens (ids only; secrets are never stored)."""
-    store = open_store(Settings.from_env())
+    store = cli_store()
     if not store.domain_exists(domain):
         raise CLIError(f"no domain '{domain}'")
     from tilemore.api.views import iso
@@ -67,9 +68,7 @@ def list_tokens(domain: str) -> None:
 @admin_cmd.command("verify-ledger")
 def verify_ledger() -> None:
     """Recompute the ledger's hash chain, balances and daily totals; exit 1 on any mismatch."""
-    from tilemore.billing.ledger import SQLiteLedger
-
-    report = SQLiteLedger(Settings.from_env().database_path).verify()
+    report = cli_ledger().verify()
     if not report.ok:
         raise CLIError(f"the ledger does not verify ({len(report.problems)} problems): "
                        + "; ".join(report.problems[:5]))
@@ -82,7 +81,6 @@ def verify_ledger() -> None:
 @click.option("--per-megapixel", required=True)
 def set_price(operator: str, per_call: str, per_megapixel: str) -> None:
     """Set OPERATOR's price (credits per call and per input megapixel)."""
-    from tilemore.billing.ledger import SQLiteLedger
     from tilemore.billing.money import parse_amount
     from tilemore.catalog import Catalog
 
@@ -93,7 +91,7 @@ def set_price(operator: str, per_call: str, per_megapixel: str) -> None:
     mp = parse_amount(per_megapixel, positive=False, field="--per-megapixel")
     if call < 0 or mp < 0:
         raise CLIError("a price cannot be negative")
-    SQLiteLedger(settings.database_path).set_price(operator, call, mp)
+    cli_ledger(settings).set_price(operator, call, mp)
     click.echo(f"{operator}: {per_call} per call + {per_megapixel} per megapixel")
 
 
@@ -103,14 +101,13 @@ def set_price(operator: str, per_call: str, per_megapixel: str) -> None:
 @click.option("--commitment", default="", help="What the domain committed to, in words.")
 def set_plan(domain: str, bonus_percent: str, commitment: str) -> None:
     """Set DOMAIN's plan: the commitment bonus applied to its credit orders."""
-    from tilemore.billing.ledger import SQLiteLedger
     from tilemore.billing.money import parse_amount
 
     settings = Settings.from_env()
-    if not open_store(settings).domain_exists(domain):
+    if not cli_store(settings).domain_exists(domain):
         raise CLIError(f"no domain '{domain}'")
     percent = parse_amount(bonus_percent, positive=False, field="--bonus-percent")
     if percent < 0:
         raise CLIError("--bonus-percent cannot be negative")
-    SQLiteLedger(settings.database_path).set_plan(domain, percent, commitment)
+    cli_ledger(settings).set_plan(domain, percent, commitment)
     click.echo(f"{domain}: {bonus_percent} % bonus on orders ({commitment or 'no commitment'})")

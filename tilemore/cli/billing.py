@@ -1,28 +1,29 @@
 """``tilemore billing``: balances, histories, top-ups and sub-accounts, as tables.
 
-Reads and writes the service's own store (TILEMORE_DATA_DIR / TILEMORE_DATABASE), like
+Reads and writes the service's own store (TILEMORE_DATABASE_URL, or the SQLite file of
+TILEMORE_DATA_DIR / TILEMORE_DATABASE), like
 ``tilemore admin``; the HTTP endpoints do the same for remote callers.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from tilemore.billing.ledger import SQLiteLedger
 from tilemore.billing.money import parse_amount
 from tilemore.billing.service import Billing
 from tilemore.cli.errors import CLIError
+from tilemore.cli.state import cli_ledger, cli_store
 from tilemore.settings import Settings
-from tilemore.store import open_store
 
 
-def _open() -> tuple[Billing, object]:
+def _open() -> tuple[Billing, Any]:
     settings = Settings.from_env()
-    return Billing(SQLiteLedger(settings.database_path)), open_store(settings)
+    return Billing(cli_ledger(settings)), cli_store(settings)
 
 
 def _account(store, domain: str, sub: str | None) -> str:

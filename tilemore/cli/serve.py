@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from tilemore.billing.ledger import Entry, SQLiteLedger
+from tilemore.billing.ledger import Entry, open_ledger
 from tilemore.catalog import Catalog
 from tilemore.settings import Settings
 from tilemore.store import open_store
@@ -66,15 +66,15 @@ def serve_cmd(host: str | None, port: int | None) -> None:
 def demo_token(settings: Settings) -> str:
     """The demo domain's token: made on first run, kept in the data folder (0600) so later
     runs can print it again (the store itself keeps only its hash)."""
-    store = open_store(settings)
     path = settings.data_dir / "demo-token"
-    if store.domain_exists(DEMO_DOMAIN) and path.exists():
-        return path.read_text().strip()
-    store.create_domain(DEMO_DOMAIN)
-    _, secret = store.issue_token(DEMO_DOMAIN)
+    with open_store(settings) as store:
+        if store.domain_exists(DEMO_DOMAIN) and path.exists():
+            return path.read_text().strip()
+        store.create_domain(DEMO_DOMAIN)
+        _, secret = store.issue_token(DEMO_DOMAIN)
     # Demo credits, so the example runs (ordered once: the order id makes it idempotent).
-    SQLiteLedger(settings.database_path).append(
-        [Entry(DEMO_DOMAIN, "order", DEMO_CREDITS, reference="demo-credits")])
+    with open_ledger(settings) as ledger:
+        ledger.append([Entry(DEMO_DOMAIN, "order", DEMO_CREDITS, reference="demo-credits")])
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

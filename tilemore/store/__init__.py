@@ -1,7 +1,8 @@
 """Durable records: task threads with their tasks, and domains with their tokens.
 
-The repositories are protocols so that a PostgreSQL backend can stand beside the embedded
-SQLite one (:mod:`tilemore.store.sqlite`) without the API or the conductor noticing.
+The repositories are protocols; :func:`open_store` gives the embedded SQLite store
+(:mod:`tilemore.store.sqlite`) or, when ``TILEMORE_DATABASE_URL`` names a server, the
+PostgreSQL one (:mod:`tilemore.store.postgres`), and the API and the conductor do not notice.
 """
 
 from __future__ import annotations
@@ -155,7 +156,13 @@ class TokenRepository(Protocol):
 
 
 def open_store(settings: Any) -> Any:
-    """The configured store (SQLite, embedded); it implements both repositories."""
+    """The configured store; it implements both repositories. PostgreSQL when
+    ``database_url`` is set (settings accept only ``postgresql://`` URLs there), else the
+    embedded SQLite file."""
+    if settings.database_url:
+        from tilemore.store.postgres import PostgresStore
+
+        return PostgresStore(settings.database_url)
     from tilemore.store.sqlite import SQLiteStore
 
     return SQLiteStore(settings.database_path)

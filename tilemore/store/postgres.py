@@ -1,0 +1,16 @@
+"""The store on PostgreSQL (``TILEMORE_DATABASE_URL``): the same SQL, records and guarantees
+as the embedded SQLite store, for services whose processes span machines."""
+
+from __future__ import annotations
+
+from tilemore.store.postgres_db import PostgresDatabase
+from tilemore.store.sql import SCHEMA, SQLStore
+
+
+class PostgresStore(SQLStore, PostgresDatabase):
+    """Implements both :class:`ThreadRepository` and :class:`TokenRepository`. Concurrent
+    inserts of one idempotency key from many processes meet at the UNIQUE constraint
+    (``ON CONFLICT DO NOTHING`` waits for the other transaction), so one thread exists."""
+
+    def __init__(self, url: str) -> None:
+        PostgresDatabase.__init__(self, url, SCHEMA)
