@@ -7,6 +7,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests.images as `images`
 
+import backends  # noqa: E402
+import postgres  # noqa: E402
+
 from tilemore.catalog import Catalog  # noqa: E402
 
 
@@ -18,3 +21,30 @@ def catalog() -> Catalog:
 @pytest.fixture(scope="session")
 def denoised(catalog):
     return catalog.pipeline("denoised")
+
+
+# -- the databases: SQLite, and PostgreSQL (see tests/postgres.py) -----------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn():
+    """A PostgreSQL server for the whole session: TILEMORE_TEST_POSTGRES_DSN, else a
+    throwaway cluster started once and removed at the end (see tests/postgres.py)."""
+    dsn = postgres.given_server()
+    if dsn:
+        yield dsn
+        return
+    cluster = postgres.cluster_or_give_up()
+    try:
+        yield cluster.dsn
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture(params=backends.NAMES)
+def backend(request, tmp_path):
+    """Run the test once on SQLite and once on a fresh PostgreSQL schema."""
+    dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgres" else None
+    db = backends.Backend(request.param, tmp_path, dsn)
+    yield db
+    db.close()

@@ -1,5 +1,6 @@
 """A real Tilemore HTTP service in this process, without Ray: uvicorn on a free port, the
-FastAPI app, SQLite and local blobs in a temporary folder, the conductor on threads."""
+FastAPI app, SQLite (or PostgreSQL: ``database_url=``) and local blobs in a temporary folder,
+the conductor on threads."""
 
 from __future__ import annotations
 
@@ -20,14 +21,14 @@ import uvicorn
 
 from tilemore.api.app import create_app
 from tilemore.api.service import ApiService
-from tilemore.billing.ledger import SQLiteLedger
+from tilemore.billing.ledger import open_ledger
 from tilemore.billing.service import Billing
 from tilemore.blobs import open_blob_store
 from tilemore.catalog import Catalog
 from tilemore.engine import LocalBackend
 from tilemore.service.conductor import Conductor
 from tilemore.settings import Settings
-from tilemore.store.sqlite import SQLiteStore
+from tilemore.store import open_store
 
 
 def free_port() -> int:
@@ -82,11 +83,11 @@ def multipart(envelope: dict | bytes, image: bytes | None, swap: bool = False
 class Service:
     def __init__(self, root: Path, credits: str = "1000", **settings: Any) -> None:
         self.settings = Settings(data_dir=root, checkpoint_tasks=True, **settings)
-        self.store = SQLiteStore(self.settings.database_path)
+        self.store = open_store(self.settings)
         self.blobs = open_blob_store(self.settings)
         self.catalog = Catalog.load(self.settings)
         self.backend = LocalBackend(self.settings)
-        self.ledger = SQLiteLedger(self.settings.database_path)
+        self.ledger = open_ledger(self.settings)
         self.billing = Billing(self.ledger)
         self.conductor = Conductor(self.store, self.blobs, self.catalog, self.backend,
                                    billing=self.billing)
@@ -143,6 +144,7 @@ class Service:
         self.conductor.close()
         self.backend.close()
         self.billing.close()
+        self.ledger.close()
         self.store.close()
 
 

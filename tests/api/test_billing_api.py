@@ -75,8 +75,8 @@ def test_abbreviated_history_has_the_guides_fields(svc):
     assert get(svc, "/billing/operations?date=yesterday").code == "invalid_date"
 
 
-def test_402_before_anything_runs(tmp_path):
-    s = Service(tmp_path, credits="0.00000000000000000001")
+def test_402_before_anything_runs(backend):
+    s = Service(backend.root, credits="0.00000000000000000001", database_url=backend.url)
     try:
         reply = s.submit(image(2), ENV)
         assert (reply.status, reply.code) == (402, "insufficient_credits")
@@ -85,8 +85,8 @@ def test_402_before_anything_runs(tmp_path):
         s.close()
 
 
-def test_concurrent_submissions_run_exactly_as_many_as_the_balance_covers(tmp_path):
-    s = Service(tmp_path, credits="1")
+def test_concurrent_submissions_run_exactly_as_many_as_the_balance_covers(backend):
+    s = Service(backend.root, credits="1", database_url=backend.url)
     try:
         graph = build_graph(s.catalog.pipeline("denoised"), ENV["adjustments"], "png")
         cost = estimate(graph, 96, 72, {})

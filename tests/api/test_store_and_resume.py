@@ -1,4 +1,5 @@
-"""The registry's guarantees, and a conductor picking up threads another one left."""
+"""The registry's guarantees, and a conductor picking up threads another one left — on
+SQLite and on PostgreSQL (the ``backend`` fixture runs each test on both)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,7 @@ from tilemore.blobs.local import LocalBlobStore
 from tilemore.catalog import Catalog
 from tilemore.engine import LocalBackend
 from tilemore.service.conductor import Conductor
-from tilemore.settings import Settings
 from tilemore.store import NewThread
-from tilemore.store.sqlite import SQLiteStore
 
 
 def new_thread(key: str = "k1") -> NewThread:
@@ -24,15 +23,14 @@ def new_thread(key: str = "k1") -> NewThread:
                             ("encoder", "encoder")])
 
 
-def test_uniqueness_is_the_database_s_across_connections(tmp_path):
+def test_uniqueness_is_the_database_s_across_connections(backend):
     """Eight 'replicas' (own connections) race to insert one key: one thread exists."""
-    path = tmp_path / "t.db"
-    SQLiteStore(path).create_domain("acme")
-    stores = [SQLiteStore(path) for _ in range(8)]
+    backend.store().create_domain("acme")
+    stores = [backend.store() for _ in range(8)]
     results: list[tuple[str, bool]] = []
     barrier = threading.Barrier(len(stores))
 
-    def race(store: SQLiteStore) -> None:
+    def race(store) -> None:
         barrier.wait()
         rec, created = store.create_thread(new_thread())
         results.append((rec.id, created))
@@ -48,18 +46,18 @@ def test_uniqueness_is_the_database_s_across_connections(tmp_path):
     assert [t.status for t in rec.tasks] == ["pending"] * 3  # written with the thread
 
 
-def test_a_failed_insert_leaves_nothing_behind(tmp_path):
-    store = SQLiteStore(tmp_path / "t.db")
+def test_a_failed_insert_leaves_nothing_behind(backend):
+    store = backend.store()
     store.create_domain("acme")
     bad = new_thread("k2")
     bad.tasks.append(("decode", "decode"))  # duplicate task id: the task insert fails
-    with pytest.raises(Exception, match="UNIQUE"):
+    with pytest.raises(backend.integrity_error, match="(?i)unique"):
         store.create_thread(bad)
     assert store.get_thread_by_key("k2") is None  # the thread row was rolled back too
 
 
-def test_finished_threads_do_not_change_state(tmp_path):
-    store = SQLiteStore(tmp_path / "t.db")
+def test_finished_threads_do_not_change_state(backend):
+    store = backend.store()
     store.create_domain("acme")
     rec, _ = store.create_thread(new_thread("k3"))
     store.mark_canceled(rec.id)
@@ -68,9 +66,9 @@ def test_finished_threads_do_not_change_state(tmp_path):
     assert after.status == "canceled" and after.error_code is None
 
 
-def test_a_new_conductor_resumes_and_skips_finished_tasks(tmp_path):
-    settings = Settings(data_dir=tmp_path, checkpoint_tasks=True)
-    store = SQLiteStore(settings.database_path)
+def test_a_new_conductor_resumes_and_skips_finished_tasks(backend):
+    settings = backend.settings(checkpoint_tasks=True)
+    store = backend.store()
     store.create_domain("acme")
     blobs = LocalBlobStore(settings.blob_path)
     catalog = Catalog.load(settings)
@@ -106,9 +104,9 @@ def test_a_new_conductor_resumes_and_skips_finished_tasks(tmp_path):
     assert ran == {"shifter", "encoder"}
 
 
-def _service_parts(tmp_path):
-    settings = Settings(data_dir=tmp_path, checkpoint_tasks=True)
-    store = SQLiteStore(settings.database_path)
+def _service_parts(backend):
+    settings = backend.settings(checkpoint_tasks=True)
+    store = backend.store()
     store.create_domain("acme")
     blobs = LocalBlobStore(settings.blob_path)
     return settings, store, blobs, Catalog.load(settings)
@@ -125,15 +123,15 @@ def _thread(store, blobs, fingerprint: str, key: str = "k"):
     return rec
 
 
-def test_a_thread_whose_pipeline_changed_fails_instead_of_mixing_versions(tmp_path):
-    settings, store, blobs, catalog = _service_parts(tmp_path)
+def test_a_thread_whose_pipeline_changed_fails_instead_of_mixing_versions(backend):
+    settings, store, blobs, catalog = _service_parts(backend)
     rec = _thread(store, blobs, fingerprint="from-an-older-deploy")
     assert Conductor(store, blobs, catalog, LocalBackend(settings)).run_thread(rec.id) == "failed"
     assert store.get_thread(rec.id).error_code == "pipeline_changed"
 
 
-def test_a_thread_that_keeps_breaking_the_conductor_fails_after_three_attempts(tmp_path):
-    settings, store, blobs, catalog = _service_parts(tmp_path)
+def test_a_thread_that_keeps_breaking_the_conductor_fails_after_three_attempts(backend):
+    settings, store, blobs, catalog = _service_parts(backend)
 
     class Broken(LocalBackend):
         def put(self, value):

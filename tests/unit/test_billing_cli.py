@@ -1,4 +1,5 @@
-"""``tilemore billing`` and the billing parts of ``tilemore admin``, on a real store."""
+"""``tilemore billing`` and the billing parts of ``tilemore admin``, on a real store
+(SQLite, and PostgreSQL through TILEMORE_DATABASE_URL)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,17 @@ from decimal import Decimal
 
 import pytest
 
-from tilemore.billing.ledger import Entry, SQLiteLedger
+from tilemore.billing.ledger import Entry
 from tilemore.cli import main
-from tilemore.store.sqlite import SQLiteStore
 
 
 @pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("TILEMORE_DATA_DIR", str(tmp_path))
+def db(backend, monkeypatch):
+    for name, value in backend.env.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("COLUMNS", "200")
-    SQLiteStore(tmp_path / "tilemore.db").create_domain("acme")
-    return tmp_path
+    backend.store().create_domain("acme")
+    return backend
 
 
 def run(capsys, *argv):
@@ -25,7 +26,7 @@ def run(capsys, *argv):
     return code, out.out, out.err
 
 
-def test_top_up_with_plan_bonus_balance_and_history(capsys, data_dir):
+def test_top_up_with_plan_bonus_balance_and_history(capsys, db):
     assert run(capsys, "admin", "set-plan", "acme", "--bonus-percent", "5")[0] == 0
     code, out, _ = run(capsys, "billing", "top-up", "-d", "acme", "--order-id", "inv-1",
                        "--amount", "200")
@@ -38,13 +39,13 @@ def test_top_up_with_plan_bonus_balance_and_history(capsys, data_dir):
     assert code == 0 and out.count("-") > 31 and "amount_when_day_started" in out
 
 
-def test_subaccounts_and_operations(capsys, data_dir):
+def test_subaccounts_and_operations(capsys, db):
     assert "created" in run(capsys, "billing", "subaccounts", "create", "-d", "acme",
                             "studio")[1]
     code, out, _ = run(capsys, "billing", "subaccounts", "pay", "-d", "acme", "studio",
                        "--payment-id", "p1", "--amount", "3.5")
     assert code == 0 and "3.50000000000000000000" in out
-    SQLiteLedger(data_dir / "tilemore.db").append(
+    db.ledger().append(
         [Entry("acme/studio", "charge", Decimal("-0.25"), "thread-1", "encoder", "encoder", 2.0,
                traced_for="acme")])
     code, out, _ = run(capsys, "billing", "operations", "-d", "acme", "--sub", "studio")
@@ -54,21 +55,17 @@ def test_subaccounts_and_operations(capsys, data_dir):
     assert "ledger ok: 2 entries" in run(capsys, "admin", "verify-ledger")[1]
 
 
-def test_set_price_is_data(capsys, data_dir):
+def test_set_price_is_data(capsys, db):
     assert run(capsys, "admin", "set-price", "encoder", "--per-call", "0.5",
                "--per-megapixel", "0")[0] == 0
-    assert SQLiteLedger(data_dir / "tilemore.db").prices()["encoder"] == (
+    assert db.ledger().prices()["encoder"] == (
         Decimal("0.5"), Decimal("0"))
 
 
-def test_verify_ledger_fails_loudly_on_tampering(capsys, data_dir):
-    import sqlite3
-    ledger = SQLiteLedger(data_dir / "tilemore.db")
-    ledger.append([Entry("acme", "order", Decimal("1"), reference="o")])
-    db = sqlite3.connect(data_dir / "tilemore.db")
-    db.execute("DROP TRIGGER ledger_no_update")
+def test_verify_ledger_fails_loudly_on_tampering(capsys, db):
+    db.ledger().append([Entry("acme", "order", Decimal("1"), reference="o")])
+    db.execute(db.drop_trigger_sql("ledger_no_update"))
     db.execute("UPDATE ledger SET amount = '1000.00000000000000000000'")
-    db.commit()
     code, _, err = run(capsys, "admin", "verify-ledger")
     assert code == 1 and "does not verify" in err
 
@@ -88,6 +85,6 @@ def test_verify_ledger_fails_loudly_on_tampering(capsys, data_dir):
     (["admin", "set-price", "encoder", "--per-call", "-1", "--per-megapixel", "1"],
      "cannot be negative"),
 ])
-def test_bad_input(capsys, data_dir, argv, words):
+def test_bad_input(capsys, db, argv, words):
     code, _, err = run(capsys, *argv)
     assert code == 1 and words in err and len(err.strip().splitlines()) == 1
