@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -26,6 +27,7 @@ from tilemore.billing.service import Billing
 from tilemore.blobs import open_blob_store
 from tilemore.catalog import Catalog
 from tilemore.engine import LocalBackend
+from tilemore.engine.backend import Backend
 from tilemore.service.conductor import Conductor
 from tilemore.settings import Settings
 from tilemore.store import open_store
@@ -81,12 +83,15 @@ def multipart(envelope: dict | bytes, image: bytes | None, swap: bool = False
 
 
 class Service:
-    def __init__(self, root: Path, credits: str = "1000", **settings: Any) -> None:
+    def __init__(self, root: Path, credits: str = "1000",
+                 backend: Callable[[Settings], Backend] = LocalBackend, **settings: Any) -> None:
+        """``backend`` makes the operators' backend from the settings: threads in this
+        process by default, or ``RayBackend`` for the multi-node tests."""
         self.settings = Settings(data_dir=root, checkpoint_tasks=True, **settings)
         self.store = open_store(self.settings)
         self.blobs = open_blob_store(self.settings)
         self.catalog = Catalog.load(self.settings)
-        self.backend = LocalBackend(self.settings)
+        self.backend = backend(self.settings)
         self.ledger = open_ledger(self.settings)
         self.billing = Billing(self.ledger)
         self.conductor = Conductor(self.store, self.blobs, self.catalog, self.backend,

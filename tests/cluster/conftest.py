@@ -14,7 +14,7 @@ import pytest
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-WORKER_CPUS = 4
+WORKER_CPUS = 8  # logical: replicas hold theirs for life, the 2 real cores bound the work
 # How fast a dead node is noticed: the raylet's health checks, every 1 s, 3 misses.
 SYSTEM_CONFIG = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3,
                  "health_check_initial_delay_ms": 1000, "health_check_timeout_ms": 1000}

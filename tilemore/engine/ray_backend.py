@@ -27,6 +27,7 @@ from tilemore.operator import Operator, OperatorParams
 from tilemore.settings import Settings
 
 _INSTALLED_PACKAGES = ("tilemore", "tilemore_operators")
+LOST_REPLICA_RETRIES = 3
 
 
 def ensure_ray(
@@ -80,8 +81,13 @@ class RayBackend:
             gpus = res.num_gpus
             if gpus and res.gpu_optional and not ray.cluster_resources().get("GPU"):
                 gpus = 0  # no GPU anywhere: the operator's CPU fallback
+            # A replica that dies (its node lost) is restarted, on another node if need be,
+            # and Ray re-sends the calls it had in flight once it is back: calls to a
+            # restarting actor would otherwise fail at once. Only system failures count;
+            # an operator's own exception still goes to its retry policy.
             actor_cls = ray.remote(OperatorHost).options(
-                num_cpus=res.num_cpus, num_gpus=gpus, max_restarts=-1, max_task_retries=0,
+                num_cpus=res.num_cpus, num_gpus=gpus, max_restarts=-1,
+                max_task_retries=LOST_REPLICA_RETRIES,
             )
             pool.extend(actor_cls.remote(operator, self.settings)
                         for _ in range(wanted - len(pool)))
