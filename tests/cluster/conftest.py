@@ -1,8 +1,9 @@
 """A multi-node Ray cluster on this machine (``ray.cluster_utils.Cluster``): a head without
 CPUs, so operator replicas land on the worker nodes, which the tests preempt and kill.
 
-It lives for this folder only and is shut down before the integration tests start their own
-single-node session (pytest runs ``tests/cluster`` first)."""
+It lives for this package only (hence its ``__init__.py``: package scope needs a package) and
+is shut down before the integration tests start their own single-node session (pytest runs
+``tests/cluster`` first)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def cluster():
     for _ in range(2):
         c.add_node(num_cpus=WORKER_CPUS, resources={"spot": 1})
     c.wait_for_nodes()
+    c.worker_cpus = WORKER_CPUS  # for replacement nodes
     ray.init(address=c.address, logging_level=logging.WARNING)
     yield c
     ray.shutdown()

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import ray
-from conftest import WORKER_CPUS
 from images import encode, noisy, photo
 from service_harness import Service, http
 
@@ -79,7 +78,7 @@ def test_threads_complete_while_worker_nodes_die(cluster, svc):
         if time.monotonic() >= next_kill and len(kills) < 3:
             victim = rng.choice(sorted(cluster.worker_nodes, key=lambda n: n.node_id))
             cluster.remove_node(victim, allow_graceful=False)
-            cluster.add_node(num_cpus=WORKER_CPUS, resources={"spot": 1})
+            cluster.add_node(num_cpus=cluster.worker_cpus, resources={"spot": 1})
             kills.append(victim.node_id)
             next_kill = time.monotonic() + 2.0
         time.sleep(0.2)

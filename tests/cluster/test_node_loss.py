@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import ray
-from conftest import WORKER_CPUS
 from images import encode, photo
 from PIL import Image as PILImage
 from pipelines import pipeline_from
@@ -66,7 +65,7 @@ def test_tiles_on_a_lost_node_run_again_elsewhere(cluster, tmp_path):
         assert started.wait(30)
         time.sleep(1.0)  # tiles in flight on both replicas
         kill_node(cluster, victim)
-        cluster.add_node(num_cpus=WORKER_CPUS, resources={"spot": 1})  # the replacement
+        cluster.add_node(num_cpus=cluster.worker_cpus, resources={"spot": 1})  # the replacement
         runner.join(120)
         assert "r" in result, "the run did not finish"
         out = np.asarray(PILImage.open(io.BytesIO(result["r"].output.data)))

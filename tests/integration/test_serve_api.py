@@ -102,3 +102,30 @@ def test_conductor_killed_mid_thread_resumes_from_checkpoints(api):
     after = {t.task_id: t for t in store.get_thread(thread_id).tasks}
     assert after["first"] == before  # finished before the kill: not run again
     assert after["decode"].checkpoint_key is not None
+
+
+def test_billing_actor_killed_mid_append_charges_each_task_once(api):
+    """The billing actor dies while charges are being appended: Ray restarts it and re-sends
+    the calls; charges are keyed by (thread, task), so none is lost and none is doubled."""
+    from tilemore_deployments.billing import NAME as BILLING
+    from tilemore_deployments.conductor import NAMESPACE
+
+    settings, auth, _ = api
+    imgs = [encode(noisy(photo(96, 64), 8, seed=100 + i), "PNG") for i in range(6)]
+    env = {"adjustments": {"master": {"algorithm": "bilateral"}}, "output_format": "png"}
+    ids = [submit(api, img, env).json()["thread_id"] for img in imgs]
+    for _ in range(3):  # while the threads' tasks are being charged
+        time.sleep(0.4)
+        ray.kill(ray.get_actor(BILLING, namespace=NAMESPACE), no_restart=False)
+    bodies = [wait(api, tid) for tid in ids]
+    assert [b["status"] for b in bodies] == ["done"] * len(ids), bodies
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    ops = http("GET", f"{settings.base_url}/billing/operations?date={today}",
+               headers=auth).json()["operations"]
+    for tid, body in zip(ids, bodies, strict=True):
+        mine = sorted(o["task_id"] for o in ops if o["thread_id"] == tid)
+        assert mine == sorted(t["id"] for t in body["tasks"])  # once each
+        assert sum(-Decimal(o["amount"]) for o in ops if o["thread_id"] == tid) == \
+            Decimal(body["credits_charged"])
+    report = SQLiteLedger(settings.database_path).verify()
+    assert report.ok, report

@@ -10,13 +10,22 @@ from __future__ import annotations
 import hashlib
 from typing import Protocol
 
-from tilemore.errors import TilemoreError
+from tilemore.errors import ServiceUnavailable, TilemoreError
 from tilemore.settings import Settings
 
 
-class BlobStoreError(TilemoreError):
+class BlobStoreError(ServiceUnavailable):
+    """The blob store cannot be written or read now; a thread that meets it waits and is
+    retried later, it does not fail."""
+
     code = "blob_store_unavailable"
-    status = 503
+
+
+class StorageFull(BlobStoreError):
+    """No space left where blobs are written: nothing half-written is kept."""
+
+    code = "blob_store_full"
+    retry_after = 30
 
 
 class BlobNotFound(TilemoreError):

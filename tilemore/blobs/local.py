@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
 from pathlib import Path
 
-from tilemore.blobs import BlobNotFound, BlobStoreError, blob_key
+from tilemore.blobs import BlobNotFound, BlobStoreError, StorageFull, blob_key
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 
@@ -40,7 +41,8 @@ class LocalBlobStore:
                 Path(tmp).unlink(missing_ok=True)
                 raise
         except OSError as exc:
-            raise BlobStoreError(f"cannot write blob {key[:12]}…: {exc.strerror or exc}") from None
+            cls = StorageFull if exc.errno in (errno.ENOSPC, errno.EDQUOT) else BlobStoreError
+            raise cls(f"cannot write blob {key[:12]}…: {exc.strerror or exc}") from None
         return key
 
     def get(self, key: str) -> bytes:

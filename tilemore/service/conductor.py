@@ -20,7 +20,7 @@ from tilemore.catalog import Catalog
 from tilemore.engine import checkpoint
 from tilemore.engine.backend import Backend
 from tilemore.engine.host import TaskStats
-from tilemore.errors import TilemoreError
+from tilemore.errors import ServiceUnavailable, TilemoreError
 from tilemore.pipeline.graph import TaskNode, build_graph
 from tilemore.pipeline.run import (
     Completed,
@@ -91,7 +91,10 @@ class Conductor:
         try:
             self.run_thread(thread_id)
             self._attempts.pop(thread_id, None)
-        except Exception as exc:  # noqa: BLE001 - a lost replica, an unreachable store…
+        except ServiceUnavailable as exc:  # a full disk, a database down: not the thread's
+            log.error("thread %s waits: %s (%s); the next sweep retries it", thread_id,
+                      exc.message, exc.code)
+        except Exception as exc:  # noqa: BLE001 - a lost replica, a broken store…
             attempts = self._attempts[thread_id] = self._attempts.get(thread_id, 0) + 1
             if attempts < self._max_attempts:
                 log.warning("thread %s: attempt %d failed (%s); the next sweep retries it",
@@ -176,6 +179,8 @@ class Conductor:
             self.threads.mark_canceled(thread_id)
             return "canceled"
         except TaskFailed as exc:
+            if isinstance(exc.error, ServiceUnavailable):
+                raise exc.error from None  # the thread waits for the store; it is not failed
             code = exc.error.code if isinstance(exc.error, TilemoreError) else "operator_failed"
             tries = f" (after {exc.attempts} attempts)" if exc.attempts > 1 else ""
             self.threads.fail_thread(thread_id, code, f"{exc.error}{tries}", exc.task_id)
