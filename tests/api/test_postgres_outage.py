@@ -66,3 +66,39 @@ def test_an_outage_is_a_503_with_retry_after_and_heals_itself(cluster, tmp_path)
         assert svc.ledger.verify().ok
     finally:
         svc.close()
+
+
+def test_a_thread_running_through_a_10_s_outage_completes_charged_once(cluster, tmp_path):
+    """The conductor meets the outage mid-thread: the thread waits (not failed), resumes
+    from its checkpoints once the database is back, and each task is charged exactly once."""
+    from pathlib import Path
+
+    data = Path(__file__).parents[1] / "data"
+    svc = Service(tmp_path, database_url=cluster.dsn, pipeline_paths=[data / "slow.yaml"])
+    svc.conductor._sweep_seconds = 0.5  # noqa: SLF001 - pick the thread up again soon
+    svc.conductor.start_sweeping()
+    try:
+        sent = svc.submit(image(3), {"adjustments": {}, "pipeline": "slow",
+                                     "output_format": "png"})
+        thread_id = sent.json()["thread_id"]
+        time.sleep(0.5)  # decode done, `first` spinning
+        cluster.stop()
+        time.sleep(10)
+        cluster.start()
+        deadline = time.monotonic() + 60
+        while True:  # 503s until the pool reconnects, then the thread finishes on its own
+            reply = http("GET", f"{svc.url}/threads/{thread_id}", headers=svc.auth())
+            if reply.status == 200 and reply.json()["status"] != "processing":
+                break
+            assert time.monotonic() < deadline, reply.body
+            time.sleep(0.2)
+        body = reply.json()
+        assert body["status"] == "done", body
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        ops = [o for o in http("GET", f"{svc.url}/billing/operations?date={today}",
+                               headers=svc.auth()).json()["operations"]
+               if o["thread_id"] == thread_id]
+        assert sorted(o["task_id"] for o in ops) == sorted(t["id"] for t in body["tasks"])
+        assert svc.ledger.verify().ok
+    finally:
+        svc.close()
