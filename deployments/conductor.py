@@ -50,5 +50,8 @@ class ConductorActor:
 
 def get_conductor(settings: Settings):
     """The service's conductor, started if it is not running yet."""
+    # On the head node (Ray gives it this resource), never on a spot worker: the tile
+    # coordinators it starts sit beside it, and a lost worker then costs only tiles.
     return ConductorActor.options(name=NAME, namespace=NAMESPACE, get_if_exists=True,
-                                  lifetime="detached").remote(settings)
+                                  lifetime="detached",
+                                  resources={"node:__internal_head__": 0.001}).remote(settings)

@@ -27,12 +27,13 @@ THREADS = 4
 REPO = Path(__file__).parents[2]
 
 
-def start(data_dir: Path, port: int) -> tuple[subprocess.Popen, str, str]:
+def start(data_dir: Path, port: int,
+          extra: dict[str, str] | None = None) -> tuple[subprocess.Popen, str, str]:
     """Start ``tilemore serve``; return the process, its Ray address and its banner."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS",
                                                                        "TILEMORE_"))}
     env |= {"TILEMORE_DATA_DIR": str(data_dir), "TILEMORE_PORT": str(port),
-            "TILEMORE_PIPELINE_PATHS": str(DATA / "slow.yaml")}
+            "TILEMORE_PIPELINE_PATHS": str(DATA / "slow.yaml")} | (extra or {})
     proc = subprocess.Popen([sys.executable, "-m", "tilemore.cli", "serve"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True,  # its own process group: Ray and all
@@ -115,6 +116,86 @@ def test_kill_9_and_restart(ray_session, tmp_path):
         assert answer["status"] == "processing" and answer["pipeline"] == "denoised", pasted
     finally:
         kill9(proc)
+
+
+def submit_threads(port: int, auth: dict[str, str], seed: int) -> list[str]:
+    ids = []
+    for i in range(THREADS):
+        img = encode(photo(64 + i, 48 + seed), "PNG")
+        body, ctype = multipart({"adjustments": {}, "pipeline": "slow"}, img)
+        reply = http("POST", f"http://127.0.0.1:{port}/demo/submitted/"
+                     f"{hashlib.sha256(img).hexdigest()}/", body, {"Content-Type": ctype, **auth})
+        assert reply.status == 202, reply.body
+        ids.append(reply.json()["thread_id"])
+    return ids
+
+
+def test_a_new_head_resumes_every_thread_from_postgres_and_s3(postgres_dsn, tmp_path):
+    """The whole cluster — head and all — is lost mid-run. A new one, on a new machine (a
+    fresh data folder) but the same PostgreSQL and S3, resumes every unfinished thread; every
+    thread completes, and no task is charged twice."""
+    import boto3
+    import psycopg
+    from moto.server import ThreadedMotoServer
+    from postgres import drop_schema, fresh_schema
+
+    from tilemore.billing.ledger import open_ledger
+    from tilemore.store import open_store
+
+    schema, dsn = fresh_schema(postgres_dsn)
+    s3_port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=s3_port, verbose=False)
+    moto.start()
+    creds = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+             "AWS_DEFAULT_REGION": "us-east-1"}
+    endpoint = f"http://127.0.0.1:{s3_port}"
+    boto3.client("s3", endpoint_url=endpoint, **{k.lower(): v for k, v in creds.items()
+                                                  if k != "AWS_DEFAULT_REGION"},
+                 region_name="us-east-1").create_bucket(Bucket="tilemore")
+    shared = creds | {"TILEMORE_DATABASE_URL": dsn, "TILEMORE_BLOB_STORE": "s3",
+                      "TILEMORE_S3_ENDPOINT": endpoint, "TILEMORE_S3_BUCKET": "tilemore",
+                      "TILEMORE_S3_REGION": "us-east-1"}
+    settings = Settings(database_url=dsn)
+    port = free_port()
+    try:
+        proc, _, _ = start(tmp_path / "head-1", port, shared)
+        token = (tmp_path / "head-1" / "demo-token").read_text().strip()
+        auth = {"Authorization": f"Token {token} Domain demo"}
+        try:
+            ids = submit_threads(port, auth, seed=7)
+            with open_store(settings) as store:
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline:  # lose the head once some work is done
+                    tasks = [t for tid in ids for t in store.get_thread(tid).tasks]
+                    if sum(t.status == "done" for t in tasks) >= THREADS + 2:
+                        break
+                    time.sleep(0.05)
+        finally:
+            kill9(proc)
+        with open_store(settings) as store:
+            assert any(store.get_thread(tid).status == "processing" for tid in ids)
+
+        proc, _, _ = start(tmp_path / "head-2", port, shared)  # nothing local carried over
+        try:
+            with open_store(settings) as store:
+                deadline = time.monotonic() + 180
+                while time.monotonic() < deadline:
+                    if all(store.get_thread(tid).status == "done" for tid in ids):
+                        break
+                    time.sleep(0.2)
+                assert {store.get_thread(tid).status for tid in ids} == {"done"}
+                tasks = {tid: [t.task_id for t in store.get_thread(tid).tasks] for tid in ids}
+        finally:
+            kill9(proc)
+        with open_ledger(settings) as ledger:
+            assert ledger.verify().ok
+        with psycopg.connect(dsn) as conn:  # every charge, as the ledger holds it
+            rows = conn.execute("SELECT thread_id, task_id FROM ledger WHERE kind = 'charge'"
+                                ).fetchall()
+        assert sorted(rows) == sorted((tid, t) for tid in ids for t in tasks[tid])
+    finally:
+        moto.stop()
+        drop_schema(postgres_dsn, schema)
 
 
 @pytest.fixture(autouse=True)

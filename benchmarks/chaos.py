@@ -1,0 +1,135 @@
+"""Chaos on a multi-node cluster (``ray.cluster_utils.Cluster`` on this machine): 100
+threads through the HTTP API while a worker node is killed ungracefully every 10 s (and a
+fresh one joins), against the same 100-thread load undisturbed, in the same run.
+
+Targets: 100 % of threads done, 0 duplicate charges, total time ≤ 2× undisturbed; recovery
+(from a node's loss to its replicas running on other nodes) ≤ 5 s + Ray's failure-detection
+timeout (here 1 s health checks × 3 misses).
+
+    python benchmarks/chaos.py [--threads 100] [--kill-every 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+from _common import machine, save
+from ray.cluster_utils import Cluster
+
+TESTS = Path(__file__).parents[1] / "tests"
+sys.path.insert(0, str(TESTS))  # the tests' service harness and images
+
+from images import encode, noisy, photo  # noqa: E402
+from service_harness import Service, http  # noqa: E402
+
+from tilemore.engine.ray_backend import RayBackend  # noqa: E402
+from tilemore.pipeline import build_graph  # noqa: E402
+
+WORKERS, WORKER_CPUS = 3, 8
+SYSTEM_CONFIG = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3,
+                 "health_check_initial_delay_ms": 1000, "health_check_timeout_ms": 1000}
+DETECTION_S = 3.0
+ENV = {"adjustments": {}, "pipeline": "chaos", "output_format": "png"}
+
+
+def actors_on(node_id: str) -> list[str]:
+    table = ray._private.state.state.actor_table(None)  # noqa: SLF001
+    return [a for a, info in table.items()
+            if info["State"] == "ALIVE" and info["Address"]["NodeID"] == node_id]
+
+
+def alive_elsewhere(actor_ids: list[str], dead: str) -> bool:
+    table = ray._private.state.state.actor_table  # noqa: SLF001
+    for a in actor_ids:
+        info = table(a)
+        if info.get("State") != "ALIVE" or info["Address"]["NodeID"] == dead:
+            return False
+    return True
+
+
+def run(svc: Service, cluster: Cluster, n: int, seed: int, kill_every: float | None,
+        rng: random.Random) -> dict:
+    imgs = [encode(noisy(photo(192, 128), 10, seed=seed * 1000 + i), "PNG") for i in range(n)]
+    started = time.monotonic()
+    ids = [svc.submit(img, ENV).json()["thread_id"] for img in imgs]
+    kills, recoveries, pending = 0, [], []  # pending: (kill time, node, its actors)
+    next_kill = started + (kill_every or 1e9)
+    while True:
+        bodies = [http("GET", f"{svc.url}/threads/{tid}", headers=svc.auth()).json()
+                  for tid in ids]
+        now = time.monotonic()
+        for item in list(pending):
+            if alive_elsewhere(item[2], item[1]):
+                recoveries.append(now - item[0])
+                pending.remove(item)
+        if all(b["status"] != "processing" for b in bodies):
+            break
+        if now >= next_kill:
+            victim = rng.choice(sorted(cluster.worker_nodes, key=lambda x: x.node_id))
+            on_it = actors_on(victim.node_id)
+            cluster.remove_node(victim, allow_graceful=False)
+            pending.append((time.monotonic(), victim.node_id, on_it))
+            cluster.add_node(num_cpus=WORKER_CPUS, resources={"spot": 1})
+            kills += 1
+            next_kill = time.monotonic() + kill_every
+        time.sleep(0.25)
+    seconds = time.monotonic() - started
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    ops = http("GET", f"{svc.url}/billing/operations?date={today}",
+               headers=svc.auth()).json()["operations"]
+    charged = [(o["thread_id"], o["task_id"]) for o in ops if o["thread_id"] in set(ids)]
+    tasks_per_thread = len(bodies[0]["tasks"])
+    return {"threads": n, "seconds": seconds, "done": sum(b["status"] == "done" for b in bodies),
+            "charges": len(charged), "duplicate_charges": len(charged) - len(set(charged)),
+            "missing_charges": n * tasks_per_thread - len(set(charged)), "kills": kills,
+            "recovery_s": recoveries}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=100)
+    ap.add_argument("--kill-every", type=float, default=10.0)
+    args = ap.parse_args()
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "include_dashboard": False, "_system_config": SYSTEM_CONFIG})
+    for _ in range(WORKERS):
+        cluster.add_node(num_cpus=WORKER_CPUS, resources={"spot": 1})
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+    svc = Service(Path(tempfile.mkdtemp(prefix="tilemore-chaos-")), credits="100000",
+                  pipeline_paths=[TESTS / "data" / "chaos.yaml"], replicas=2,
+                  tile_memory_bytes=2**22, backend=RayBackend)
+    try:
+        graph = build_graph(svc.catalog.pipeline("chaos"), {}, "png")
+        svc.backend.prepare([t.operator for t in graph.tasks])
+        rng = random.Random(2026)
+        calm = run(svc, cluster, args.threads, 1, None, rng)
+        chaos = run(svc, cluster, args.threads, 2, args.kill_every, rng)
+    finally:
+        svc.close()
+        ray.shutdown()
+        cluster.shutdown()
+    ratio = chaos["seconds"] / calm["seconds"]
+    rec = chaos["recovery_s"]
+    worst = max(rec) if rec else float("nan")
+    save("chaos", {"machine": machine(), "undisturbed": calm, "chaos": chaos, "ratio": ratio,
+                   "detection_timeout_s": DETECTION_S, "kill_every_s": args.kill_every})
+    print(f"{args.threads} threads, {WORKERS} worker nodes × {WORKER_CPUS} logical CPUs, "
+          f"on {machine()}")
+    print(f"  undisturbed: {calm['seconds']:.1f} s, {calm['done']} done")
+    print(f"  a node killed every {args.kill_every:.0f} s: {chaos['seconds']:.1f} s, "
+          f"{chaos['done']} done, {chaos['kills']} kills, {chaos['duplicate_charges']} duplicate"
+          f" and {chaos['missing_charges']} missing charges")
+    print(f"  ratio {ratio:.2f} (target ≤ 2.0); recovery worst {worst:.1f} s, mean "
+          f"{sum(rec) / max(len(rec), 1):.1f} s over {len(rec)} kills (target ≤ 5 s + "
+          f"{DETECTION_S:.0f} s detection)")
+
+
+if __name__ == "__main__":
+    main()
