@@ -19,6 +19,7 @@ from postgres import drop_schema, fresh_schema
 from tilemore.billing.ledger import Ledger, open_ledger
 from tilemore.settings import Settings
 from tilemore.store import open_store
+from tilemore.store.errors import ErrorIndexSQL, open_error_index
 
 NAMES = ("sqlite", "postgres")
 
@@ -53,6 +54,9 @@ class Backend:
 
     def ledger(self, clock: Callable[[], float] = time.time) -> Ledger:
         return self._keep(open_ledger(self.settings(), clock))
+
+    def errors(self) -> ErrorIndexSQL:
+        return self._keep(open_error_index(self.settings()))
 
     def sibling(self) -> Backend:
         """Another, empty database of the same kind (hypothesis runs many examples in one

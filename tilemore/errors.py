@@ -153,3 +153,11 @@ class DatabaseUnavailable(ServiceUnavailable):
 
     code = "database_unavailable"
     retry_after = 2
+
+
+class InvalidSearch(TilemoreError):
+    """An error search the index cannot run: ``empty_query``, ``invalid_query`` (syntax the
+    database rejects, or no searchable word), ``invalid_limit``."""
+
+    code = "invalid_query"
+    status = 400

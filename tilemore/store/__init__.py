@@ -1,8 +1,10 @@
-"""Durable records: task threads with their tasks, and domains with their tokens.
+"""Durable records: task threads with their tasks, domains with their tokens, and the index
+of failed tasks' errors.
 
 The repositories are protocols; :func:`open_store` gives the embedded SQLite store
 (:mod:`tilemore.store.sqlite`) or, when ``TILEMORE_DATABASE_URL`` names a server, the
 PostgreSQL one (:mod:`tilemore.store.postgres`), and the API and the conductor do not notice.
+:func:`tilemore.store.errors.open_error_index` does the same for the :class:`ErrorIndex`.
 """
 
 from __future__ import annotations
@@ -153,6 +155,49 @@ class TokenRepository(Protocol):
     def find_token(self, secret: str) -> TokenInfo | None: ...
 
     def list_tokens(self, domain: str) -> list[TokenInfo]: ...
+
+
+@dataclass(frozen=True)
+class ErrorRecord:
+    """One failed run of a task: a retried attempt (``final`` False) or the failure that
+    ended its thread."""
+
+    domain: str
+    account: str
+    thread_id: str
+    task_id: str
+    operator: str
+    error_type: str  # the exception's class: ``ZeroDivisionError``, ``pkg.module.Error``
+    message: str
+    traceback: str
+    attempt: int  # 1 for the first run
+    final: bool
+    at: float  # time.time()
+
+
+@dataclass(frozen=True)
+class ErrorHit:
+    """A search result: the record, its relevance (higher is better) and a snippet with the
+    matched words between ``«`` and ``»``."""
+
+    id: int
+    record: ErrorRecord
+    score: float
+    snippet: str
+
+
+class ErrorIndex(Protocol):
+    def record_error(self, error: ErrorRecord) -> None: ...
+
+    def search_errors(self, query: str, *, domain: str | None, account: str | None = None,
+                      thread_id: str | None = None, operator: str | None = None,
+                      limit: int = 20) -> list[ErrorHit]:
+        """The best matches of ``query`` (full-text), best first and newest first among
+        equals, within ``domain`` (None: every domain) and the other filters given. A query
+        the database cannot parse, an empty one or a limit out of range is
+        :class:`~tilemore.errors.InvalidSearch`."""
+
+    def close(self) -> None: ...
 
 
 def open_store(settings: Any) -> Any:
