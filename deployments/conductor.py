@@ -14,8 +14,10 @@ from tilemore.catalog import Catalog
 from tilemore.engine.ray_backend import RayBackend
 from tilemore.engine.ray_cluster import NodeGuard
 from tilemore.service.conductor import Conductor
+from tilemore.service.ecs import EcsErrorLog
 from tilemore.settings import Settings
 from tilemore.store import open_store
+from tilemore.store.errors import open_error_index
 
 NAME = "tilemore-conductor"
 NAMESPACE = "tilemore"
@@ -33,7 +35,9 @@ class ConductorActor:
         backend.prepare(catalog.operators_in_use())
         self.conductor = Conductor(store, open_blob_store(settings), catalog, backend,
                                    billing=get_billing(settings),
-                                   concurrency=settings.conductor_concurrency)
+                                   concurrency=settings.conductor_concurrency,
+                                   errors=open_error_index(settings),
+                                   error_log=EcsErrorLog(settings.errors_log_path))
         self.conductor.start_sweeping()
         # Replicas leave draining nodes (a preemption notice, an autoscaler's drain) at once.
         self.guard = NodeGuard(backend.evacuate, settings.preemption_provider,

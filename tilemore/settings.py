@@ -46,7 +46,7 @@ class Settings(BaseModel):
     database: Path | None = Field(None, description="SQLite file (default: data_dir/tilemore.db)")
     database_url: str | None = Field(
         None, description="postgresql://user:password@host:port/database: threads, domains, "
-        "tokens and the ledger in PostgreSQL instead of the SQLite file"
+        "tokens, the ledger and the error index in PostgreSQL instead of the SQLite file"
     )
     blob_store: Literal["local", "s3"] = "local"
     blob_dir: Path | None = Field(None, description="local blobs (default: data_dir/blobs)")
@@ -55,6 +55,11 @@ class Settings(BaseModel):
     s3_prefix: str = ""
     s3_region: str | None = None
     presign_seconds: int = Field(3600, ge=60, description="lifetime of result links on S3")
+    errors_log_path: Path | None = Field(
+        None, description="append every failed task's error here too, one Elastic Common "
+        "Schema JSON line each (for Filebeat or Elastic Agent); unset: the tilemore.errors.ecs "
+        "logger only"
+    )
 
     # HTTP
     host: str = Field("127.0.0.1", description="the Serve proxy binds here; 0.0.0.0 exposes it")

@@ -30,7 +30,9 @@ from tilemore.pipeline.run import (
     TaskFailed,
     run_graph,
 )
-from tilemore.store import ResultInfo, TaskRecord, ThreadRecord, ThreadRepository
+from tilemore.service.ecs import EcsErrorLog
+from tilemore.service.failures import FailureRecorder
+from tilemore.store import ErrorIndex, ResultInfo, TaskRecord, ThreadRecord, ThreadRepository
 
 log = logging.getLogger("tilemore.conductor")
 
@@ -38,9 +40,13 @@ log = logging.getLogger("tilemore.conductor")
 class Conductor:
     def __init__(self, threads: ThreadRepository, blobs: BlobStore, catalog: Catalog,
                  backend: Backend, billing: Billing | None = None, concurrency: int = 16,
-                 sweep_seconds: float = 5.0, max_attempts: int = 3) -> None:
+                 sweep_seconds: float = 5.0, max_attempts: int = 3,
+                 errors: ErrorIndex | None = None, error_log: EcsErrorLog | None = None) -> None:
+        """``errors`` indexes every failed run of a task for search, and ``error_log`` writes
+        it as an ECS line (default: to the ``tilemore.errors.ecs`` logger only)."""
         self.threads, self.blobs, self.catalog, self.backend = threads, blobs, catalog, backend
         self.billing = billing
+        self.failures = FailureRecorder(errors, error_log)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="thread")
         self._active: set[str] = set()
         self._lock = threading.Lock()
@@ -169,6 +175,7 @@ class Conductor:
             log.warning("thread %s: task %s failed (%s: %s); retry %d in %.1f s", thread_id,
                         r.task.id, type(r.failure.error).__name__, r.failure.error, r.failures,
                         r.delay)
+            self.failures.retried(rec, r)  # a retried attempt is searchable too
 
         try:
             result = run_graph(graph, data, self.backend, finished, completed=completed,
@@ -181,6 +188,7 @@ class Conductor:
         except TaskFailed as exc:
             if isinstance(exc.error, ServiceUnavailable):
                 raise exc.error from None  # the thread waits for the store; it is not failed
+            self.failures.failed(rec, exc)  # indexed and logged before the thread ends
             code = exc.error.code if isinstance(exc.error, TilemoreError) else "operator_failed"
             tries = f" (after {exc.attempts} attempts)" if exc.attempts > 1 else ""
             self.threads.fail_thread(thread_id, code, f"{exc.error}{tries}", exc.task_id)
