@@ -14,6 +14,7 @@ from tilemore.blobs import open_blob_store
 from tilemore.catalog import Catalog
 from tilemore.settings import Settings
 from tilemore.store import open_store
+from tilemore.store.errors import open_error_index
 
 app = create_app()
 
@@ -26,7 +27,8 @@ class Ingress:
         conductor = get_conductor(settings)
         use_service(ApiService(store, store, open_blob_store(settings), Catalog.load(settings),
                                settings, handoff=lambda tid: conductor.submit.remote(tid),
-                               billing=get_billing(settings)))
+                               billing=get_billing(settings),
+                               errors=open_error_index(settings)))
 
 
 def build_app(settings: Settings) -> serve.Application:

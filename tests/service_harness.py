@@ -29,8 +29,10 @@ from tilemore.catalog import Catalog
 from tilemore.engine import LocalBackend
 from tilemore.engine.backend import Backend
 from tilemore.service.conductor import Conductor
+from tilemore.service.ecs import EcsErrorLog
 from tilemore.settings import Settings
 from tilemore.store import open_store
+from tilemore.store.errors import open_error_index
 
 
 def free_port() -> int:
@@ -94,10 +96,12 @@ class Service:
         self.backend = backend(self.settings)
         self.ledger = open_ledger(self.settings)
         self.billing = Billing(self.ledger)
+        self.errors = open_error_index(self.settings)
         self.conductor = Conductor(self.store, self.blobs, self.catalog, self.backend,
-                                   billing=self.billing)
+                                   billing=self.billing, errors=self.errors,
+                                   error_log=EcsErrorLog(self.settings.errors_log_path))
         self.api = ApiService(self.store, self.store, self.blobs, self.catalog, self.settings,
-                              self.conductor.submit, billing=self.billing)
+                              self.conductor.submit, billing=self.billing, errors=self.errors)
         self.store.create_domain("acme")
         self.store.create_domain("rival")
         for domain in ("acme", "rival"):
@@ -150,6 +154,7 @@ class Service:
         self.backend.close()
         self.billing.close()
         self.ledger.close()
+        self.errors.close()
         self.store.close()
 
 

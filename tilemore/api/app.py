@@ -14,6 +14,7 @@ from tilemore import __version__
 from tilemore.api.billing import add_billing_routes
 from tilemore.api.body import read_limited
 from tilemore.api.envelope import check_meta_parts
+from tilemore.api.errors import add_error_routes
 from tilemore.api.service import Answer, ApiService
 from tilemore.errors import ServiceUnavailable, TilemoreError
 
@@ -75,6 +76,7 @@ def create_app(api: ApiService | None = None) -> FastAPI:
         return JSONResponse(answer.body, status_code=answer.status_code, headers=answer.headers)
 
     add_billing_routes(app, service)
+    add_error_routes(app, service)
 
     @app.get("/healthz", tags=["service"])
     async def healthz() -> dict[str, str]:

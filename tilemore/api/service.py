@@ -35,7 +35,13 @@ from tilemore.catalog import Catalog
 from tilemore.errors import Conflict, Forbidden, NotFound
 from tilemore.pipeline.graph import TaskGraph, build_graph
 from tilemore.settings import Settings
-from tilemore.store import NewThread, ThreadRecord, ThreadRepository, TokenRepository
+from tilemore.store import (
+    ErrorIndex,
+    NewThread,
+    ThreadRecord,
+    ThreadRepository,
+    TokenRepository,
+)
 
 REPLAYED = "Idempotent-Replayed"
 
@@ -62,10 +68,11 @@ class Answer:
 class ApiService:
     def __init__(self, threads: ThreadRepository, tokens: TokenRepository, blobs: BlobStore,
                  catalog: Catalog, settings: Settings, handoff: Callable[[str], None],
-                 billing: Billing) -> None:
+                 billing: Billing, errors: ErrorIndex | None = None) -> None:
         self.threads, self.tokens, self.blobs = threads, tokens, blobs
         self.catalog, self.settings, self.handoff = catalog, settings, handoff
         self.billing = billing
+        self.errors = errors  # failed tasks' errors, for GET /errors
 
     def authenticate(self, header: str | None) -> Caller:
         return authenticate(self.tokens, header)
@@ -160,19 +167,19 @@ class ApiService:
                            output_format)
 
     def thread(self, caller: Caller, thread_id: str, base_url: str) -> Answer:
-        return self._answer(self._own(caller, thread_id), base_url)
+        return self._answer(self.own_thread(caller, thread_id), base_url)
 
     def cancel(self, caller: Caller, thread_id: str, base_url: str) -> Answer:
-        record = self._own(caller, thread_id)
+        record = self.own_thread(caller, thread_id)
         if record.status != "processing":
             raise Conflict(f"the thread is already {record.status}", code="already_finished")
         self.threads.request_cancel(thread_id)
-        return self._answer(self._own(caller, thread_id), base_url)
+        return self._answer(self.own_thread(caller, thread_id), base_url)
 
     def result(self, caller: Caller, thread_id: str, filename: str) -> tuple[str, Any]:
         """("redirect", url) where the blob store has direct links, else ("bytes", (data,
         content type))."""
-        record = self._own(caller, thread_id)
+        record = self.own_thread(caller, thread_id)
         if record.result is None:
             raise NotFound(f"the thread is {record.status}; it has no result",
                            code="no_result")
@@ -184,7 +191,7 @@ class ApiService:
             return "redirect", link
         return "bytes", (self.blobs.get(r.key), r.content_type)
 
-    def _own(self, caller: Caller, thread_id: str) -> ThreadRecord:
+    def own_thread(self, caller: Caller, thread_id: str) -> ThreadRecord:
         """A domain sees its threads and its sub-accounts'; a sub-account only its own."""
         record = self.threads.get_thread(thread_id)
         if record is None:

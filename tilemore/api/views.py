@@ -1,11 +1,11 @@
-"""How a thread record looks on the wire."""
+"""How records look on the wire: a thread, a searched error."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from tilemore.store import ThreadRecord
+from tilemore.store import ErrorHit, ThreadRecord
 
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
 
@@ -52,3 +52,17 @@ def thread_body(rec: ThreadRecord, base_url: str) -> dict[str, Any]:
     if rec.error_code is not None:
         body["error"] = {"code": rec.error_code, "message": rec.error_message}
     return body
+
+
+def search_body(query: str | None, hits: list[ErrorHit]) -> dict[str, Any]:
+    """The answer of ``GET /errors`` (and ``tilemore errors search --json``)."""
+    return {"query": query, "count": len(hits), "errors": [_error(h) for h in hits]}
+
+
+def _error(hit: ErrorHit) -> dict[str, Any]:
+    e = hit.record
+    return {"id": hit.id, "time": iso(e.at), "domain": e.domain, "account": e.account,
+            "thread_id": e.thread_id, "task_id": e.task_id, "operator": e.operator,
+            "attempt": e.attempt, "final": e.final, "type": e.error_type,
+            "message": e.message, "snippet": hit.snippet, "score": round(hit.score, 6),
+            "traceback": e.traceback}
