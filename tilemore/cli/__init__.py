@@ -8,6 +8,7 @@ import click
 
 from tilemore.cli.admin import admin_cmd
 from tilemore.cli.billing import billing_cmd
+from tilemore.cli.error_search import errors_cmd
 from tilemore.cli.errors import CLIError, report
 from tilemore.cli.listing import operators_cmd, pipelines_cmd
 from tilemore.cli.run import run_cmd
@@ -27,6 +28,7 @@ cli.add_command(pipelines_cmd)
 cli.add_command(serve_cmd)
 cli.add_command(admin_cmd)
 cli.add_command(billing_cmd)
+cli.add_command(errors_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
-"""The service's store and ledger as one CLI command uses them: opened from the settings,
-closed when the command ends (a PostgreSQL pool must not outlive it)."""
+"""The service's store, ledger and error index as one CLI command uses them: opened from the
+settings, closed when the command ends (a PostgreSQL pool must not outlive it)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import click
 
 from tilemore.billing.ledger import Ledger, open_ledger
 from tilemore.settings import Settings
-from tilemore.store import open_store
+from tilemore.store import ErrorIndex, open_store
+from tilemore.store.errors import open_error_index
 
 
 def cli_store(settings: Settings | None = None) -> Any:
@@ -20,3 +21,8 @@ def cli_store(settings: Settings | None = None) -> Any:
 def cli_ledger(settings: Settings | None = None) -> Ledger:
     return click.get_current_context().with_resource(
         open_ledger(settings or Settings.from_env()))
+
+
+def cli_error_index(settings: Settings | None = None) -> ErrorIndex:
+    return click.get_current_context().with_resource(
+        open_error_index(settings or Settings.from_env()))
