@@ -39,6 +39,7 @@ def thread_body(rec: ThreadRecord, base_url: str) -> dict[str, Any]:
             for t in rec.tasks
         ],
         "qc": rec.qc,
+        "trace_id": rec.trace_id,  # the OpenTelemetry trace of its runs; null: not traced
     }
     if rec.cancel_requested and rec.status == "processing":
         body["cancel_requested"] = True

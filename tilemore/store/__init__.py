@@ -83,6 +83,7 @@ class ThreadRecord:
     qc: list[dict[str, Any]] = field(default_factory=list)
     cancel_requested: bool = False
     tasks: list[TaskRecord] = field(default_factory=list)
+    trace_id: str | None = None  # the OpenTelemetry trace of its runs (32 hex digits)
 
 
 class ThreadRepository(Protocol):
@@ -113,6 +114,9 @@ class ThreadRepository(Protocol):
     def mark_canceled(self, thread_id: str) -> None: ...
 
     def unfinished_threads(self) -> list[str]: ...
+
+    def set_trace_id(self, thread_id: str, trace_id: str) -> None:
+        """Remember the thread's OpenTelemetry trace, so its answer points to it."""
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,16 @@ class Connection:
             cur.executemany(_dialect(sql), rows)
 
 
+def _add_column(conn: psycopg.Connection[Any], table: str, column: str, kind: str) -> None:
+    # Looked up first: ALTER TABLE takes an exclusive lock on the table even when IF NOT
+    # EXISTS makes it a no-op, and would queue every reader behind a long transaction.
+    present = conn.execute(
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
+        " AND table_name = %s AND column_name = %s", (table, column)).fetchone()
+    if present is None:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+
+
 def describe(url: str) -> str:
     """Where a URL points, without its password: ``host:port/database``."""
     parts = conninfo_to_dict(url)
@@ -69,10 +79,12 @@ def describe(url: str) -> str:
 
 
 class PostgresDatabase:
-    def __init__(self, url: str, schema: str, write_lock: int | None = None) -> None:
+    def __init__(self, url: str, schema: str, write_lock: int | None = None,
+                 added_columns: Sequence[tuple[str, str, str]] = ()) -> None:
         """``write_lock``: an advisory lock key every write transaction takes first, where
         writes read-then-write shared state (the ledger's chain and balances) and must be
-        serialised as SQLite's ``BEGIN IMMEDIATE`` serialises them."""
+        serialised as SQLite's ``BEGIN IMMEDIATE`` serialises them. ``added_columns``:
+        (table, column, type) that a database made by an older release lacks."""
         self.url = url
         self.where = describe(url)
         self._write_lock = write_lock
@@ -82,6 +94,8 @@ class PostgresDatabase:
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
                     conn.execute(schema.format(**TYPES))
+                    for table, column, kind in added_columns:
+                        _add_column(conn, table, column, kind.format(**TYPES))
         except psycopg.OperationalError as exc:
             raise self._unavailable(exc) from exc
         self._pool = ConnectionPool(

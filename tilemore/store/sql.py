@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS threads (
     error_code TEXT,
     error_message TEXT,
     qc TEXT NOT NULL DEFAULT '[]',
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    trace_id TEXT
 );
 CREATE INDEX IF NOT EXISTS threads_unfinished ON threads(status) WHERE status = 'processing';
 CREATE TABLE IF NOT EXISTS tasks (
@@ -84,6 +85,13 @@ CREATE TABLE IF NOT EXISTS tasks (
     PRIMARY KEY (thread_id, task_id)
 );
 """
+
+# Columns added to a table after its first release: (table, column, type). A database made
+# before then gets them when a process opens it (CREATE TABLE IF NOT EXISTS leaves an
+# existing table as it was); each backend adds only what is missing.
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("threads", "trace_id", "TEXT"),
+)
 
 
 class SQLStore:
@@ -257,6 +265,11 @@ class SQLStore:
                            " ORDER BY created_at")
         return [r["id"] for r in rows]
 
+    def set_trace_id(self, thread_id: str, trace_id: str) -> None:
+        # Not a state change: updated_at stays as it was.
+        with self._tx() as db:
+            db.execute("UPDATE threads SET trace_id = ? WHERE id = ?", (trace_id, thread_id))
+
 
 def _hash(secret: str) -> str:
     # Tokens are 256 random bits: a plain SHA-256 is enough (no dictionary to guard against).
@@ -294,4 +307,5 @@ def _thread(row: Row, tasks: list[TaskRecord]) -> ThreadRecord:
         result=ResultInfo(**result) if result else None, error_code=row["error_code"],
         error_message=row["error_message"], qc=json.loads(row["qc"]),
         cancel_requested=bool(row["cancel_requested"]), tasks=tasks,
+        trace_id=row["trace_id"],
     )

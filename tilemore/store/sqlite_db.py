@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
@@ -20,7 +20,10 @@ TYPES = {"real": "REAL", "amount": "TEXT", "seq": "INTEGER PRIMARY KEY AUTOINCRE
 
 
 class SQLiteDatabase:
-    def __init__(self, path: Path | str, schema: str) -> None:
+    def __init__(self, path: Path | str, schema: str,
+                 added_columns: Sequence[tuple[str, str, str]] = ()) -> None:
+        """``added_columns``: (table, column, type) that a file made by an older release
+        lacks; each missing one is added (SQLite has no ``ADD COLUMN IF NOT EXISTS``)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
@@ -32,6 +35,18 @@ class SQLiteDatabase:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(schema.format(**TYPES))
+            for table, column, kind in added_columns:
+                self._add_column(table, column, kind.format(**TYPES))
+
+    def _add_column(self, table: str, column: str, kind: str) -> None:
+        present = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+        if column in present:
+            return
+        try:
+            self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        except sqlite3.OperationalError as exc:  # another process added it meanwhile
+            if "duplicate column" not in str(exc):
+                raise
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
