@@ -44,6 +44,7 @@ class TaskStats:
     pid: int
     failure: TaskFailure | None = None
     checkpoint: str | None = None  # blob key of the stored output, when checkpointing
+    tiles: int = 0  # tiles the backend split the task into; 0: run whole on one replica
 
     @property
     def seconds(self) -> float:

@@ -82,10 +82,12 @@ def fan_out(hosts: list[Any], task_id: str, operator_name: str, params: Operator
             exact: bool, halo: int, image: Image) -> tuple[Any, TaskStats]:
     """Failures come back as data in the stats, as a replica's do."""
     started = time.time()
+    tiles = 0
     try:
         replicas = Replicas(hosts)
         h, w = image.height, image.width
         queue = plan_tiles(h, w, replicas.call("tile_side"), halo)
+        tiles = len(queue)  # as planned: a tile re-run after a loss is still one tile
         in_flight: dict[Any, tuple[Tile, int]] = {}
         done: list[tuple[Tile, Any]] = []
         losses: dict[Tile, int] = {}
@@ -126,5 +128,5 @@ def fan_out(hosts: list[Any], task_id: str, operator_name: str, params: Operator
         failure = TaskFailure(exc if isinstance(exc, TilemoreError) else RuntimeError(repr(exc)),
                               traceback.format_exc())
     stats = TaskStats(task_id, operator_name, started, time.time(), image.megapixels,
-                      socket.gethostname(), os.getpid(), failure, key)
+                      socket.gethostname(), os.getpid(), failure, key, tiles)
     return output, stats
