@@ -15,6 +15,7 @@ from tilemore.engine.ray_backend import RayBackend
 from tilemore.engine.ray_cluster import NodeGuard
 from tilemore.service.conductor import Conductor
 from tilemore.service.ecs import EcsErrorLog
+from tilemore.service.tracing import Tracer
 from tilemore.settings import Settings
 from tilemore.store import open_store
 from tilemore.store.errors import open_error_index
@@ -37,7 +38,8 @@ class ConductorActor:
                                    billing=get_billing(settings),
                                    concurrency=settings.conductor_concurrency,
                                    errors=open_error_index(settings),
-                                   error_log=EcsErrorLog(settings.errors_log_path))
+                                   error_log=EcsErrorLog(settings.errors_log_path),
+                                   tracer=Tracer.from_settings(settings))
         self.conductor.start_sweeping()
         # Replicas leave draining nodes (a preemption notice, an autoscaler's drain) at once.
         self.guard = NodeGuard(backend.evacuate, settings.preemption_provider,

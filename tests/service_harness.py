@@ -30,6 +30,7 @@ from tilemore.engine import LocalBackend
 from tilemore.engine.backend import Backend
 from tilemore.service.conductor import Conductor
 from tilemore.service.ecs import EcsErrorLog
+from tilemore.service.tracing import Tracer
 from tilemore.settings import Settings
 from tilemore.store import open_store
 from tilemore.store.errors import open_error_index
@@ -97,9 +98,11 @@ class Service:
         self.ledger = open_ledger(self.settings)
         self.billing = Billing(self.ledger)
         self.errors = open_error_index(self.settings)
+        self.tracer = Tracer.from_settings(self.settings)
         self.conductor = Conductor(self.store, self.blobs, self.catalog, self.backend,
                                    billing=self.billing, errors=self.errors,
-                                   error_log=EcsErrorLog(self.settings.errors_log_path))
+                                   error_log=EcsErrorLog(self.settings.errors_log_path),
+                                   tracer=self.tracer)
         self.api = ApiService(self.store, self.store, self.blobs, self.catalog, self.settings,
                               self.conductor.submit, billing=self.billing, errors=self.errors)
         self.store.create_domain("acme")
@@ -151,6 +154,7 @@ class Service:
         self.server.should_exit = True
         self.thread.join(timeout=10)
         self.conductor.close()
+        self.tracer.shutdown()  # exports what is left
         self.backend.close()
         self.billing.close()
         self.ledger.close()

@@ -78,6 +78,20 @@ class Settings(BaseModel):
     )
     preemption_poll_seconds: float = Field(2.0, gt=0, le=60)
 
+    # OpenTelemetry traces: one per thread, a span per task
+    tracing: Literal["off", "console", "otlp"] = Field(
+        "off", description="where the conductor sends its traces: nowhere, to stdout, or to "
+        "an OTLP/HTTP collector at otlp_endpoint"
+    )
+    otlp_endpoint: str | None = Field(
+        None, description="the collector's OTLP/HTTP traces URL, e.g. "
+        "http://collector:4318/v1/traces (unset: OTEL_EXPORTER_OTLP_*, else localhost:4318)"
+    )
+    otlp_timeout: float = Field(
+        10.0, gt=0, le=300, description="seconds one export to the collector may take, "
+        "retries included; spans wait in a bounded queue meanwhile, threads never do"
+    )
+
     @field_validator("database_url")
     @classmethod
     def _postgres_only(cls, url: str | None) -> str | None:
@@ -88,6 +102,16 @@ class Settings(BaseModel):
             got = f"a {scheme}:// URL" if scheme else "not a URL"
             raise ValueError(f"must be a postgresql:// URL (PostgreSQL is the one database "
                              f"server Tilemore supports; unset, it uses SQLite), got {got}")
+        return url
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        # OTLP over HTTP only (no gRPC client is installed): refused at start-up, not by
+        # the first export.
+        if url and not url.lower().startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL (OTLP over HTTP), such as "
+                             "http://collector:4318/v1/traces")
         return url
 
     @property

@@ -85,12 +85,7 @@ def test_a_new_conductor_resumes_and_skips_finished_tasks(backend):
     Conductor(store, blobs, catalog, first).run_thread(rec.id)
     done = store.get_thread(rec.id)
     assert done.status == "done"
-    # Pretend the service died after `decode`: shifter and encoder never finished.
-    with store._tx() as db:  # noqa: SLF001 - setting up a crash by hand
-        db.execute("UPDATE threads SET status = 'processing', result = NULL WHERE id = ?",
-                   (rec.id,))
-        db.execute("UPDATE tasks SET status = 'pending', checkpoint_key = NULL WHERE"
-                   " thread_id = ? AND task_id != 'decode'", (rec.id,))
+    died_after_decode(store, rec.id)
     decode_before = store.get_thread(rec.id).tasks[0]
 
     assert store.unfinished_threads() == [rec.id]
@@ -102,6 +97,15 @@ def test_a_new_conductor_resumes_and_skips_finished_tasks(backend):
     assert resumed.result.sha256 == done.result.sha256  # and the same bytes as before
     ran = {op.name for op in second._hosts}  # noqa: SLF001 - which replicas were needed
     assert ran == {"shifter", "encoder"}
+
+
+def died_after_decode(store, thread_id: str) -> None:
+    """Pretend the service died after `decode`: shifter and encoder never finished."""
+    with store._tx() as db:  # noqa: SLF001 - setting up a crash by hand
+        db.execute("UPDATE threads SET status = 'processing', result = NULL WHERE id = ?",
+                   (thread_id,))
+        db.execute("UPDATE tasks SET status = 'pending', checkpoint_key = NULL WHERE"
+                   " thread_id = ? AND task_id != 'decode'", (thread_id,))
 
 
 def _service_parts(backend):

@@ -32,6 +32,7 @@ from tilemore.pipeline.run import (
 )
 from tilemore.service.ecs import EcsErrorLog
 from tilemore.service.failures import FailureRecorder
+from tilemore.service.tracing import NO_TRACE, ThreadTrace, Tracer
 from tilemore.store import ErrorIndex, ResultInfo, TaskRecord, ThreadRecord, ThreadRepository
 
 log = logging.getLogger("tilemore.conductor")
@@ -41,11 +42,14 @@ class Conductor:
     def __init__(self, threads: ThreadRepository, blobs: BlobStore, catalog: Catalog,
                  backend: Backend, billing: Billing | None = None, concurrency: int = 16,
                  sweep_seconds: float = 5.0, max_attempts: int = 3,
-                 errors: ErrorIndex | None = None, error_log: EcsErrorLog | None = None) -> None:
+                 errors: ErrorIndex | None = None, error_log: EcsErrorLog | None = None,
+                 tracer: Tracer | None = None) -> None:
         """``errors`` indexes every failed run of a task for search, and ``error_log`` writes
-        it as an ECS line (default: to the ``tilemore.errors.ecs`` logger only)."""
+        it as an ECS line (default: to the ``tilemore.errors.ecs`` logger only). ``tracer``
+        gets a trace per thread and a span per task (default: none)."""
         self.threads, self.blobs, self.catalog, self.backend = threads, blobs, catalog, backend
         self.billing = billing
+        self.tracer = tracer or Tracer(None)
         self.failures = FailureRecorder(errors, error_log)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="thread")
         self._active: set[str] = set()
@@ -124,15 +128,29 @@ class Conductor:
         if rec.status != "processing":
             self._release(rec)
             return rec.status
-        status = self._run(rec)
+        status = self._run_traced(rec)
         self._release(rec)  # what was set aside and not charged goes back
         return status
+
+    def _run_traced(self, rec: ThreadRecord) -> str:
+        """``_run`` inside the thread's trace. A resumed thread keeps the trace id it had; the
+        record keeps the id so that the thread's answer leads to its trace."""
+        attributes = {"pipeline": rec.pipeline, "domain": rec.domain, "account": rec.account}
+        with self.tracer.thread_span(rec.id, trace_id=rec.trace_id, **attributes) as trace:
+            if trace.trace_id is not None and trace.trace_id != rec.trace_id:
+                try:
+                    self.threads.set_trace_id(rec.id, trace.trace_id)
+                except Exception as exc:  # noqa: BLE001 - tracing never fails a thread
+                    log.warning("thread %s: trace id not recorded: %s", rec.id, exc)
+            status = self._run(rec, trace)
+            trace.finished(status)
+            return status
 
     def _release(self, rec: ThreadRecord) -> None:
         if self.billing is not None:
             self.billing.release(rec.idem_key)
 
-    def _run(self, rec: ThreadRecord) -> str:
+    def _run(self, rec: ThreadRecord, trace: ThreadTrace = NO_TRACE) -> str:
         thread_id = rec.id
         if rec.cancel_requested:
             self.threads.mark_canceled(thread_id)
@@ -156,7 +174,9 @@ class Conductor:
         data = self.blobs.get(rec.input_key) if len(completed) < len(ids) else b""
 
         def started(task: TaskNode) -> None:
-            self.threads.task_started(thread_id, task.id, time.time())
+            now = time.time()
+            trace.task_started(task.id, now)  # a retried task's span starts at its first run
+            self.threads.task_started(thread_id, task.id, now)
 
         def finished(p: Progress) -> None:
             s = p.task
@@ -170,12 +190,14 @@ class Conductor:
                     hold=rec.idem_key)
             self.threads.task_done(thread_id, s.task_id, s.started, s.finished, s.megapixels,
                                    s.checkpoint)
+            trace.task_span(s)  # the worker's own times, tiles and megapixels
 
         def retrying(r: Retry) -> None:  # not charged: only a finished task is
             log.warning("thread %s: task %s failed (%s: %s); retry %d in %.1f s", thread_id,
                         r.task.id, type(r.failure.error).__name__, r.failure.error, r.failures,
                         r.delay)
-            self.failures.retried(rec, r)  # a retried attempt is searchable too
+            self.failures.retried(rec, r, trace.trace_id)  # a retried attempt is searchable too
+            trace.task_retried(r, time.time())  # an event on the task's span
 
         try:
             result = run_graph(graph, data, self.backend, finished, completed=completed,
@@ -188,7 +210,8 @@ class Conductor:
         except TaskFailed as exc:
             if isinstance(exc.error, ServiceUnavailable):
                 raise exc.error from None  # the thread waits for the store; it is not failed
-            self.failures.failed(rec, exc)  # indexed and logged before the thread ends
+            self.failures.failed(rec, exc, trace.trace_id)  # indexed and logged before it ends
+            trace.task_failed(exc, time.time())  # the task's span, in error
             code = exc.error.code if isinstance(exc.error, TilemoreError) else "operator_failed"
             tries = f" (after {exc.attempts} attempts)" if exc.attempts > 1 else ""
             self.threads.fail_thread(thread_id, code, f"{exc.error}{tries}", exc.task_id)

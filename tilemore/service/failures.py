@@ -33,24 +33,26 @@ class FailureRecorder:
         self.index = index
         self.ecs = ecs or EcsErrorLog()
 
-    def retried(self, thread: ThreadRecord, retry: Retry) -> None:
-        """A run of a task failed and its policy runs it again."""
+    def retried(self, thread: ThreadRecord, retry: Retry, trace_id: str | None = None) -> None:
+        """A run of a task failed and its policy runs it again. ``trace_id``: the thread's
+        OpenTelemetry trace, for the ECS line (logs and traces meet on it in Kibana)."""
         self._record(thread, retry.task.id, retry.task.operator.name, retry.failure.error,
-                     retry.failure.traceback, retry.failures, final=False)
+                     retry.failure.traceback, retry.failures, final=False, trace_id=trace_id)
 
-    def failed(self, thread: ThreadRecord, exc: TaskFailed) -> None:
+    def failed(self, thread: ThreadRecord, exc: TaskFailed, trace_id: str | None = None) -> None:
         """A task failed for good: its thread ends ``failed``."""
         self._record(thread, exc.task_id, exc.operator, exc.error, exc.traceback,
-                     exc.attempts, final=True)
+                     exc.attempts, final=True, trace_id=trace_id)
 
     def _record(self, thread: ThreadRecord, task_id: str, operator: str,
-                failure: BaseException, traceback: str, attempt: int, *, final: bool) -> None:
+                failure: BaseException, traceback: str, attempt: int, *, final: bool,
+                trace_id: str | None) -> None:
         error = ErrorRecord(
             domain=thread.domain, account=thread.account, thread_id=thread.id,
             task_id=task_id, operator=operator, error_type=error_type(failure),
             message=str(failure), traceback=traceback or "", attempt=attempt, final=final,
             at=time.time())
-        self.ecs.emit(error)
+        self.ecs.emit(error, trace_id)
         if self.index is None:
             return
         try:
