@@ -183,6 +183,7 @@ def test_tiles_fan_out_across_replicas(tmp_path):
     from PIL import Image as PILImage
     out = np.asarray(PILImage.open(io.BytesIO(result.output.data)))
     assert np.array_equal(out, box_blur_twice(src))  # stitched = whole-image result
+    assert result.stats["blur"].tiles == 8  # reported, for the task's trace span
     assert blur_seconds < 8 * 0.3 * 0.75, f"8 tiles of 0.3 s took {blur_seconds:.2f} s"
     assert wall > 0
 
