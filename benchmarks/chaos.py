@@ -3,8 +3,9 @@ threads through the HTTP API while a worker node is killed ungracefully every 10
 fresh one joins), against the same 100-thread load undisturbed, in the same run.
 
 Targets: 100 % of threads done, 0 duplicate charges, total time ≤ 2× undisturbed; recovery
-(from a node's loss to its replicas running on other nodes) ≤ 5 s + Ray's failure-detection
-timeout (here 1 s health checks × 3 misses).
+(from a node's loss to each affected task running again elsewhere) ≤ 5 s + Ray's
+failure-detection timeout (here 1 s health checks × 3 misses). Also reported: the time until
+every replica of the lost node is alive on another node.
 
     python benchmarks/chaos.py [--threads 100] [--kill-every 10]
 """
@@ -59,6 +60,7 @@ def run(svc: Service, cluster: Cluster, n: int, seed: int, kill_every: float | N
     started = time.monotonic()
     ids = [svc.submit(img, ENV).json()["thread_id"] for img in imgs]
     kills, recoveries, pending = 0, [], []  # pending: (kill time, node, its actors)
+    in_flight: list[tuple[float, set]] = []  # (kill time, tasks running then)
     next_kill = started + (kill_every or 1e9)
     while True:
         bodies = [http("GET", f"{svc.url}/threads/{tid}", headers=svc.auth()).json()
@@ -73,7 +75,10 @@ def run(svc: Service, cluster: Cluster, n: int, seed: int, kill_every: float | N
         if now >= next_kill:
             victim = rng.choice(sorted(cluster.worker_nodes, key=lambda x: x.node_id))
             on_it = actors_on(victim.node_id)
+            running = {(tid, t.task_id) for tid in ids
+                       for t in svc.store.get_thread(tid).tasks if t.status == "running"}
             cluster.remove_node(victim, allow_graceful=False)
+            in_flight.append((time.time(), running))
             pending.append((time.monotonic(), victim.node_id, on_it))
             cluster.add_node(num_cpus=WORKER_CPUS, resources={"spot": 1})
             kills += 1
@@ -85,10 +90,18 @@ def run(svc: Service, cluster: Cluster, n: int, seed: int, kill_every: float | N
                headers=svc.auth()).json()["operations"]
     charged = [(o["thread_id"], o["task_id"]) for o in ops if o["thread_id"] in set(ids)]
     tasks_per_thread = len(bodies[0]["tasks"])
+    # A task running at a kill that started again afterwards was on the lost node: from the
+    # kill to its new start (on the worker, recorded when it finished) is its recovery.
+    task_recovery = []
+    for killed_at, running in in_flight:
+        for tid, task_id in running:
+            t = next(t for t in svc.store.get_thread(tid).tasks if t.task_id == task_id)
+            if t.started_at is not None and t.started_at > killed_at:
+                task_recovery.append(t.started_at - killed_at)
     return {"threads": n, "seconds": seconds, "done": sum(b["status"] == "done" for b in bodies),
             "charges": len(charged), "duplicate_charges": len(charged) - len(set(charged)),
             "missing_charges": n * tasks_per_thread - len(set(charged)), "kills": kills,
-            "recovery_s": recoveries}
+            "recovery_s": recoveries, "task_recovery_s": task_recovery}
 
 
 def main() -> None:
@@ -126,9 +139,13 @@ def main() -> None:
     print(f"  a node killed every {args.kill_every:.0f} s: {chaos['seconds']:.1f} s, "
           f"{chaos['done']} done, {chaos['kills']} kills, {chaos['duplicate_charges']} duplicate"
           f" and {chaos['missing_charges']} missing charges")
-    print(f"  ratio {ratio:.2f} (target ≤ 2.0); recovery worst {worst:.1f} s, mean "
-          f"{sum(rec) / max(len(rec), 1):.1f} s over {len(rec)} kills (target ≤ 5 s + "
-          f"{DETECTION_S:.0f} s detection)")
+    tasks = chaos["task_recovery_s"]
+    print(f"  ratio {ratio:.2f} (target ≤ 2.0)")
+    print(f"  recovery, kill → an affected task running again elsewhere: worst "
+          f"{max(tasks, default=float('nan')):.1f} s, mean {sum(tasks) / max(len(tasks), 1):.1f}"
+          f" s over {len(tasks)} tasks (target ≤ 5 s + {DETECTION_S:.0f} s detection)")
+    print(f"  kill → every replica of the lost node alive elsewhere: worst {worst:.1f} s, mean "
+          f"{sum(rec) / max(len(rec), 1):.1f} s over {len(rec)} kills")
 
 
 if __name__ == "__main__":
