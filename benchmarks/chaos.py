@@ -26,13 +26,14 @@ from ray.cluster_utils import Cluster
 TESTS = Path(__file__).parents[1] / "tests"
 sys.path.insert(0, str(TESTS))  # the tests' service harness and images
 
+from cluster.nodes import WORKER_CPUS, add_worker, kill_and_replace  # noqa: E402
 from images import encode, noisy, photo  # noqa: E402
 from service_harness import Service, http  # noqa: E402
 
 from tilemore.engine.ray_backend import RayBackend  # noqa: E402
 from tilemore.pipeline import build_graph  # noqa: E402
 
-WORKERS, WORKER_CPUS = 3, 8
+WORKERS = ("cpu", "cpu", "gpu")  # the stand-in GPU node runs the pipeline's gpu-invert
 SYSTEM_CONFIG = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3,
                  "health_check_initial_delay_ms": 1000, "health_check_timeout_ms": 1000}
 DETECTION_S = 3.0
@@ -77,10 +78,10 @@ def run(svc: Service, cluster: Cluster, n: int, seed: int, kill_every: float | N
             on_it = actors_on(victim.node_id)
             running = {(tid, t.task_id) for tid in ids
                        for t in svc.store.get_thread(tid).tasks if t.status == "running"}
-            cluster.remove_node(victim, allow_graceful=False)
-            in_flight.append((time.time(), running))
-            pending.append((time.monotonic(), victim.node_id, on_it))
-            cluster.add_node(num_cpus=WORKER_CPUS, resources={"spot": 1})
+            killed_at, killed_mono = time.time(), time.monotonic()
+            kill_and_replace(cluster, victim)  # a fresh node of its kind joins
+            in_flight.append((killed_at, running))
+            pending.append((killed_mono, victim.node_id, on_it))
             kills += 1
             next_kill = time.monotonic() + kill_every
         time.sleep(0.25)
@@ -111,8 +112,9 @@ def main() -> None:
     args = ap.parse_args()
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "include_dashboard": False, "_system_config": SYSTEM_CONFIG})
-    for _ in range(WORKERS):
-        cluster.add_node(num_cpus=WORKER_CPUS, resources={"spot": 1})
+    cluster.kinds = {}
+    for kind in WORKERS:
+        add_worker(cluster, kind)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
     svc = Service(Path(tempfile.mkdtemp(prefix="tilemore-chaos-")), credits="100000",
@@ -133,7 +135,7 @@ def main() -> None:
     worst = max(rec) if rec else float("nan")
     save("chaos", {"machine": machine(), "undisturbed": calm, "chaos": chaos, "ratio": ratio,
                    "detection_timeout_s": DETECTION_S, "kill_every_s": args.kill_every})
-    print(f"{args.threads} threads, {WORKERS} worker nodes × {WORKER_CPUS} logical CPUs, "
+    print(f"{args.threads} threads, {len(WORKERS)} worker nodes × {WORKER_CPUS} logical CPUs, "
           f"on {machine()}")
     print(f"  undisturbed: {calm['seconds']:.1f} s, {calm['done']} done")
     print(f"  a node killed every {args.kill_every:.0f} s: {chaos['seconds']:.1f} s, "

@@ -39,6 +39,13 @@ class Invert(Operator):
         return image.with_rgb(255 - image.rgb())
 
 
+class GpuInvert(Invert):
+    """Invert, on nodes of the kind the multi-node tests stand in for GPU nodes with."""
+
+    name = "gpu-invert"
+    resources = Resources(num_cpus=1, custom={"gpu_node": 1})
+
+
 class Counter(Operator):
     """Writes how often this replica was set up and called into the image's ``extra``."""
 

@@ -53,6 +53,10 @@ class Resources(BaseModel):
     gpu_optional: bool = Field(
         False, description="runs on CPU where the cluster has no GPU (num_gpus then 0)"
     )
+    custom: dict[str, float] = Field(
+        default_factory=dict, description="custom Ray resources a replica holds, e.g. a node "
+        "kind such as {'a100': 1} declared by the cluster config's worker types"
+    )
 
 
 class Price(BaseModel):

@@ -15,7 +15,8 @@ import pytest
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-WORKER_CPUS = 8  # logical: replicas hold theirs for life, the 2 real cores bound the work
+from .nodes import add_worker  # noqa: E402
+
 # How fast a dead node is noticed: the raylet's health checks, every 1 s, 3 misses.
 SYSTEM_CONFIG = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3,
                  "health_check_initial_delay_ms": 1000, "health_check_timeout_ms": 1000}
@@ -26,10 +27,10 @@ def cluster():
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
     c = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "include_dashboard": False, "_system_config": SYSTEM_CONFIG})
-    for _ in range(2):
-        c.add_node(num_cpus=WORKER_CPUS, resources={"spot": 1})
+    c.kinds = {}
+    for kind in ("cpu", "cpu", "gpu"):
+        add_worker(c, kind)
     c.wait_for_nodes()
-    c.worker_cpus = WORKER_CPUS  # for replacement nodes
     ray.init(address=c.address, logging_level=logging.WARNING)
     yield c
     ray.shutdown()

@@ -18,6 +18,8 @@ from tilemore.engine import LocalBackend
 from tilemore.engine.ray_backend import RayBackend
 from tilemore.pipeline import build_graph, run_graph
 
+from .nodes import kill_and_replace
+
 DATA = Path(__file__).parents[1] / "data"
 THREADS = 24
 ENV = {"adjustments": {"master": {"branches": {"slow": {"seconds": 1.5}}}}, "pipeline": "chaos",
@@ -66,7 +68,7 @@ def test_threads_complete_while_worker_nodes_die(cluster, svc):
 
     # A worker node dies every 2 s and a fresh one joins (from this thread: Ray's Cluster
     # only adds nodes from the main thread), while the threads run.
-    kills: list[str] = []
+    kills: list[str] = []  # the kinds of node killed
     rng = random.Random(7)
     deadline = time.monotonic() + 240
     next_kill = time.monotonic() + 1.5
@@ -76,15 +78,21 @@ def test_threads_complete_while_worker_nodes_die(cluster, svc):
         if all(b["status"] != "processing" for b in bodies):
             break
         if time.monotonic() >= next_kill and len(kills) < 3:
-            victim = rng.choice(sorted(cluster.worker_nodes, key=lambda n: n.node_id))
-            cluster.remove_node(victim, allow_graceful=False)
-            cluster.add_node(num_cpus=cluster.worker_cpus, resources={"spot": 1})
-            kills.append(victim.node_id)
+            nodes = sorted(cluster.worker_nodes, key=lambda n: n.node_id)
+            if not kills:  # first a stand-in GPU node: its replicas must find the new one
+                nodes = [n for n in nodes if cluster.kinds.get(n.node_id) == "gpu"]
+            kills.append(kill_and_replace(cluster, rng.choice(nodes)))
             next_kill = time.monotonic() + 2.0
         time.sleep(0.2)
     assert len(kills) >= 1, "the run ended before any node was killed"
     assert [b["status"] for b in bodies] == ["done"] * THREADS, [
         b.get("error") for b in bodies if b["status"] != "done"]
+    # placement: the stand-in GPU operator's replicas live on stand-in GPU nodes only
+    gpu_nodes = {n for n, kind in cluster.kinds.items() if kind == "gpu"}
+    flip = build_graph(svc.catalog.pipeline("chaos"), {}, "png").task("master/flip").operator
+    table = ray._private.state.state.actor_table  # noqa: SLF001
+    assert {table(a._actor_id.hex())["Address"]["NodeID"]  # noqa: SLF001
+            for a in svc.backend.replicas(flip)} <= gpu_nodes
     for body, want in zip(bodies, expected, strict=True):
         got = http("GET", body["result"]["url"], headers=svc.auth())
         assert got.body == want  # byte-identical to the undisturbed run

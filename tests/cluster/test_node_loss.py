@@ -16,14 +16,15 @@ from tilemore.engine.ray_backend import RayBackend
 from tilemore.pipeline import build_graph, run_graph
 from tilemore.settings import Settings
 
+from .nodes import kill_and_replace
+
 
 def node_of(actor) -> str:
     return ray._private.state.state.actor_table(actor._actor_id.hex())["Address"]["NodeID"]
 
 
 def kill_node(cluster, node_id: str) -> None:
-    node = next(n for n in cluster.worker_nodes if n.node_id == node_id)
-    cluster.remove_node(node, allow_graceful=False)
+    kill_and_replace(cluster, next(n for n in cluster.worker_nodes if n.node_id == node_id))
 
 
 def wait_for_free_cpus(total: float, seconds: float = 60) -> float:
@@ -64,8 +65,7 @@ def test_tiles_on_a_lost_node_run_again_elsewhere(cluster, tmp_path):
         runner.start()
         assert started.wait(30)
         time.sleep(1.0)  # tiles in flight on both replicas
-        kill_node(cluster, victim)
-        cluster.add_node(num_cpus=cluster.worker_cpus, resources={"spot": 1})  # the replacement
+        kill_node(cluster, victim)  # and a replacement joins
         runner.join(120)
         assert "r" in result, "the run did not finish"
         out = np.asarray(PILImage.open(io.BytesIO(result["r"].output.data)))

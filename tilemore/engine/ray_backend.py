@@ -86,8 +86,8 @@ class RayBackend:
             # restarting actor would otherwise fail at once. Only system failures count;
             # an operator's own exception still goes to its retry policy.
             actor_cls = ray.remote(OperatorHost).options(
-                num_cpus=res.num_cpus, num_gpus=gpus, max_restarts=-1,
-                max_task_retries=LOST_REPLICA_RETRIES,
+                num_cpus=res.num_cpus, num_gpus=gpus, resources=dict(res.custom) or None,
+                max_restarts=-1, max_task_retries=LOST_REPLICA_RETRIES,
             )
             pool.extend(actor_cls.remote(operator, self.settings)
                         for _ in range(wanted - len(pool)))
