@@ -33,7 +33,7 @@ from service_harness import Service, http  # noqa: E402
 from tilemore.engine.ray_backend import RayBackend  # noqa: E402
 from tilemore.pipeline import build_graph  # noqa: E402
 
-WORKERS = ("cpu", "cpu", "gpu")  # the stand-in GPU node runs the pipeline's gpu-invert
+WORKERS = ("cpu", "cpu", "gpu", "gpu")  # stand-in GPU nodes run the pipeline's gpu-invert
 SYSTEM_CONFIG = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3,
                  "health_check_initial_delay_ms": 1000, "health_check_timeout_ms": 1000}
 DETECTION_S = 3.0
