@@ -18,6 +18,17 @@ def pipeline_from(tmp_path: Path, body: str, name: str = "t") -> Pipeline:
     return load_pipeline(path, OperatorRegistry.with_builtins())
 
 
+def one_stage(tmp_path: Path, stage: str, operator: str, extra: str = "") -> Pipeline:
+    """decode → ``stage`` running ``operator`` (``extra``: more of its YAML mapping, such as
+    ``", retry: {...}"``) → a PNG encoder."""
+    return pipeline_from(tmp_path, f"""
+        stages:
+          - {{name: decode, operator: decode}}
+          - {{name: {stage}, operator: {operator}{extra}}}
+          - {{name: encoder, operator: encoder, params: {{format: png}}}}
+    """)
+
+
 TWO_SPINNERS = """
 algorithms:
   race:

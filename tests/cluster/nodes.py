@@ -4,7 +4,10 @@ there only). A killed node is replaced by one of its own kind, as an autoscaler 
 
 from __future__ import annotations
 
+import time
 from typing import Any
+
+import ray
 
 WORKER_CPUS = 8  # logical: replicas hold theirs for life, the 2 real cores bound the work
 KINDS: dict[str, dict[str, float]] = {"cpu": {"spot": 1}, "gpu": {"spot": 1, "gpu_node": 2}}
@@ -23,3 +26,23 @@ def kill_and_replace(cluster: Any, node: Any) -> str:
     cluster.remove_node(node, allow_graceful=False)
     add_worker(cluster, kind)
     return kind
+
+
+def actor_info(actor: Any) -> dict[str, Any]:
+    """The GCS's record of an actor (the state API would need the dashboard)."""
+    return ray._private.state.state.actor_table(actor._actor_id.hex())  # noqa: SLF001
+
+
+def node_of(actor: Any) -> str:
+    return actor_info(actor)["Address"]["NodeID"]
+
+
+def cpus_all_free(total: float, seconds: float = 60) -> bool:
+    """Whether every CPU is free again within ``seconds`` (nothing leaked), as Ray's own
+    chaos tests check."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if ray.available_resources().get("CPU", 0) >= total:
+            return True
+        time.sleep(0.5)
+    return False

@@ -18,7 +18,7 @@ from tilemore.engine import LocalBackend
 from tilemore.engine.ray_backend import RayBackend
 from tilemore.pipeline import build_graph, run_graph
 
-from .nodes import kill_and_replace
+from .nodes import cpus_all_free, kill_and_replace, node_of
 
 DATA = Path(__file__).parents[1] / "data"
 THREADS = 24
@@ -37,15 +37,6 @@ def undisturbed(svc: Service, imgs: list[bytes]) -> list[bytes]:
         return [run_graph(graph, img, local).output.data for img in imgs]
     finally:
         local.close()
-
-
-def free_cpus_return(total: float, seconds: float = 60) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if ray.available_resources().get("CPU", 0) >= total:
-            return True
-        time.sleep(0.5)
-    return False
 
 
 @pytest.fixture
@@ -90,9 +81,7 @@ def test_threads_complete_while_worker_nodes_die(cluster, svc):
     # placement: the stand-in GPU operator's replicas live on stand-in GPU nodes only
     gpu_nodes = {n for n, kind in cluster.kinds.items() if kind == "gpu"}
     flip = build_graph(svc.catalog.pipeline("chaos"), {}, "png").task("master/flip").operator
-    table = ray._private.state.state.actor_table  # noqa: SLF001
-    assert {table(a._actor_id.hex())["Address"]["NodeID"]  # noqa: SLF001
-            for a in svc.backend.replicas(flip)} <= gpu_nodes
+    assert {node_of(a) for a in svc.backend.replicas(flip)} <= gpu_nodes
     for body, want in zip(bodies, expected, strict=True):
         got = http("GET", body["result"]["url"], headers=svc.auth())
         assert got.body == want  # byte-identical to the undisturbed run
@@ -106,4 +95,4 @@ def test_threads_complete_while_worker_nodes_die(cluster, svc):
         mine = [o for o in ops if o["thread_id"] == tid]
         assert sum(-Decimal(o["amount"]) for o in mine) == Decimal(body["credits_charged"])
     svc.backend.close()
-    assert free_cpus_return(total), "CPUs held after the run: something leaked"
+    assert cpus_all_free(total), "CPUs held after the run: something leaked"

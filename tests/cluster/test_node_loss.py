@@ -9,43 +9,24 @@ import numpy as np
 import ray
 from images import encode, photo
 from PIL import Image as PILImage
-from pipelines import pipeline_from
+from pipelines import one_stage
 from test_ops import box_blur_twice
 
 from tilemore.engine.ray_backend import RayBackend
 from tilemore.pipeline import build_graph, run_graph
 from tilemore.settings import Settings
 
-from .nodes import kill_and_replace
-
-
-def node_of(actor) -> str:
-    return ray._private.state.state.actor_table(actor._actor_id.hex())["Address"]["NodeID"]
+from .nodes import actor_info, cpus_all_free, kill_and_replace, node_of
 
 
 def kill_node(cluster, node_id: str) -> None:
     kill_and_replace(cluster, next(n for n in cluster.worker_nodes if n.node_id == node_id))
 
 
-def wait_for_free_cpus(total: float, seconds: float = 60) -> float:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        free = ray.available_resources().get("CPU", 0)
-        if free >= total:
-            return free
-        time.sleep(0.5)
-    return ray.available_resources().get("CPU", 0)
-
-
 def test_tiles_on_a_lost_node_run_again_elsewhere(cluster, tmp_path):
     import io
 
-    p = pipeline_from(tmp_path, """
-        stages:
-          - {name: decode, operator: decode}
-          - {name: blur, operator: tiled-blur}
-          - {name: encoder, operator: encoder, params: {format: png}}
-    """)
+    p = one_stage(tmp_path, "blur", "tiled-blur")
     src = photo(256, 128)  # 8 tiles of 64 px at this memory budget, 0.6 s each
     graph = build_graph(p, {"blur": {"seconds": 0.6}})
     blur = graph.task("blur").operator
@@ -73,9 +54,8 @@ def test_tiles_on_a_lost_node_run_again_elsewhere(cluster, tmp_path):
         # the lost tiles ran again inside the task: the task itself did not fail
         assert [(r.task.id, r.failure.error) for r in retries if r.task.id == "blur"] == []
         assert all(node_of(a) != victim for a in backend.replicas(blur))
-        table = ray._private.state.state.actor_table
-        assert table(backend.replicas(blur)[0]._actor_id.hex())["NumRestarts"] >= 1
+        assert actor_info(backend.replicas(blur)[0])["NumRestarts"] >= 1
     finally:
         backend.close()
     # nothing leaks: every CPU is free again (as Ray's own chaos tests check)
-    assert wait_for_free_cpus(total) >= total
+    assert cpus_all_free(total)

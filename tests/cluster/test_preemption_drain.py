@@ -7,18 +7,15 @@ import threading
 import time
 
 import pytest
-import ray
 from fake_metadata import FakeMetadata
 from images import encode, photo
-from pipelines import pipeline_from
+from pipelines import one_stage
 
 from tilemore.engine.ray_backend import RayBackend
 from tilemore.engine.ray_cluster import NodeGuard, draining_nodes
 from tilemore.pipeline import build_graph, run_graph
 
-
-def node_of(actor) -> str:
-    return ray._private.state.state.actor_table(actor._actor_id.hex())["Address"]["NodeID"]
+from .nodes import node_of
 
 
 @pytest.fixture
@@ -29,12 +26,7 @@ def meta():
 
 
 def test_a_preemption_notice_moves_the_work_off_its_node(cluster, tmp_path, meta):
-    p = pipeline_from(tmp_path, """
-        stages:
-          - {name: decode, operator: decode}
-          - {name: work, operator: spin}
-          - {name: encoder, operator: encoder, params: {format: png}}
-    """)
+    p = one_stage(tmp_path, "work", "spin")
     graph = build_graph(p, {"work": {"seconds": 4.0}})
     spin = graph.task("work").operator
     backend = RayBackend()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import ray
 from images import encode, noisy, photo
-from pipelines import TWO_SPINNERS, pipeline_from
+from pipelines import TWO_SPINNERS, one_stage, pipeline_from
 
 from tilemore.engine import LocalBackend
 from tilemore.engine.host import TaskStats
@@ -161,12 +161,7 @@ def test_tiles_fan_out_across_replicas(tmp_path):
 
     from tilemore.settings import Settings
 
-    p = pipeline_from(tmp_path, """
-        stages:
-          - {name: decode, operator: decode}
-          - {name: blur, operator: tiled-blur}
-          - {name: encoder, operator: encoder, params: {format: png}}
-    """)
+    p = one_stage(tmp_path, "blur", "tiled-blur")
     src = photo(256, 128)  # 8 tiles of 64 px at this memory budget
     backend = RayBackend(Settings(replicas=2, tile_memory_bytes=2**22))
     try:
@@ -203,12 +198,7 @@ def test_a_gpu_operator_falls_back_to_cpu_without_gpus(ray_backend):
 def test_a_replica_killed_mid_task_is_retried_on_its_restart(tmp_path, ray_backend):
     """The actor dies under a running task (as when its node goes): the task runs again on
     the restarted replica, and the thread completes as if nothing happened."""
-    p = pipeline_from(tmp_path, """
-        stages:
-          - {name: decode, operator: decode}
-          - {name: work, operator: spin}
-          - {name: encoder, operator: encoder, params: {format: png}}
-    """)
+    p = one_stage(tmp_path, "work", "spin")
     graph = build_graph(p, {"work": {"seconds": 2.0}})
     spin = graph.task("work").operator
     ray_backend.prepare([t.operator for t in graph.tasks])

@@ -64,23 +64,10 @@ def test_kill_9_and_restart(ray_session, tmp_path):
     assert address != ray_session  # its own cluster, so kill -9 takes all of it down
     token = (tmp_path / "demo-token").read_text().strip()
     auth = {"Authorization": f"Token {token} Domain demo"}
-    ids = []
     try:
-        for i in range(THREADS):
-            img = encode(photo(64 + i, 48), "PNG")
-            body, ctype = multipart({"adjustments": {}, "pipeline": "slow"}, img)
-            reply = http("POST", f"http://127.0.0.1:{port}/demo/submitted/"
-                         f"{hashlib.sha256(img).hexdigest()}/", body,
-                         {"Content-Type": ctype, **auth})
-            assert reply.status == 202, reply.body
-            ids.append(reply.json()["thread_id"])
+        ids = submit_threads(port, auth, seed=0)
         store = SQLiteStore(Settings(data_dir=tmp_path).database_path)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # kill once some work is done, not all
-            tasks = [t for tid in ids for t in store.get_thread(tid).tasks]
-            if sum(t.status == "done" for t in tasks) >= THREADS + 2:
-                break
-            time.sleep(0.05)
+        until_some_work_is_done(store, ids)  # kill once some work is done, not all
     finally:
         kill9(proc)
 
@@ -116,6 +103,16 @@ def test_kill_9_and_restart(ray_session, tmp_path):
         assert answer["status"] == "processing" and answer["pipeline"] == "denoised", pasted
     finally:
         kill9(proc)
+
+
+def until_some_work_is_done(store, ids: list[str]) -> None:
+    """Wait until a few tasks are done — not all, so the loss comes mid-run."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        tasks = [t for tid in ids for t in store.get_thread(tid).tasks]
+        if sum(t.status == "done" for t in tasks) >= THREADS + 2:
+            return
+        time.sleep(0.05)
 
 
 def submit_threads(port: int, auth: dict[str, str], seed: int) -> list[str]:
@@ -164,12 +161,7 @@ def test_a_new_head_resumes_every_thread_from_postgres_and_s3(postgres_dsn, tmp_
         try:
             ids = submit_threads(port, auth, seed=7)
             with open_store(settings) as store:
-                deadline = time.monotonic() + 120
-                while time.monotonic() < deadline:  # lose the head once some work is done
-                    tasks = [t for tid in ids for t in store.get_thread(tid).tasks]
-                    if sum(t.status == "done" for t in tasks) >= THREADS + 2:
-                        break
-                    time.sleep(0.05)
+                until_some_work_is_done(store, ids)  # lose the head then
         finally:
             kill9(proc)
         with open_store(settings) as store:

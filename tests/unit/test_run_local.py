@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from images import encode, photo
 from PIL import Image as PILImage
-from pipelines import TWO_SPINNERS, pipeline_from
+from pipelines import TWO_SPINNERS, one_stage, pipeline_from
 
 from tilemore.engine import LocalBackend
 from tilemore.pipeline import build_graph, run_graph
@@ -74,16 +74,12 @@ def test_branches_overlap_on_threads(tmp_path, backend):
     assert a.started < b.finished and b.started < a.finished
 
 
-FLAKY = """
-    stages:
-      - {name: decode, operator: decode}
-      - {name: shaky, operator: flaky%s}
-      - {name: encoder, operator: encoder, params: {format: png}}
-"""
+def flaky(tmp_path, retry: str = ""):
+    return one_stage(tmp_path, "shaky", "flaky", f", retry: {retry}" if retry else "")
 
 
 def test_a_transient_failure_is_retried_with_backoff(tmp_path, backend):
-    p = pipeline_from(tmp_path, FLAKY % "")
+    p = flaky(tmp_path)
     counter = tmp_path / "calls"
     retries, done = [], []
     g = build_graph(p, {"shaky": {"failures": 2, "counter": str(counter)}})
@@ -98,7 +94,7 @@ def test_a_transient_failure_is_retried_with_backoff(tmp_path, backend):
 
 
 def test_a_task_out_of_retries_fails_with_its_error(tmp_path, backend):
-    p = pipeline_from(tmp_path, FLAKY % "")
+    p = flaky(tmp_path)
     g = build_graph(p, {"shaky": {"failures": 99, "counter": str(tmp_path / "calls")}})
     done = []
     with pytest.raises(TaskFailed) as info:
@@ -115,7 +111,7 @@ def test_a_task_out_of_retries_fails_with_its_error(tmp_path, backend):
     ("{max_retries: 5, backoff_seconds: 0}", "4"),
 ])
 def test_the_pipeline_file_overrides_the_policy(tmp_path, backend, retry, calls):
-    p = pipeline_from(tmp_path, FLAKY % f", retry: {retry}")
+    p = flaky(tmp_path, retry)
     g = build_graph(p, {"shaky": {"failures": 3, "counter": str(tmp_path / "calls")}})
     if calls == "4":
         run_graph(g, encode(photo(32, 32)), backend)
@@ -148,7 +144,7 @@ def test_a_retry_reads_its_inputs_again_from_their_checkpoints(tmp_path):
 
     local = LocalBackend(settings)
     try:
-        p = pipeline_from(tmp_path, FLAKY % "")
+        p = flaky(tmp_path)
         g = build_graph(p, {"shaky": {"failures": 1, "counter": str(tmp_path / "calls")}})
         result = run_graph(g, encode(photo(32, 24)), local, reload=reload)
     finally:
