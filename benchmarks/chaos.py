@@ -61,7 +61,7 @@ def run(svc: Service, cluster: Cluster, n: int, seed: int, kill_every: float | N
     started = time.monotonic()
     ids = [svc.submit(img, ENV).json()["thread_id"] for img in imgs]
     kills, recoveries, pending = 0, [], []  # pending: (kill time, node, its actors)
-    in_flight: list[tuple[float, set]] = []  # (kill time, tasks running then)
+    killed: list[float] = []  # time.time() of each kill
     next_kill = started + (kill_every or 1e9)
     while True:
         bodies = [http("GET", f"{svc.url}/threads/{tid}", headers=svc.auth()).json()
@@ -76,11 +76,9 @@ def run(svc: Service, cluster: Cluster, n: int, seed: int, kill_every: float | N
         if now >= next_kill:
             victim = rng.choice(sorted(cluster.worker_nodes, key=lambda x: x.node_id))
             on_it = actors_on(victim.node_id)
-            running = {(tid, t.task_id) for tid in ids
-                       for t in svc.store.get_thread(tid).tasks if t.status == "running"}
-            killed_at, killed_mono = time.time(), time.monotonic()
+            killed.append(time.time())
+            killed_mono = time.monotonic()
             kill_and_replace(cluster, victim)  # a fresh node of its kind joins
-            in_flight.append((killed_at, running))
             pending.append((killed_mono, victim.node_id, on_it))
             kills += 1
             next_kill = time.monotonic() + kill_every
@@ -91,14 +89,18 @@ def run(svc: Service, cluster: Cluster, n: int, seed: int, kill_every: float | N
                headers=svc.auth()).json()["operations"]
     charged = [(o["thread_id"], o["task_id"]) for o in ops if o["thread_id"] in set(ids)]
     tasks_per_thread = len(bodies[0]["tasks"])
-    # A task running at a kill that started again afterwards was on the lost node: from the
-    # kill to its new start (on the worker, recorded when it finished) is its recovery.
+    # The affected tasks are those whose run was lost with its replica: each such loss is
+    # in the error index (a retried attempt, ReplicaLost). Recovery: from the kill before the
+    # loss to the task's successful run starting on its new replica (the worker's clock).
     task_recovery = []
-    for killed_at, running in in_flight:
-        for tid, task_id in running:
-            t = next(t for t in svc.store.get_thread(tid).tasks if t.task_id == task_id)
-            if t.started_at is not None and t.started_at > killed_at:
-                task_recovery.append(t.started_at - killed_at)
+    for tid in ids:
+        lost = svc.errors.search_errors("ReplicaLost", domain=None, thread_id=tid, limit=100)
+        tasks = {t.task_id: t for t in svc.store.get_thread(tid).tasks}
+        for task_id in {h.record.task_id for h in lost}:
+            at = max(h.record.at for h in lost if h.record.task_id == task_id)
+            kill = max((k for k in killed if k <= at), default=None)
+            if kill is not None and tasks[task_id].started_at is not None:
+                task_recovery.append(tasks[task_id].started_at - kill)
     return {"threads": n, "seconds": seconds, "done": sum(b["status"] == "done" for b in bodies),
             "charges": len(charged), "duplicate_charges": len(charged) - len(set(charged)),
             "missing_charges": n * tasks_per_thread - len(set(charged)), "kills": kills,

@@ -10,7 +10,8 @@ from pipelines import TWO_SPINNERS, one_stage, pipeline_from
 
 from tilemore.engine import LocalBackend
 from tilemore.pipeline import build_graph, run_graph
-from tilemore.pipeline.run import TaskFailed
+from tilemore.engine.backend import ReplicaLost
+from tilemore.pipeline.run import MAX_LOSSES, TaskFailed
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +152,48 @@ def test_a_retry_reads_its_inputs_again_from_their_checkpoints(tmp_path):
         local.close()
     assert reloaded == ["decode"]
     assert decode_png(result.output.data).shape == (24, 32, 3)
+
+
+class LosingBackend:
+    """The in-process backend, but the first ``losses`` runs of ``task`` are lost with their
+    replica, as :class:`~tilemore.engine.ray_backend.RayBackend` reports a lost node."""
+
+    def __init__(self, inner: LocalBackend, task: str, losses: int) -> None:
+        self.inner, self.task, self.losses = inner, task, losses
+        self.stats_of: dict = {}
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def call(self, task_id, operator, params, inputs):
+        out, st = self.inner.call(task_id, operator, params, inputs)
+        self.stats_of[st] = task_id
+        return out, st
+
+    def get(self, handle):
+        if self.stats_of.pop(handle, None) == self.task and self.losses > 0:
+            self.losses -= 1
+            raise ReplicaLost("ActorDiedError: the node died")
+        return self.inner.get(handle)
+
+
+def test_a_run_lost_with_its_replica_runs_again_outside_the_retry_policy(tmp_path, backend):
+    p = flaky(tmp_path, "{max_retries: 0}")  # the policy allows no retry at all
+    g = build_graph(p, {"shaky": {"failures": 0, "counter": str(tmp_path / "calls")}})
+    retries, done = [], []
+    result = run_graph(g, encode(photo(32, 32)), LosingBackend(backend, "shaky", 3),
+                       on_retry=retries.append, on_progress=done.append)
+    assert [(r.failures, r.delay) for r in retries] == [(1, 0.0), (2, 0.0), (3, 0.0)]
+    assert all(isinstance(r.failure.error, ReplicaLost) for r in retries)
+    assert (tmp_path / "calls").read_text() == "4"  # it ran 4 times, reported once
+    assert [d.task.task_id for d in done].count("shaky") == 1
+    assert decode_png(result.output.data).shape == (32, 32, 3)
+
+
+def test_a_task_lost_again_and_again_fails_its_thread(tmp_path, backend):
+    p = flaky(tmp_path)
+    g = build_graph(p, {"shaky": {"failures": 0, "counter": str(tmp_path / "calls")}})
+    with pytest.raises(TaskFailed) as info:
+        run_graph(g, encode(photo(32, 32)), LosingBackend(backend, "shaky", MAX_LOSSES + 1))
+    assert isinstance(info.value.error, ReplicaLost)
+    assert info.value.attempts == MAX_LOSSES + 1

@@ -20,6 +20,11 @@ from tilemore.settings import Settings
 H = TypeVar("H")
 
 
+class ReplicaLost(RuntimeError):
+    """The replica running a task went away with its node (or the task's input did). Not the
+    operator's fault: the task runs again on a replica that is up, outside its retry policy."""
+
+
 class Backend(Protocol[H]):
     """Runs operator tasks; ``H`` is its handle type (a Future, a Ray ObjectRef)."""
 

@@ -7,11 +7,11 @@ moves arrays between workers through the object store, never through the conduct
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import os
 import sys
+import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -21,7 +21,9 @@ from ray import cloudpickle
 from ray.exceptions import RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from tilemore.engine.backend import ReplicaLost
 from tilemore.engine.host import OperatorHost
+from tilemore.engine.ray_replicas import LOST, Replicas
 from tilemore.engine.ray_tiles import fan_out
 from tilemore.operator import Operator, OperatorParams
 from tilemore.settings import Settings
@@ -69,7 +71,10 @@ class RayBackend:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self._pools: dict[type[Operator], list[Any]] = {}
-        self._turn: dict[type[Operator], itertools.cycle] = {}
+        self._up: dict[type[Operator], Replicas] = {}
+        # stats ref's hex → its replica (not the ref: that would pin the object)
+        self._calls: dict[str, tuple[type[Operator], int]] = {}
+        self._lock = threading.Lock()
         self._evacuated: dict[str, int] = {}  # actor id → its restart count when moved
 
     def _pool(self, operator: type[Operator], size: int | None = None) -> list[Any]:
@@ -81,17 +86,19 @@ class RayBackend:
             gpus = res.num_gpus
             if gpus and res.gpu_optional and not ray.cluster_resources().get("GPU"):
                 gpus = 0  # no GPU anywhere: the operator's CPU fallback
-            # A replica that dies (its node lost) is restarted, on another node if need be,
-            # and Ray re-sends the calls it had in flight once it is back: calls to a
-            # restarting actor would otherwise fail at once. Only system failures count;
-            # an operator's own exception still goes to its retry policy.
+            # A replica that dies (its node lost) is restarted, on another node if need be.
+            # Calls go to replicas that are up and fail fast with a lost one (then run again
+            # on another); only when none is up does a call wait for a restart, which Ray's
+            # task retries do (a call to a restarting actor would otherwise fail at once).
             actor_cls = ray.remote(OperatorHost).options(
                 num_cpus=res.num_cpus, num_gpus=gpus, resources=dict(res.custom) or None,
                 max_restarts=-1, max_task_retries=LOST_REPLICA_RETRIES,
+                # one node's loss then leaves the operator's other replicas up
+                scheduling_strategy="SPREAD",
             )
             pool.extend(actor_cls.remote(operator, self.settings)
                         for _ in range(wanted - len(pool)))
-            self._turn[operator] = itertools.cycle(range(len(pool)))
+            self._up[operator] = Replicas(pool)
         return pool
 
     def prepare(self, operators: Iterable[type[Operator]]) -> None:
@@ -142,8 +149,15 @@ class RayBackend:
             return fan_out.options(num_returns=2, scheduling_strategy=here).remote(
                 pool, task_id, operator.name, params, operator.tiling == "exact",
                 operator.halo, inputs[0])
-        actor = pool[next(self._turn[operator])]
-        output, stats = actor.run.options(num_returns=2).remote(task_id, params, *inputs)
+        up = self._up[operator]
+        up.refresh()
+        i = up.next_up()
+        retries = 0 if i is not None else LOST_REPLICA_RETRIES
+        i = up.next_any() if i is None else i
+        output, stats = pool[i].run.options(num_returns=2, max_task_retries=retries).remote(
+            task_id, params, *inputs)
+        with self._lock:
+            self._calls[stats.hex()] = (operator, i)
         return output, stats
 
     def wait(self, handles: Sequence[ray.ObjectRef], timeout: float | None = None) -> list:
@@ -153,7 +167,15 @@ class RayBackend:
         return ready
 
     def get(self, handle: ray.ObjectRef) -> Any:
-        return self._get(handle)
+        with self._lock:
+            replica = self._calls.pop(handle.hex(), None)
+        try:
+            return self._get(handle)
+        except LOST as exc:
+            if replica is not None:
+                operator, i = replica
+                self._up[operator].lost(i)  # set aside until it answers again
+            raise ReplicaLost(f"{type(exc).__name__}: {exc}") from exc
 
     @staticmethod
     def _get(ref: Any) -> Any:
@@ -171,6 +193,7 @@ class RayBackend:
             for actor in pool:
                 ray.kill(actor)
         self._pools.clear()
+        self._up.clear()
 
 
 def _ship_by_value(operator: type[Operator]) -> None:

@@ -16,65 +16,15 @@ from typing import Any
 
 import numpy as np
 import ray
-from ray.exceptions import ActorUnavailableError, ObjectLostError, RayActorError
 
 from tilemore.engine.host import TaskFailure, TaskStats
+from tilemore.engine.ray_replicas import LOST, PROBE_SECONDS, Replicas
 from tilemore.errors import TilemoreError
 from tilemore.image import Image
 from tilemore.operator import OperatorParams
 from tilemore.tiling import Tile, plan_tiles, stitch_exact, stitch_feathered
 
-LOST = (RayActorError, ActorUnavailableError, ObjectLostError)
 MAX_LOSSES_PER_TILE = 5
-PROBE_SECONDS = 0.5
-
-
-class Replicas:
-    """Which replicas take tiles now; lost ones are probed until they answer again."""
-
-    def __init__(self, hosts: list[Any]) -> None:
-        self.hosts = hosts
-        self.down: dict[int, float] = {}  # index → when to probe it next
-        self.probes: dict[Any, int] = {}  # ready() ref → index
-        self._turn = 0
-
-    def next_up(self) -> int | None:
-        for _ in range(len(self.hosts)):
-            i = self._turn % len(self.hosts)
-            self._turn += 1
-            if i not in self.down:
-                return i
-        return None
-
-    def lost(self, i: int) -> None:
-        if i not in self.down:
-            self.down[i] = time.monotonic() + PROBE_SECONDS
-
-    def probe(self) -> list[Any]:
-        now = time.monotonic()
-        probing = set(self.probes.values())
-        for i, when in self.down.items():
-            if when <= now and i not in probing:
-                self.probes[self.hosts[i].ready.remote()] = i
-        return list(self.probes)
-
-    def answered(self, ref: Any) -> None:
-        i = self.probes.pop(ref)
-        try:
-            ray.get(ref)
-            del self.down[i]
-        except LOST:
-            self.down[i] = time.monotonic() + PROBE_SECONDS
-
-    def call(self, method: str, *args: Any) -> Any:
-        """A one-off call on any replica that answers (tile size, checkpoint)."""
-        for attempt in range(MAX_LOSSES_PER_TILE * len(self.hosts)):
-            host = self.hosts[attempt % len(self.hosts)]
-            try:
-                return ray.get(getattr(host, method).remote(*args))
-            except LOST:
-                time.sleep(PROBE_SECONDS / len(self.hosts))
-        raise RuntimeError(f"no replica answered {method}()")
 
 
 @ray.remote(num_cpus=0)
@@ -98,7 +48,9 @@ def fan_out(hosts: list[Any], task_id: str, operator_name: str, params: Operator
                     break
                 t = queue.pop(0)
                 window = np.ascontiguousarray(image.pixels[t.wy0:t.wy1, t.wx0:t.wx1])
-                in_flight[hosts[i].run_window.remote(params, window)] = (t, i)
+                # fails fast with a lost replica: the tile then goes to one that is up
+                call = hosts[i].run_window.options(max_task_retries=0)
+                in_flight[call.remote(params, window)] = (t, i)
             probes = replicas.probe()
             ready, _ = ray.wait([*in_flight, *probes], num_returns=1, timeout=PROBE_SECONDS)
             for ref in ready:

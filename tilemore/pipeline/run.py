@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tilemore.engine.backend import Backend
+from tilemore.engine.backend import Backend, ReplicaLost
 from tilemore.engine.host import TaskFailure, TaskStats
 from tilemore.errors import TilemoreError
 from tilemore.image import Encoded
@@ -87,6 +87,9 @@ class Retry:
     delay: float
 
 
+MAX_LOSSES = 10  # a task's runs lost with their replica before the thread gives up
+
+
 class RunCanceled(Exception):
     """``should_stop`` said so: nothing more was started."""
 
@@ -108,7 +111,8 @@ def run_graph(
     ``on_progress`` see every task start and finish (to record them); ``should_stop`` is
     asked between steps, and stops the run before anything else starts. A failed task runs
     again as its retry policy says (``on_retry`` hears of it); one out of retries raises
-    :class:`TaskFailed`. ``reload`` brings a finished task's output back from its checkpoint:
+    :class:`TaskFailed`. A run lost with its replica (:class:`ReplicaLost`) runs again at
+    once, outside the policy, up to :data:`MAX_LOSSES` times. ``reload`` brings a finished task's output back from its checkpoint:
     before a retry, the failed task's inputs are put again from there, in case the failure
     was an input lost with the node that held it."""
     started = time.perf_counter()
@@ -122,7 +126,8 @@ def run_graph(
             selections[task.id] = _checked(done[task.id].load(), task,
                                            len(graph.candidates(task.id)))
     waiting = [t for t in graph.tasks if t.id not in done]
-    failures: dict[str, int] = {}
+    failures: dict[str, int] = {}  # counted against the task's retry policy
+    losses: dict[str, int] = {}  # runs lost with a replica: not the operator's doing
     not_before: dict[str, float] = {}  # task id → monotonic time its retry may start
 
     def output_of(task_id: str) -> Any:
@@ -168,10 +173,16 @@ def run_graph(
             task = running.pop(handle)
             st = _stats(backend, handle, task)
             if st.failure is not None:
-                n = failures[task.id] = failures.get(task.id, 0) + 1
-                if not task.retry.retries(st.failure.error, n):
-                    raise TaskFailed(task, st.failure, n)
-                delay = task.retry.delay(n)
+                if isinstance(st.failure.error, ReplicaLost):
+                    n = losses[task.id] = losses.get(task.id, 0) + 1
+                    if n > MAX_LOSSES:
+                        raise TaskFailed(task, st.failure, n)
+                    delay = 0.0  # at once, on a replica that is up
+                else:
+                    n = failures[task.id] = failures.get(task.id, 0) + 1
+                    if not task.retry.retries(st.failure.error, n):
+                        raise TaskFailed(task, st.failure, n)
+                    delay = task.retry.delay(n)
                 not_before[task.id] = time.monotonic() + delay
                 outputs.pop(task.id, None)
                 for dep in _input_tasks(task, selections) if reload is not None else ():
