@@ -9,8 +9,8 @@ from PIL import Image as PILImage
 from pipelines import TWO_SPINNERS, one_stage, pipeline_from
 
 from tilemore.engine import LocalBackend
-from tilemore.pipeline import build_graph, run_graph
 from tilemore.engine.backend import ReplicaLost
+from tilemore.pipeline import build_graph, run_graph
 from tilemore.pipeline.run import MAX_LOSSES, TaskFailed
 
 
