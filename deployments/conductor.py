@@ -13,6 +13,8 @@ from tilemore.blobs import open_blob_store
 from tilemore.catalog import Catalog
 from tilemore.engine.ray_backend import RayBackend
 from tilemore.engine.ray_cluster import NodeGuard
+from tilemore.engine.ray_metrics import ClusterGauges
+from tilemore.metrics import open_metrics
 from tilemore.service.conductor import Conductor
 from tilemore.service.ecs import EcsErrorLog
 from tilemore.service.tracing import Tracer
@@ -34,13 +36,17 @@ class ConductorActor:
         # Every replica starts now: models load before the first request, and an operator
         # that cannot work fails the start-up, not a customer's thread.
         backend.prepare(catalog.operators_in_use())
+        metrics = open_metrics(settings.metrics)
         self.conductor = Conductor(store, open_blob_store(settings), catalog, backend,
                                    billing=get_billing(settings),
                                    concurrency=settings.conductor_concurrency,
                                    errors=open_error_index(settings),
                                    error_log=EcsErrorLog(settings.errors_log_path),
-                                   tracer=Tracer.from_settings(settings))
+                                   tracer=Tracer.from_settings(settings),
+                                   metrics=metrics)
         self.conductor.start_sweeping()
+        self.gauges = ClusterGauges(metrics, store, backend)
+        self.gauges.start()
         # Replicas leave draining nodes (a preemption notice, an autoscaler's drain) at once.
         self.guard = NodeGuard(backend.evacuate, settings.preemption_provider,
                                settings.preemption_metadata_url,

@@ -12,11 +12,12 @@ from tilemore.api.app import create_app, use_service
 from tilemore.api.service import ApiService
 from tilemore.blobs import open_blob_store
 from tilemore.catalog import Catalog
-from tilemore.settings import Settings
+from tilemore.settings import Autoscaling, Settings
 from tilemore.store import open_store
 from tilemore.store.errors import open_error_index
 
 app = create_app()
+SERVE_METRICS_INTERVAL_S = 10.0  # Serve's default push of request counts to its controller
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=256)
@@ -32,7 +33,19 @@ class Ingress:
 
 
 def build_app(settings: Settings) -> serve.Application:
-    return Ingress.options(num_replicas=settings.ingress_replicas).bind(settings)
+    auto = settings.ingress_autoscaling
+    if auto is None:
+        return Ingress.options(num_replicas=settings.ingress_replicas).bind(settings)
+    return Ingress.options(autoscaling_config=serve_autoscaling(auto)).bind(settings)
+
+
+def serve_autoscaling(auto: Autoscaling) -> dict[str, Any]:
+    """Serve's ``autoscaling_config``: the same names. Serve counts requests every 10 s by
+    default; a shorter look-back needs them counted within it (Serve wants it longer)."""
+    config: dict[str, Any] = auto.model_dump()
+    if auto.look_back_period_s <= SERVE_METRICS_INTERVAL_S:
+        config["metrics_interval_s"] = auto.look_back_period_s / 2
+    return config
 
 
 def build(args: dict[str, Any]) -> serve.Application:

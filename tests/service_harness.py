@@ -28,6 +28,7 @@ from tilemore.blobs import open_blob_store
 from tilemore.catalog import Catalog
 from tilemore.engine import LocalBackend
 from tilemore.engine.backend import Backend
+from tilemore.metrics import Metrics, open_metrics
 from tilemore.service.conductor import Conductor
 from tilemore.service.ecs import EcsErrorLog
 from tilemore.service.tracing import Tracer
@@ -87,9 +88,11 @@ def multipart(envelope: dict | bytes, image: bytes | None, swap: bool = False
 
 class Service:
     def __init__(self, root: Path, credits: str = "1000",
-                 backend: Callable[[Settings], Backend] = LocalBackend, **settings: Any) -> None:
+                 backend: Callable[[Settings], Backend] = LocalBackend,
+                 recorder: Metrics | None = None, **settings: Any) -> None:
         """``backend`` makes the operators' backend from the settings: threads in this
-        process by default, or ``RayBackend`` for the multi-node tests."""
+        process by default, or ``RayBackend`` for the multi-node tests. ``recorder`` gets
+        the conductor's metrics (default: Ray's metrics where Ray runs, else none)."""
         self.settings = Settings(data_dir=root, checkpoint_tasks=True, **settings)
         self.store = open_store(self.settings)
         self.blobs = open_blob_store(self.settings)
@@ -102,7 +105,8 @@ class Service:
         self.conductor = Conductor(self.store, self.blobs, self.catalog, self.backend,
                                    billing=self.billing, errors=self.errors,
                                    error_log=EcsErrorLog(self.settings.errors_log_path),
-                                   tracer=self.tracer)
+                                   tracer=self.tracer,
+                                   metrics=recorder or open_metrics(self.settings.metrics))
         self.api = ApiService(self.store, self.store, self.blobs, self.catalog, self.settings,
                               self.conductor.submit, billing=self.billing, errors=self.errors)
         self.store.create_domain("acme")

@@ -32,6 +32,18 @@ class Spin(Operator):
         return image
 
 
+class Nap(Operator):
+    """Sleeps for ``seconds``, then passes the image on: slow without burning a core (load
+    for autoscaling tests on a shared machine)."""
+
+    name = "nap"
+    Params = SpinParams
+
+    def process(self, params: SpinParams, image: Image) -> Image:
+        time.sleep(params.seconds)
+        return image
+
+
 class Invert(Operator):
     name = "invert"
 

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tilemore.retry import RetryPolicy
-from tilemore.settings import Settings
+from tilemore.settings import Autoscaling, Settings
 
 Role = Literal["source", "transform", "selector", "sink"]
 
@@ -110,6 +110,10 @@ class Operator:
     operators that need the whole image."""
     retry: ClassVar[RetryPolicy] = RetryPolicy()
     """When a failed task runs again (a pipeline file may override it per stage)."""
+    autoscaling: ClassVar[Autoscaling | None] = None
+    """Grow and shrink the operator's replica pool with its load (on Ray), as Serve does a
+    deployment's; ``None``: a fixed pool of ``settings.replicas``. The
+    ``operator_autoscaling`` setting overrides it."""
 
     def __init__(self) -> None:
         self.settings = Settings()  # the host replaces it with the service's settings

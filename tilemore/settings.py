@@ -2,16 +2,48 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from tilemore.errors import TilemoreError
 
 ENV_PREFIX = "TILEMORE_"
+
+
+class Autoscaling(BaseModel):
+    """Replica autoscaling, with Ray Serve's names and meaning: keep about
+    ``target_ongoing_requests`` calls (running or queued) per replica, between ``min_replicas``
+    and ``max_replicas``; act once the need has lasted ``upscale_delay_s`` (more) or
+    ``downscale_delay_s`` (fewer), judged on the mean over ``look_back_period_s``.
+    Defined here, not beside the policy, so Settings and operators can both hold one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_replicas: int = Field(1, ge=1)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(2.0, gt=0)
+    upscale_delay_s: float = Field(30.0, ge=0)
+    downscale_delay_s: float = Field(600.0, ge=0)
+    look_back_period_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Autoscaling:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("max_replicas must be at least min_replicas")
+        return self
 
 
 class Settings(BaseModel):
@@ -65,8 +97,27 @@ class Settings(BaseModel):
     host: str = Field("127.0.0.1", description="the Serve proxy binds here; 0.0.0.0 exposes it")
     port: int = Field(8000, ge=1, le=65535)
     public_url: str | None = Field(None, description="base of result links (default: host:port)")
-    ingress_replicas: int = Field(1, ge=1)
+    ingress_replicas: int = Field(1, ge=1, description="ingress replicas, when not autoscaled")
     conductor_concurrency: int = Field(16, ge=1, description="threads one conductor runs at once")
+
+    # Autoscaling. The ingress is a Serve deployment: Serve scales it between min and max once
+    # ingress_max_replicas is set. Operator pools scale the same way where an operator
+    # declares `autoscaling`, or where operator_autoscaling names it ("*": every other one).
+    ingress_min_replicas: int = Field(1, ge=1)
+    ingress_max_replicas: int | None = Field(
+        None, ge=1, description="autoscale the ingress up to this many replicas; unset: a "
+        "fixed ingress_replicas"
+    )
+    ingress_target_ongoing_requests: float = Field(
+        8.0, gt=0, description="requests in progress per ingress replica Serve aims at"
+    )
+    ingress_upscale_delay_s: float = Field(30.0, ge=0)
+    ingress_downscale_delay_s: float = Field(600.0, ge=0)
+    ingress_look_back_period_s: float = Field(30.0, gt=0)
+    operator_autoscaling: dict[str, Autoscaling | None] = Field(
+        default_factory=dict, description="per operator name (\"*\": every operator that "
+        "declares none), its autoscaling; null turns it off. JSON in the environment"
+    )
 
     # Spot and preemptible nodes
     preemption_provider: Literal["aws", "gcp", "azure"] | None = Field(
@@ -77,6 +128,12 @@ class Settings(BaseModel):
         "replaced by each node's Ray id"
     )
     preemption_poll_seconds: float = Field(2.0, gt=0, le=60)
+
+    # Prometheus metrics (ray.util.metrics)
+    metrics: bool = Field(
+        True, description="record Prometheus metrics through Ray's metrics agent (names in "
+        "the README); off only to measure what they cost"
+    )
 
     # OpenTelemetry traces: one per thread, a span per task
     tracing: Literal["off", "console", "otlp"] = Field(
@@ -113,6 +170,37 @@ class Settings(BaseModel):
             raise ValueError("must be an http:// or https:// URL (OTLP over HTTP), such as "
                              "http://collector:4318/v1/traces")
         return url
+
+    @field_validator("ingress_max_replicas")
+    @classmethod
+    def _not_below_min(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and value < info.data.get("ingress_min_replicas", 1):
+            raise ValueError("must be at least ingress_min_replicas")
+        return value
+
+    @field_validator("operator_autoscaling", mode="before")
+    @classmethod
+    def _json(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError('must be JSON, such as {"*": {"max_replicas": 4}}') from None
+
+    @property
+    def ingress_autoscaling(self) -> Autoscaling | None:
+        """The ingress's Serve autoscaling, or None for a fixed ``ingress_replicas``."""
+        if self.ingress_max_replicas is None:
+            return None
+        return Autoscaling(
+            min_replicas=self.ingress_min_replicas,
+            max_replicas=self.ingress_max_replicas,
+            target_ongoing_requests=self.ingress_target_ongoing_requests,
+            upscale_delay_s=self.ingress_upscale_delay_s,
+            downscale_delay_s=self.ingress_downscale_delay_s,
+            look_back_period_s=self.ingress_look_back_period_s,
+        )
 
     @property
     def database_path(self) -> Path:

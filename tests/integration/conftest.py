@@ -19,7 +19,8 @@ def ray_session():
     # On a loaded 2-core machine Serve's proxy can take longer than its default 5 s
     # readiness check; the cluster's processes inherit this from the driver.
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
-    ray.init(num_cpus=SESSION_CPUS, include_dashboard=False, logging_level=logging.WARNING)
+    # The dashboard's head writes the service-discovery file the Prometheus test scrapes by.
+    ray.init(num_cpus=SESSION_CPUS, include_dashboard=True, logging_level=logging.WARNING)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 

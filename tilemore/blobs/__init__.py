@@ -50,6 +50,19 @@ def blob_key(data: bytes) -> str:
 
 
 def open_blob_store(settings: Settings) -> BlobStore:
+    """The configured store; its gets and puts are timed where metrics are recorded."""
+    from tilemore.metrics import open_metrics
+
+    store = _open(settings)
+    metrics = open_metrics(settings.metrics)
+    if not metrics.enabled:
+        return store
+    from tilemore.blobs.timed import TimedBlobStore
+
+    return TimedBlobStore(store, metrics, settings.blob_store)
+
+
+def _open(settings: Settings) -> BlobStore:
     if settings.blob_store == "s3":
         from tilemore.blobs.s3 import S3BlobStore
 

@@ -45,10 +45,13 @@ def serve_cmd(host: str | None, port: int | None) -> None:
 
     # A slow or busy machine can take longer than Serve's default 5 s to ready its proxy.
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
-    # Room for every operator replica, plus the ingress replicas and Serve's own actors.
-    cpus = local_cpus(catalog.operators_in_use(), settings.replicas) + settings.ingress_replicas
+    # Room for every operator replica, plus the ingress replicas and Serve's own actors
+    # (autoscaled ones at their max: a local cluster has no nodes to add).
+    ingress = settings.ingress_autoscaling
+    cpus = (local_cpus(catalog.operators_in_use(), settings.replicas, settings=settings)
+            + (ingress.max_replicas if ingress else settings.ingress_replicas))
     ensure_ray(settings.model_copy(update={"ray_num_cpus": settings.ray_num_cpus or cpus}),
-               quiet=True)
+               quiet=True, dashboard=settings.metrics)  # metrics: Prometheus finds Ray's
     serve.start(http_options={"host": settings.host, "port": settings.port},
                 logging_config={"log_level": "WARNING"})
     serve.run(build_app(settings), name="tilemore", route_prefix="/")

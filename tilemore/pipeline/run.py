@@ -112,9 +112,9 @@ def run_graph(
     asked between steps, and stops the run before anything else starts. A failed task runs
     again as its retry policy says (``on_retry`` hears of it); one out of retries raises
     :class:`TaskFailed`. A run lost with its replica (:class:`ReplicaLost`) runs again at
-    once, outside the policy, up to :data:`MAX_LOSSES` times. ``reload`` brings a finished task's output back from its checkpoint:
-    before a retry, the failed task's inputs are put again from there, in case the failure
-    was an input lost with the node that held it."""
+    once, outside the policy, up to :data:`MAX_LOSSES` times. ``reload`` brings a finished
+    task's output back from its checkpoint: before a retry, the failed task's inputs are put
+    again from there, in case the failure was an input lost with the node that held it."""
     started = time.perf_counter()
     done = dict(completed or {})
     outputs: dict[str, Any] = {}  # task id → output handle; "" is the submitted data

@@ -18,9 +18,10 @@ from tilemore.billing.service import Billing
 from tilemore.blobs import BlobStore
 from tilemore.catalog import Catalog
 from tilemore.engine import checkpoint
-from tilemore.engine.backend import Backend
+from tilemore.engine.backend import Backend, ReplicaLost
 from tilemore.engine.host import TaskStats
 from tilemore.errors import ServiceUnavailable, TilemoreError
+from tilemore.metrics import NO_METRICS, Metrics
 from tilemore.pipeline.graph import TaskNode, build_graph
 from tilemore.pipeline.run import (
     Completed,
@@ -43,13 +44,15 @@ class Conductor:
                  backend: Backend, billing: Billing | None = None, concurrency: int = 16,
                  sweep_seconds: float = 5.0, max_attempts: int = 3,
                  errors: ErrorIndex | None = None, error_log: EcsErrorLog | None = None,
-                 tracer: Tracer | None = None) -> None:
+                 tracer: Tracer | None = None, metrics: Metrics = NO_METRICS) -> None:
         """``errors`` indexes every failed run of a task for search, and ``error_log`` writes
         it as an ECS line (default: to the ``tilemore.errors.ecs`` logger only). ``tracer``
-        gets a trace per thread and a span per task (default: none)."""
+        gets a trace per thread and a span per task (default: none); ``metrics`` records
+        task and thread times, retries, credits and QC picks."""
         self.threads, self.blobs, self.catalog, self.backend = threads, blobs, catalog, backend
         self.billing = billing
         self.tracer = tracer or Tracer(None)
+        self.metrics = metrics
         self.failures = FailureRecorder(errors, error_log)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="thread")
         self._active: set[str] = set()
@@ -144,6 +147,7 @@ class Conductor:
                     log.warning("thread %s: trace id not recorded: %s", rec.id, exc)
             status = self._run(rec, trace)
             trace.finished(status)
+            self.metrics.thread_ended(rec.pipeline, status, time.time() - rec.created_at)
             return status
 
     def _release(self, rec: ThreadRecord) -> None:
@@ -173,21 +177,29 @@ class Conductor:
                      if t.status == "done" and t.checkpoint_key and t.task_id in ids}
         data = self.blobs.get(rec.input_key) if len(completed) < len(ids) else b""
 
+        handed: dict[str, float] = {}  # task id → when it went to the backend
+
         def started(task: TaskNode) -> None:
             now = time.time()
+            if not handed and not completed:  # the thread's first task: its queue time ends
+                self.metrics.thread_started(rec.pipeline, now - rec.created_at)
+            handed[task.id] = now
             trace.task_started(task.id, now)  # a retried task's span starts at its first run
             self.threads.task_started(thread_id, task.id, now)
 
         def finished(p: Progress) -> None:
             s = p.task
+            op = ops[s.task_id]
+            queued = s.started - handed[s.task_id] if s.task_id in handed else None
+            self.metrics.task_finished(op.name, s.seconds, queued, s.tiles)
             if self.billing is not None:  # charged before recorded: a re-run is not re-billed
-                op = ops[s.task_id]
+                cost = price_of(op, prices).cost(s.megapixels)
                 self.billing.charge(
                     account=rec.account,
                     traced_for=rec.domain if rec.account != rec.domain else None,
                     thread_id=thread_id, task_id=s.task_id, operator=op.name,
-                    megapixels=s.megapixels, cost=price_of(op, prices).cost(s.megapixels),
-                    hold=rec.idem_key)
+                    megapixels=s.megapixels, cost=cost, hold=rec.idem_key)
+                self.metrics.charged(rec.domain, float(cost))
             self.threads.task_done(thread_id, s.task_id, s.started, s.finished, s.megapixels,
                                    s.checkpoint)
             trace.task_span(s)  # the worker's own times, tiles and megapixels
@@ -198,6 +210,8 @@ class Conductor:
                         r.delay)
             self.failures.retried(rec, r, trace.trace_id)  # a retried attempt is searchable too
             trace.task_retried(r, time.time())  # an event on the task's span
+            self.metrics.task_retried(r.task.operator.name, isinstance(r.failure.error,
+                                                                       ReplicaLost))
 
         try:
             result = run_graph(graph, data, self.backend, finished, completed=completed,
@@ -219,6 +233,8 @@ class Conductor:
         out = result.output
         key = self.blobs.put(out.data)
         self.threads.set_qc(thread_id, [asdict(q) for q in result.qc])
+        for q in result.qc:
+            self.metrics.qc_pick(rec.pipeline, q.stage, q.pick)
         self.threads.finish_thread(thread_id, ResultInfo(key, key, len(out.data),
                                                          out.content_type, out.width, out.height))
         return "done"

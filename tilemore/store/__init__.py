@@ -115,6 +115,10 @@ class ThreadRepository(Protocol):
 
     def unfinished_threads(self) -> list[str]: ...
 
+    def thread_counts(self) -> dict[str, int]:
+        """How many threads the registry holds, by status (for the ``tilemore_threads``
+        gauge)."""
+
     def set_trace_id(self, thread_id: str, trace_id: str) -> None:
         """Remember the thread's OpenTelemetry trace, so its answer points to it."""
 

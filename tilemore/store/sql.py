@@ -265,6 +265,10 @@ class SQLStore:
                            " ORDER BY created_at")
         return [r["id"] for r in rows]
 
+    def thread_counts(self) -> dict[str, int]:
+        rows = self._query("SELECT status, COUNT(*) AS n FROM threads GROUP BY status")
+        return {r["status"]: int(r["n"]) for r in rows}
+
     def set_trace_id(self, thread_id: str, trace_id: str) -> None:
         # Not a state change: updated_at stays as it was.
         with self._tx() as db:
