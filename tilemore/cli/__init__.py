@@ -7,6 +7,7 @@ import sys
 import click
 
 from tilemore.cli.admin import admin_cmd
+from tilemore.cli.batch import batch_cmd
 from tilemore.cli.billing import billing_cmd
 from tilemore.cli.error_search import errors_cmd
 from tilemore.cli.errors import CLIError, report
@@ -29,6 +30,7 @@ cli.add_command(serve_cmd)
 cli.add_command(admin_cmd)
 cli.add_command(billing_cmd)
 cli.add_command(errors_cmd)
+cli.add_command(batch_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

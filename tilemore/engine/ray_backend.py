@@ -141,7 +141,7 @@ class RayBackend:
     def _start(self, operator: type[Operator], n: int) -> list[Any]:
         if n <= 0:
             return []
-        _ship_by_value(operator)
+        ship_by_value(operator)
         res = operator.resources
         gpus = res.num_gpus
         if gpus and res.gpu_optional and not ray.cluster_resources().get("GPU"):
@@ -278,14 +278,7 @@ class RayBackend:
 
     @staticmethod
     def _get(ref: Any) -> Any:
-        try:
-            return ray.get(ref)
-        except RayTaskError as exc:
-            # Surface the operator's own exception (with its error code), not Ray's wrapper.
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, Exception):
-                raise cause from None
-            raise
+        return get_unwrapped(ref)
 
     # -- autoscaling ---------------------------------------------------------------------
 
@@ -400,10 +393,22 @@ class RayBackend:
         self._scaler, self._stop = None, threading.Event()
 
 
-def _ship_by_value(operator: type[Operator]) -> None:
+def ship_by_value(operator: type[Operator]) -> None:
     """Operators from a customer's ``.py`` file or a test module are not importable on the
     workers; send their module's code along instead of a reference to it."""
     module = sys.modules.get(operator.__module__)
     top = operator.__module__.split(".")[0]
     if module is not None and top not in _INSTALLED_PACKAGES:
         cloudpickle.register_pickle_by_value(module)
+
+
+def get_unwrapped(ref: Any) -> Any:
+    """``ray.get``, raising the operator's own exception (with its error code), not Ray's
+    wrapper."""
+    try:
+        return ray.get(ref)
+    except RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, Exception):
+            raise cause from None
+        raise
