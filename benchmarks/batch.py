@@ -11,7 +11,7 @@ reported. The batch also bills every task, writes each output with an fsync, and
 report. Rounds alternate the two sides; the medians are compared, end to end (200 images ÷
 the whole time) and once the workers are up (from a tenth of the images done to the last).
 
-    python benchmarks/batch.py [--images 200] [--size 256x192] [--rounds 3] [--workers N]
+    python benchmarks/batch.py [--images 200] [--size 512x384] [--rounds 3] [--workers N]
                                [--start-method fork|spawn|forkserver] [--pool-malloc default|batch]
 
 ``--start-method spawn`` makes the pool's workers import their modules as Ray's do;
@@ -153,7 +153,7 @@ def main() -> None:
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=int, default=200)
-    ap.add_argument("--size", default="256x192")
+    ap.add_argument("--size", default="512x384")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--start-method", default="fork", choices=["fork", "spawn", "forkserver"],

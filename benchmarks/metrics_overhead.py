@@ -6,7 +6,7 @@ Rounds alternate (off, on, off, on, …) so that drift in the machine's load hit
 each round submits fresh images (the same image would be an idempotent replay), waits for
 all, and is timed from first submission to last done. Target: on / off ≤ 1.02 (medians).
 
-    python benchmarks/metrics_overhead.py [--threads 24] [--rounds 4] [--size 320x240]
+    python benchmarks/metrics_overhead.py [--threads 24] [--rounds 6] [--size 320x240]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def round_seconds(svc: Service, images: list[bytes]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=24)
-    ap.add_argument("--rounds", type=int, default=4, help="rounds of each kind")
+    ap.add_argument("--rounds", type=int, default=6, help="rounds of each kind")
     ap.add_argument("--size", default="320x240")
     args = ap.parse_args()
     w, h = (int(x) for x in args.size.split("x"))
