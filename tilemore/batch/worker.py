@@ -8,9 +8,6 @@ exception: one bad file must not stop the batch.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import time
 import traceback
 from collections.abc import Mapping
@@ -27,6 +24,7 @@ from tilemore.batch.plan import CONTENT_TYPES, Item, image_key, thread_id
 from tilemore.billing.money import ZERO, fmt
 from tilemore.billing.pricing import Overrides, estimate, price_of
 from tilemore.engine.backend import LocalBackend
+from tilemore.engine.memory import reuse_heap_buffers
 from tilemore.errors import TilemoreError
 from tilemore.image import Encoded
 from tilemore.pipeline.graph import TaskGraph
@@ -76,7 +74,7 @@ class ImageWorker:
         self.billing = billing
         self.backend = LocalBackend(spec.settings)
         self.backend.prepare(t.operator for t in spec.graph.tasks)  # set-up errors: now
-        _reuse_heap_buffers()
+        reuse_heap_buffers()
 
     def close(self) -> None:
         self.backend.close()
@@ -196,31 +194,6 @@ class _Job:
     charges: list[Charge] = field(default_factory=list)
     credits: Decimal = ZERO
     outcome: Outcome | None = None
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
-
-
-@functools.cache
-def _reuse_heap_buffers() -> bool:
-    """Let this process reuse freed buffers below 32 MiB instead of mapping and zeroing
-    fresh pages for each (and trimming the heap after each image).
-
-    An operator host fixes glibc's mmap threshold at 1 MiB, which bounds a replica's memory
-    on tiles of huge images; with the default 128 KiB trim threshold, though, every
-    mid-sized buffer of every task is mapped, faulted in and unmapped again, which cost a
-    batch worker 15 % more CPU per 256×192 image (measured). A batch worker runs one image at
-    a time, so glibc's own ceiling (32 MiB, trimming at twice that) bounds its heap; buffers
-    above it (a 12 MP image's) still go back to the OS. A no-op off glibc."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
-                    and libc.mallopt(_M_TRIM_THRESHOLD, 64 << 20))
-    except (OSError, AttributeError):
-        return False
 
 
 def _declared_size(data: bytes, max_pixels: int) -> tuple[int, int] | None:

@@ -7,6 +7,7 @@ metrics agent on each node aggregates them and serves them to Prometheus.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections import Counter
@@ -54,10 +55,17 @@ class RaySink:
             metric.observe(value, tags)
 
 
+@functools.cache
+def _process_sink() -> RaySink:
+    return RaySink()
+
+
 def metrics_for(enabled: bool) -> Metrics:
-    """Ray's sink when metrics are on and this process is part of a Ray cluster."""
+    """Ray's sink when metrics are on and this process is part of a Ray cluster: one per
+    process, so the conductor, its blob store and a replica's checkpoints share their
+    metric objects instead of each registering its own."""
     if enabled and ray.is_initialized():
-        return Metrics(RaySink())
+        return Metrics(_process_sink())
     return Metrics(NullSink())
 
 
