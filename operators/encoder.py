@@ -27,7 +27,8 @@ class EncoderParams(OperatorParams):
     compression_level: int = Field(6, ge=0, le=9, description="PNG zlib level")
     lossless: bool = Field(False, description="WebP")
     keep_metadata: bool = Field(False, description="keep EXIF (the ICC profile is always kept)")
-    background: str = Field("#ffffff", description="JPEG has no alpha: flatten onto this")
+    background: str = Field("#ffffff", max_length=64,
+                            description="JPEG has no alpha: flatten onto this")
 
     @field_validator("background")
     @classmethod

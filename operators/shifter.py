@@ -13,6 +13,7 @@ Give one side and the other follows the aspect ratio, in every mode.
 from __future__ import annotations
 
 import functools
+import re
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from fractions import Fraction
@@ -45,7 +46,8 @@ class Crop(OperatorParams):
     y: NonNegativeInt = 0
     width: PositiveInt | None = None
     height: PositiveInt | None = None
-    aspect: str | None = Field(None, description="'16:9', '1:1' or a number like '1.5'")
+    aspect: str | None = Field(None, max_length=32,
+                               description="'16:9', '1:1' or a number like '1.5'")
     gravity: Gravity = "center"
 
     @field_validator("aspect")
@@ -116,15 +118,21 @@ class Shifter(Operator):
         return (r.width or 1, r.height or 1)
 
 
+# Plain decimals of bounded length only: Fraction() would take '1e10000000' and spend
+# seconds expanding it.
+_RATIO_TERM = r"\s*(\d{1,6}(?:\.\d{1,6})?)\s*"
+_ASPECT = re.compile(rf"^{_RATIO_TERM}(?::{_RATIO_TERM})?$")
+
+
 def parse_aspect(value: str) -> Fraction:
-    try:
-        if ":" in value:
-            w, h = value.split(":", 1)
-            ratio = Fraction(w.strip()) / Fraction(h.strip())
-        else:
-            ratio = Fraction(value.strip())
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"aspect '{value}' is not a ratio like '16:9' or '1.5'") from None
+    match = _ASPECT.match(value)
+    if match is None:
+        raise ValueError(f"aspect '{value[:40]}' is not a ratio like '16:9' or '1.5' (at most "
+                         "6 digits before and after a point)")
+    width, height = match.groups()
+    if Fraction(height or "1") == 0:
+        raise ValueError(f"aspect '{value}' divides by zero")
+    ratio = Fraction(width) / Fraction(height or "1")
     if ratio <= 0:
         raise ValueError(f"aspect '{value}' must be positive")
     return ratio

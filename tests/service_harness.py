@@ -93,7 +93,11 @@ class Service:
         """``backend`` makes the operators' backend from the settings: threads in this
         process by default, or ``RayBackend`` for the multi-node tests. ``recorder`` gets
         the conductor's metrics (default: Ray's metrics where Ray runs, else none)."""
-        self.settings = Settings(data_dir=root, checkpoint_tasks=True, **settings)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        # Links name the bound address (never the request's Host): the port is in settings.
+        self.settings = Settings(data_dir=root, checkpoint_tasks=True, port=self.port,
+                                 **settings)
         self.store = open_store(self.settings)
         self.blobs = open_blob_store(self.settings)
         self.catalog = Catalog.load(self.settings)
@@ -115,8 +119,6 @@ class Service:
             self.billing.order(domain, "welcome", Decimal(credits))
         self.token_id, self.token = self.store.issue_token("acme")
         _, self.rival_token = self.store.issue_token("rival")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(create_app(self.api), host="127.0.0.1", port=self.port,
                                 log_level="warning", limit_concurrency=1000, backlog=2048)
         self.server = uvicorn.Server(config)

@@ -139,6 +139,14 @@ class Conflict(TilemoreError):
     status = 409
 
 
+class TooManyRequests(TilemoreError):
+    """Slow down (the answer carries Retry-After)."""
+
+    code = "too_many_requests"
+    status = 429
+    retry_after: int = 1
+
+
 class ServiceUnavailable(TilemoreError):
     """Try again shortly (the answer carries Retry-After)."""
 
@@ -153,6 +161,20 @@ class DatabaseUnavailable(ServiceUnavailable):
 
     code = "database_unavailable"
     retry_after = 2
+
+
+class DatabaseBusy(DatabaseUnavailable):
+    """The embedded database's write lock stayed taken longer than the wait allowed."""
+
+    code = "database_busy"
+    retry_after = 1
+
+
+class DatabaseFull(DatabaseUnavailable):
+    """The disk under the embedded database is full: nothing was written."""
+
+    code = "database_full"
+    retry_after = 30
 
 
 class InvalidSearch(TilemoreError):

@@ -12,6 +12,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -93,12 +94,59 @@ class Settings(BaseModel):
         "logger only"
     )
 
+    # Payments: credits enter through `tilemore admin add-credits` or a payment provider's
+    # signed notification (POST /billing/payment-notifications, tilemore/billing/payments.py).
+    payment_webhook_secret: SecretStr | None = Field(
+        None, description="the secret payment notifications are signed with (HMAC-SHA256); "
+        "several, comma-separated, while one is rotated; unset: the endpoint answers 404"
+    )
+    payment_webhook_tolerance_seconds: int = Field(
+        300, ge=1, le=3600, description="how far a notification's signed timestamp may be "
+        "from the service's clock"
+    )
+
     # HTTP
     host: str = Field("127.0.0.1", description="the Serve proxy binds here; 0.0.0.0 exposes it")
     port: int = Field(8000, ge=1, le=65535)
-    public_url: str | None = Field(None, description="base of result links (default: host:port)")
+    public_url: str | None = Field(
+        None, description="base of result links; required when host is not a loopback address "
+        "(links are never taken from the request's Host header)")
     ingress_replicas: int = Field(1, ge=1, description="ingress replicas, when not autoscaled")
     conductor_concurrency: int = Field(16, ge=1, description="threads one conductor runs at once")
+
+    # Shutdown
+    shutdown_grace_seconds: float = Field(
+        20.0, ge=2, le=600, description="SIGTERM or Ctrl-C: `tilemore serve` exits 0 within "
+        "this long (Kubernetes kills at 30 s); threads in flight resume on the next start")
+
+    # What one request may cost the ingress: sizes, pixels, time (see the README's Limits).
+    max_envelope_bytes: int = Field(
+        64 * 2**10, ge=1024, le=2**24, description="largest JSON envelope or billing body")
+    max_meta_bytes: int = Field(
+        4 * 2**10, ge=0, le=2**20, description="largest envelope `meta`, as compact JSON")
+    max_output_pixels: int | None = Field(
+        None, ge=1, description="largest image any task may make (default: max_input_pixels)")
+    decode_pixel_budget: int | None = Field(
+        None, ge=1, description="pixels one ingress replica decodes at once, across requests "
+        "(default: max_input_pixels)")
+    decode_wait_seconds: float = Field(
+        2.0, ge=0, le=60, description="how long an upload waits for decode budget before a 503")
+    upload_idle_seconds: float = Field(
+        15.0, gt=0, le=600, description="longest pause between two chunks of a request body")
+    upload_min_bytes_per_second: float = Field(
+        16 * 2**10, ge=0, description="slowest accepted upload, on average after the grace")
+    upload_grace_seconds: float = Field(
+        10.0, ge=0, le=600, description="an upload's first seconds, before its rate is judged")
+    token_cache_seconds: float = Field(
+        5.0, ge=0, le=300, description="how long an ingress replica trusts a token it looked "
+        "up (a revoked token stops working within this)")
+    auth_failure_burst: int = Field(
+        10, ge=1, description="failed authentications one client may make in a row")
+    auth_failure_per_second: float = Field(
+        0.5, gt=0, description="…then this many a second; beyond, 429 with Retry-After")
+    sqlite_busy_seconds: float = Field(
+        5.0, gt=0, le=60, description="how long a SQLite write waits for the file's lock "
+        "before the request gets 503 database_busy")
 
     # Autoscaling. The ingress is a Serve deployment: Serve scales it between min and max once
     # ingress_max_replicas is set. Operator pools scale the same way where an operator
@@ -171,6 +219,16 @@ class Settings(BaseModel):
                              "http://collector:4318/v1/traces")
         return url
 
+    @model_validator(mode="after")
+    def _links_named(self) -> Settings:
+        # Result links must not come from the request (a forged Host would send the SDKs'
+        # tokens elsewhere): exposed beyond loopback, the service must be told its address.
+        if self.public_url is None and not _is_loopback(self.host):
+            raise ValueError(f"TILEMORE_PUBLIC_URL must be set when the service listens on "
+                             f"{self.host} (not a loopback address): it is the base of result "
+                             "links, which are never taken from the request")
+        return self
+
     @field_validator("ingress_max_replicas")
     @classmethod
     def _not_below_min(cls, value: int | None, info: ValidationInfo) -> int | None:
@@ -203,6 +261,14 @@ class Settings(BaseModel):
         )
 
     @property
+    def output_pixel_limit(self) -> int:
+        return self.max_output_pixels or self.max_input_pixels
+
+    @property
+    def decode_budget(self) -> int:
+        return self.decode_pixel_budget or self.max_input_pixels
+
+    @property
     def database_path(self) -> Path:
         return self.database or self.data_dir / "tilemore.db"
 
@@ -227,5 +293,19 @@ class Settings(BaseModel):
             return cls.model_validate(values)
         except ValidationError as exc:
             err = exc.errors()[0]
+            if not err["loc"]:  # a rule across settings: its message names them
+                raise TilemoreError(err["msg"].removeprefix("Value error, "),
+                                    code="invalid_setting") from None
             var = ENV_PREFIX + str(err["loc"][0]).upper()
             raise TilemoreError(f"{var}: {err['msg']}", code="invalid_setting") from None
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

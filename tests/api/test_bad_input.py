@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import time
 
 import pytest
 from images import encode, noisy, photo, png_bomb
@@ -49,7 +50,11 @@ def send_image(service, image: bytes, envelope=ENV):
     (b'{"adjustments": {}, "pipeline": "nope"}', 404, "unknown_pipeline"),
     (b'{"adjustments": {}, "meta": {"x": NaN}}', 400, "malformed_json"),
     (b'{"adjustments": {}, "meta": {"x": "\\ud800"}}', 400, "malformed_json"),
-    (b"[" * 100_000 + b"]" * 100_000, 400, "malformed_json"),
+    (b"[" * 30_000 + b"]" * 30_000, 400, "malformed_json"),  # too deep, within the size cap
+    (b"[" * 100_000 + b"]" * 100_000, 413, "envelope_too_large"),
+    (b'{"adjustments": {"shifter": {"resize": {"width": ' + b"9" * 5000 + b"}}}}", 400,
+     "malformed_json"),  # digits are bounded where JSON is parsed
+    (b'{"adjustments": {"shifter": {"resize": {"width": 1e999}}}}', 400, "malformed_json"),
     (b'{"adjustments": {"master": {"branches": {"nlmeans": 5}}}}', 422, "invalid_adjustments"),
 ])
 def test_bad_envelopes(service, body, status, code):
@@ -142,5 +147,11 @@ def test_credentials(service):
     assert post(service, body, "application/json",
                 headers=service.auth(secret)).json()["status"] == "needs-file"
     service.store.revoke_token(token_id)
-    reply = post(service, body, "application/json", headers=service.auth(secret))
+    # Replicas trust a token they looked up for token_cache_seconds, no longer.
+    deadline = time.monotonic() + service.settings.token_cache_seconds + 2
+    while True:
+        reply = post(service, body, "application/json", headers=service.auth(secret))
+        if reply.status != 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert (reply.status, reply.code) == (401, "revoked_token")

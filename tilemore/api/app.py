@@ -5,18 +5,25 @@ The same app runs under Ray Serve (``deployments/ingress.py``) and, in tests, un
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from tilemore import __version__
+from tilemore.api.auth import authenticated, client_of
 from tilemore.api.billing import add_billing_routes
-from tilemore.api.body import read_limited
+from tilemore.api.body import ReadLimits, media_type, read_json_body, read_multipart
 from tilemore.api.envelope import check_meta_parts
 from tilemore.api.errors import add_error_routes
 from tilemore.api.service import Answer, ApiService
 from tilemore.errors import ServiceUnavailable, TilemoreError
+from tilemore.settings import Settings
+
+log = logging.getLogger("tilemore.api")
 
 DESCRIPTION = """Submit an image with its adjustments; get the result by link.
 
@@ -49,10 +56,10 @@ def create_app(api: ApiService | None = None) -> FastAPI:
 
     @app.exception_handler(TilemoreError)
     async def tilemore_error(request: Request, exc: TilemoreError) -> JSONResponse:
-        # A 503 (database or blob store unreachable, service starting) is worth retrying:
-        # say when, so clients back off instead of hammering a recovering service.
-        headers = ({"Retry-After": str(getattr(exc, "retry_after", 1))}
-                   if exc.status == 503 else None)
+        # 429 and 503 are worth retrying: say when, so clients back off instead of hammering.
+        retry_after = getattr(exc, "retry_after", None)
+        headers = ({"Retry-After": str(retry_after)}
+                   if exc.status in (429, 503) and retry_after else None)
         return JSONResponse({"error": exc.to_dict()}, status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
@@ -69,9 +76,6 @@ def create_app(api: ApiService | None = None) -> FastAPI:
             raise ServiceUnavailable("the service is starting", code="not_ready")
         return api
 
-    def base_url(request: Request) -> str:
-        return service(request).settings.public_url or str(request.base_url)
-
     def respond(answer: Answer) -> JSONResponse:
         return JSONResponse(answer.body, status_code=answer.status_code, headers=answer.headers)
 
@@ -82,34 +86,40 @@ def create_app(api: ApiService | None = None) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    async def submit(request: Request, image_sha256: str) -> JSONResponse:
+    async def submit(request: Request, image_sha256: str) -> Response:
         api = service(request)
-        caller = api.authenticate(request.headers.get("authorization"))
+        caller = await authenticated(api, request)
         raw = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
         head = raw.rsplit("/submitted/", 1)[0]
         meta_parts = check_meta_parts(head) if head.strip("/") else []
-        body = await read_limited(request.stream(), api.settings.max_input_bytes)
-        content_type = request.headers.get("content-type", "")
-        if content_type.startswith("multipart/"):
-            # An upload: parsing, hashing, decoding and storing go to a worker thread, so the
-            # event loop keeps answering everyone else.
-            return respond(await run_in_threadpool(api.submit, caller, meta_parts, image_sha256,
-                                                   content_type, body, base_url(request)))
-        # An envelope alone (a replay, or the first ask): a small parse and one indexed read,
-        # answered right here — a thread-pool hop costs more than the work under Serve.
-        submission = api.check(caller, meta_parts, image_sha256, content_type, body)
-        return respond(api.answer_known(submission, base_url(request))
-                       or await run_in_threadpool(api.accept, submission, base_url(request)))
+        limits = read_limits(api.settings)
+        try:
+            if media_type(request.headers.get("content-type", "")) != "multipart/form-data":
+                envelope = await read_json_body(request.stream(), limits)
+                return respond(await run_in_threadpool(api.ask, caller, meta_parts,
+                                                       image_sha256, envelope))
+            upload = await read_multipart(request.stream(), request.headers["content-type"],
+                                          limits)
+        except ClientDisconnect:
+            log.info("client %s left before its request body was whole", client_of(request))
+            return Response(status_code=400)  # nobody reads it
+        try:
+            # Parsing, hashing checks, decoding and storing: the thread pool's, so the event
+            # loop keeps answering everyone else.
+            return respond(await run_in_threadpool(api.upload, caller, meta_parts,
+                                                   image_sha256, upload))
+        finally:
+            upload.close()
 
     @app.post("/submitted/{image_sha256}/", tags=["threads"], status_code=202)
-    async def submit_plain(request: Request, image_sha256: str) -> JSONResponse:
+    async def submit_plain(request: Request, image_sha256: str) -> Response:
         """Submit without meta parts."""
         return await submit(request, image_sha256)
 
     @app.post("/{meta_parts:path}/submitted/{image_sha256}/", tags=["threads"],
               status_code=202)
     async def submit_with_meta(request: Request, meta_parts: str,
-                               image_sha256: str) -> JSONResponse:
+                               image_sha256: str) -> Response:
         """Submit an image (multipart: envelope part, image part) or ask about it (JSON
         envelope alone). Answers `needs-file`, or the thread: `processing`, `done` with a
         result link, `failed` with an error, or `canceled`."""
@@ -118,19 +128,19 @@ def create_app(api: ApiService | None = None) -> FastAPI:
     @app.get("/threads/{thread_id}", tags=["threads"])
     async def get_thread(request: Request, thread_id: str) -> JSONResponse:
         api = service(request)
-        caller = api.authenticate(request.headers.get("authorization"))
-        return respond(api.thread(caller, thread_id, base_url(request)))  # one indexed read
+        caller = await authenticated(api, request)
+        return respond(await run_in_threadpool(api.thread, caller, thread_id))
 
     @app.post("/threads/{thread_id}/cancel", tags=["threads"])
     async def cancel_thread(request: Request, thread_id: str) -> JSONResponse:
         api = service(request)
-        caller = api.authenticate(request.headers.get("authorization"))
-        return respond(await run_in_threadpool(api.cancel, caller, thread_id, base_url(request)))
+        caller = await authenticated(api, request)
+        return respond(await run_in_threadpool(api.cancel, caller, thread_id))
 
     @app.get("/results/{thread_id}/{filename}", tags=["threads"])
     async def get_result(request: Request, thread_id: str, filename: str) -> Response:
         api = service(request)
-        caller = api.authenticate(request.headers.get("authorization"))
+        caller = await authenticated(api, request)
         kind, value = await run_in_threadpool(api.result, caller, thread_id, filename)
         if kind == "redirect":
             return RedirectResponse(value, status_code=307)
@@ -139,3 +149,11 @@ def create_app(api: ApiService | None = None) -> FastAPI:
                         headers={"Cache-Control": "private, max-age=31536000, immutable"})
 
     return app
+
+
+def read_limits(settings: Settings) -> ReadLimits:
+    return ReadLimits(max_bytes=settings.max_input_bytes,
+                      max_envelope_bytes=settings.max_envelope_bytes,
+                      idle_seconds=settings.upload_idle_seconds,
+                      min_rate=settings.upload_min_bytes_per_second,
+                      grace_seconds=settings.upload_grace_seconds)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from typing import Any
 from urllib.parse import unquote
@@ -31,6 +32,16 @@ class InvalidEnvelope(TilemoreError):
     status = 422
 
 
+class MetaTooLarge(TilemoreError):
+    code = "meta_too_large"
+    status = 413
+
+
+# JSON numbers are parsed with bounded digits: a parameter is a size, a quality or a
+# strength, never a 4,000-digit integer or an exponent that takes seconds to expand.
+MAX_NUMBER_CHARS = 24
+
+
 class Envelope(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -41,14 +52,16 @@ class Envelope(BaseModel):
     account: str | None = Field(None, description="a sub-account to run and bill this for")
 
 
-def parse_envelope(raw: bytes | str) -> Envelope:
-    try:
-        value = json.loads(raw, parse_constant=_no_constants)
-        json.dumps(value, ensure_ascii=False).encode("utf-8")  # lone surrogates cannot be sent
-    except (json.JSONDecodeError, UnicodeError, ValueError, RecursionError) as exc:
-        raise BadRequest(f"the envelope is not valid JSON: {exc}", code="malformed_json") from None
+def parse_envelope(raw: bytes | str, max_meta_bytes: int = 4096) -> Envelope:
+    """The envelope, checked; ``meta`` (echoed on every answer) no larger than
+    ``max_meta_bytes`` as compact JSON."""
+    value = parse_json(raw)
     if not isinstance(value, dict):
         raise InvalidEnvelope("the envelope must be a JSON object")
+    meta = value.get("meta")
+    if meta is not None and len(canonical_json(meta).encode()) > max_meta_bytes:
+        raise MetaTooLarge(f"envelope.meta is over the limit of {max_meta_bytes:,} bytes (as "
+                           "compact JSON)")
     try:
         return Envelope.model_validate(value)
     except ValidationError as exc:
@@ -59,8 +72,33 @@ def parse_envelope(raw: bytes | str) -> Envelope:
         raise InvalidEnvelope(f"envelope.{loc}: {err['msg']}", code=code) from None
 
 
+def parse_json(raw: bytes | str) -> Any:
+    """JSON as requests carry it: no NaN or Infinity, numbers of bounded length, text that
+    can be sent back (no lone surrogates). Malformed: 400 ``malformed_json``."""
+    try:
+        value = json.loads(raw, parse_constant=_no_constants, parse_int=_int,
+                           parse_float=_float)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # lone surrogates cannot be sent
+    except (json.JSONDecodeError, UnicodeError, ValueError, RecursionError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}", code="malformed_json") from None
+    return value
+
+
 def _no_constants(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
+
+
+def _int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ValueError(f"the number {text[:12]}… has more than {MAX_NUMBER_CHARS} characters")
+    return int(text)
+
+
+def _float(text: str) -> float:
+    value = _int(text) if len(text) > MAX_NUMBER_CHARS else float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text} is out of range")
+    return value
 
 
 def check_image_hash(value: str) -> str:

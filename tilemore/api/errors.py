@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from tilemore.api.auth import Caller
+from tilemore.api.auth import Caller, authenticated
 from tilemore.api.views import search_body
 from tilemore.errors import InvalidSearch, NotFound
 from tilemore.store.errors import MAX_LIMIT
@@ -55,7 +55,7 @@ def add_error_routes(app: FastAPI, service: Callable[[Request], Any]) -> None:
         task, operator, attempt, whether it ended the thread (`final`), the exception's
         type, message and traceback, and a snippet with the matches between « and »."""
         api = service(request)
-        caller = api.authenticate(request.headers.get("authorization"))
+        caller = await authenticated(api, request)
         size = parse_limit(limit)
         return JSONResponse(await run_in_threadpool(search, api, caller, q, size, thread_id,
                                                     operator))

@@ -1,23 +1,27 @@
-"""What the HTTP endpoints do, without HTTP: validate, record, hand off.
+"""What the HTTP endpoints do, without HTTP: validate, reserve, record, hand off.
 
 The ingress stays light. It checks the request whole (credentials, path, envelope,
 adjustments, image) before it writes anything, stores the image by its hash, inserts the
-thread under a unique idempotency key, and hands the thread id to the conductor.
+thread under a unique idempotency key, and hands the thread id to the conductor. Work is
+bounded before it is done: sizes from the image's header, credits reserved before a pixel is
+decoded, decoding within a pixel budget shared by the replica's requests.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tilemore_operators.decode import decode_image
+from tilemore_operators.decode import Header, decode_image, read_header
 
-from tilemore.api.auth import Caller, authenticate
-from tilemore.api.body import split_body
+from tilemore.api.auth import Authenticator, Caller
+from tilemore.api.body import Upload
+from tilemore.api.budget import PixelBudget
 from tilemore.api.envelope import (
     BadRequest,
     Envelope,
@@ -32,7 +36,7 @@ from tilemore.billing.pricing import estimate
 from tilemore.billing.service import Billing
 from tilemore.blobs import BlobStore
 from tilemore.catalog import Catalog
-from tilemore.errors import Conflict, Forbidden, NotFound
+from tilemore.errors import Conflict, Forbidden, ImageTooLarge, NotFound
 from tilemore.pipeline.graph import TaskGraph, build_graph
 from tilemore.settings import Settings
 from tilemore.store import (
@@ -43,7 +47,11 @@ from tilemore.store import (
     TokenRepository,
 )
 
+log = logging.getLogger("tilemore.api")
+
 REPLAYED = "Idempotent-Replayed"
+PRICES_SECONDS = 5.0  # an admin's new price reaches estimates within this
+GRAPH_CACHE_KEY = 4096  # adjustments longer than this (as JSON) are validated every time
 
 
 @dataclass(frozen=True)
@@ -55,7 +63,6 @@ class Submission:
     envelope: Envelope
     graph: TaskGraph
     key: str
-    image: bytes | None
 
 
 @dataclass
@@ -73,33 +80,43 @@ class ApiService:
         self.catalog, self.settings, self.handoff = catalog, settings, handoff
         self.billing = billing
         self.errors = errors  # failed tasks' errors, for GET /errors
+        self._authenticate = Authenticator(
+            tokens, settings.token_cache_seconds, settings.auth_failure_burst,
+            settings.auth_failure_per_second)
+        self.decoding = PixelBudget(settings.decode_budget, settings.decode_wait_seconds)
+        self._prices = Cached(billing.prices, PRICES_SECONDS)
 
-    def authenticate(self, header: str | None) -> Caller:
-        return authenticate(self.tokens, header)
+    # Every method below may block (database, billing, blobs, image work): the HTTP layer
+    # calls them on its thread pool, never on the event loop.
 
-    def submit(self, caller: Caller, meta_parts: list[str], image_sha256: str,
-               content_type: str, body: bytes, base_url: str) -> Answer:
-        submission = self.check(caller, meta_parts, image_sha256, content_type, body)
-        return self.answer_known(submission, base_url) or self.accept(submission, base_url)
+    def authenticate(self, header: str | None, client: str = "") -> Caller:
+        return self._authenticate(header, client)
+
+    def ask(self, caller: Caller, meta_parts: list[str], image_sha256: str,
+            envelope: bytes) -> Answer:
+        """The envelope alone: a replay's answer, or ``needs-file``."""
+        sub = self.check(caller, meta_parts, image_sha256, envelope)
+        existing = self.threads.get_thread_by_key(sub.key)
+        if existing is not None:
+            return self._answer(existing, replayed=True)
+        return Answer(200, {"status": "needs-file",
+                            "message": "first sight of this request: send it again as "
+                                       "multipart, the envelope part then the image"})
 
     def check(self, caller: Caller, meta_parts: list[str], image_sha256: str,
-              content_type: str, body: bytes) -> Submission:
-        """Everything about a submission that needs no image work: cheap, so the HTTP layer
-        runs it on its event loop."""
+              envelope: bytes) -> Submission:
+        """Everything about a submission that needs no image."""
         check_image_hash(image_sha256)
-        raw_envelope, image = split_body(content_type, body)
-        envelope = parse_envelope(raw_envelope)
-        pipeline = self.catalog.pipeline(envelope.pipeline or self.settings.default_pipeline)
-        graph = self._graph(pipeline.name, canonical_json(envelope.adjustments),
-                            envelope.output_format)
-        account = self.billed_account(caller, envelope.account)
+        env = parse_envelope(envelope, self.settings.max_meta_bytes)
+        pipeline = self.catalog.pipeline(env.pipeline or self.settings.default_pipeline)
+        graph = self._graph(pipeline.name, canonical_json(env.adjustments), env.output_format)
+        account = self.billed_account(caller, env.account)
         key = idempotency_key(
             domain=caller.domain, account=account, meta_parts=meta_parts,
-            image_sha256=image_sha256, adjustments=envelope.adjustments,
-            output_format=envelope.output_format, pipeline=pipeline.name,
+            image_sha256=image_sha256, adjustments=env.adjustments,
+            output_format=env.output_format, pipeline=pipeline.name,
             fingerprint=pipeline.fingerprint)
-        return Submission(caller.domain, account, meta_parts, image_sha256, envelope, graph, key,
-                          image)
+        return Submission(caller.domain, account, meta_parts, image_sha256, env, graph, key)
 
     def billed_account(self, caller: Caller, named: str | None) -> str:
         """The caller's own account, or — for a domain — one of its sub-accounts by name."""
@@ -115,40 +132,42 @@ class ApiService:
             raise NotFound(f"no sub-account '{named}'", code="unknown_account")
         return info.id
 
-    def answer_known(self, sub: Submission, base_url: str) -> Answer | None:
-        """The answer when no image work is needed: a replay, or ``needs-file``."""
-        if sub.image is not None:
-            return None  # the upload's hash must be checked first, off the event loop
-        existing = self.threads.get_thread_by_key(sub.key)
-        if existing is not None:
-            return self._answer(existing, base_url, replayed=True)
-        return Answer(200, {"status": "needs-file",
-                            "message": "first sight of this request: send it again as "
-                                       "multipart, the envelope part then the image"})
-
-    def accept(self, sub: Submission, base_url: str) -> Answer:
-        """A submission with its image: check the bytes, store them, record the thread."""
-        image = sub.image
-        if image is None:
-            answer = self.answer_known(sub, base_url)
-            assert answer is not None
-            return answer
-        if hashlib.sha256(image).hexdigest() != sub.image_sha256:
+    def upload(self, caller: Caller, meta_parts: list[str], image_sha256: str,
+               upload: Upload) -> Answer:
+        """A submission with its image. The work is ordered by what it costs: the header
+        (sizes, in and out), then the estimate and its reservation (402 before any pixel is
+        decoded), then the decode (within the replica's pixel budget), then the records."""
+        sub = self.check(caller, meta_parts, image_sha256, upload.envelope)
+        if upload.sha256 != sub.image_sha256:
             raise BadRequest("the uploaded bytes do not hash to the SHA-256 in the URL",
                              code="hash_mismatch")
         existing = self.threads.get_thread_by_key(sub.key)
         if existing is not None:
-            return self._answer(existing, base_url, replayed=True)
-        # The whole image is decoded once here (at reduced scale for JPEG): corrupt, truncated
-        # and oversized images are refused now, with a 4xx, not found later by a worker.
-        decoded = decode_image(image, self.settings.max_input_pixels, size_hint=(1, 1))
-        width, height = _full_size(image, decoded.width, decoded.height)
-        # Set the estimated cost aside before anything is recorded: 402 when it is not there.
-        cost = estimate(sub.graph, width, height, self.billing.prices())
+            return self._answer(existing, replayed=True)
+        header = read_header(upload.image, self.settings.max_input_pixels)
+        check_output_sizes(sub.graph, header.width, header.height,
+                           self.settings.output_pixel_limit)
+        cost = estimate(sub.graph, header.width, header.height, self._prices())
         self.billing.reserve(sub.account, sub.key, cost)
-        input_key = self.blobs.put(image)
+        try:
+            record, created = self._record(sub, upload, header)
+        except BaseException:
+            self._release_unused(sub.key)
+            raise
+        if created:
+            self.handoff(record.id)
+        return self._answer(record, replayed=not created)
+
+    def _record(self, sub: Submission, upload: Upload,
+                header: Header) -> tuple[ThreadRecord, bool]:
+        # The whole image is decoded once (a JPEG at 1/8 scale): corrupt and truncated images
+        # are refused now, with a 4xx, not found later by a worker.
+        scale = 64 if header.format == "JPEG" else 1
+        with self.decoding.hold(max(1, header.pixels // scale)):
+            decode_image(upload.image, self.settings.max_input_pixels, size_hint=(1, 1))
+        input_key = self.blobs.put_file(upload.image, upload.sha256)
         pipeline = sub.graph.pipeline
-        record, created = self.threads.create_thread(NewThread(
+        return self.threads.create_thread(NewThread(
             domain=sub.domain, account=sub.account, idem_key=sub.key, pipeline=pipeline.name,
             fingerprint=pipeline.fingerprint, meta_parts=sub.meta_parts,
             image_sha256=sub.image_sha256, input_key=input_key,
@@ -156,25 +175,39 @@ class ApiService:
             envelope=sub.envelope.model_dump(mode="json"),
             tasks=[(t.id, t.operator.name) for t in sub.graph.tasks],
         ))
-        if created:
-            self.handoff(record.id)
-        return self._answer(record, base_url, replayed=not created)
+
+    def _release_unused(self, key: str) -> None:
+        """Give back a reservation no thread will use. A thread recorded under the same key
+        meanwhile (the same request, sent twice at once) keeps it."""
+        try:
+            if self.threads.get_thread_by_key(key) is None:
+                self.billing.release(key)
+        except Exception:  # noqa: BLE001 - the hold sweep releases it later
+            log.warning("reservation %s… not released now; the hold sweep will", key[:12])
+
+    def _graph(self, pipeline: str, adjustments_json: str, output_format: str) -> TaskGraph:
+        """Validated task graphs, by canonical adjustments: replays skip re-validation (small
+        adjustments only, so the cache stays small)."""
+        if len(adjustments_json) > GRAPH_CACHE_KEY:
+            return build_graph(self.catalog.pipeline(pipeline), json.loads(adjustments_json),
+                               output_format)
+        return self._cached_graph(pipeline, adjustments_json, output_format)
 
     @functools.lru_cache(maxsize=1024)  # noqa: B019 - one service per process, lives as long
-    def _graph(self, pipeline: str, adjustments_json: str, output_format: str) -> TaskGraph:
-        """Validated task graphs, by canonical adjustments: replays skip re-validation."""
+    def _cached_graph(self, pipeline: str, adjustments_json: str,
+                      output_format: str) -> TaskGraph:
         return build_graph(self.catalog.pipeline(pipeline), json.loads(adjustments_json),
                            output_format)
 
-    def thread(self, caller: Caller, thread_id: str, base_url: str) -> Answer:
-        return self._answer(self.own_thread(caller, thread_id), base_url)
+    def thread(self, caller: Caller, thread_id: str) -> Answer:
+        return self._answer(self.own_thread(caller, thread_id))
 
-    def cancel(self, caller: Caller, thread_id: str, base_url: str) -> Answer:
+    def cancel(self, caller: Caller, thread_id: str) -> Answer:
         record = self.own_thread(caller, thread_id)
         if record.status != "processing":
             raise Conflict(f"the thread is already {record.status}", code="already_finished")
         self.threads.request_cancel(thread_id)
-        return self._answer(self.own_thread(caller, thread_id), base_url)
+        return self._answer(self.own_thread(caller, thread_id))
 
     def result(self, caller: Caller, thread_id: str, filename: str) -> tuple[str, Any]:
         """("redirect", url) where the blob store has direct links, else ("bytes", (data,
@@ -202,23 +235,41 @@ class ApiService:
             raise Forbidden("this thread belongs to another account", code="wrong_account")
         return record
 
-    def _answer(self, record: ThreadRecord, base_url: str, replayed: bool = False) -> Answer:
+    def _answer(self, record: ThreadRecord, replayed: bool = False) -> Answer:
         headers = {REPLAYED: "true"} if replayed else {}
         if record.status == "processing":
             headers["Retry-After"] = "1"
-        body = thread_body(record, base_url)
+        body = thread_body(record, self.settings.base_url)  # never the request's Host
         body["account"] = record.account
         body["credits_charged"] = fmt(self.billing.thread_cost(record.id))
         return Answer(202 if record.status == "processing" else 200, body, headers)
 
 
-def _full_size(image: bytes, width: int, height: int) -> tuple[int, int]:
-    """The image's real size, upright: the check above may have decoded a JPEG at reduced
-    scale (``width``×``height``), and the header's size is before EXIF orientation."""
-    from io import BytesIO
+def check_output_sizes(graph: TaskGraph, width: int, height: int, limit: int) -> None:
+    """Refuse work that would make an image larger than ``limit`` pixels at any task, from
+    the sizes the operators declare: before anything is reserved, decoded or recorded."""
+    for task_id, (_, (w, h)) in graph.sizes(width, height).items():
+        if w * h > limit:
+            stage = graph.task(task_id).stage
+            raise OutputTooLarge(f"stage '{stage}' would make a {w}x{h} = {w * h:,} pixel "
+                                 f"image; the limit is {limit:,}")
 
-    from PIL import Image as PILImage
 
-    with PILImage.open(BytesIO(image)) as im:
-        w, h = im.size
-    return (w, h) if (w >= h) == (width >= height) else (h, w)
+class OutputTooLarge(ImageTooLarge):
+    code = "output_too_large"
+
+
+class Cached:
+    """A value read at most every ``seconds`` (prices change rarely; every submission needs
+    them)."""
+
+    def __init__(self, read: Callable[[], Any], seconds: float) -> None:
+        self.read, self.seconds = read, seconds
+        self._value: Any = None
+        self._until = 0.0
+
+    def __call__(self) -> Any:
+        now = time.monotonic()
+        if now >= self._until:
+            self._value, self._until = self.read(), now + self.seconds
+        return self._value

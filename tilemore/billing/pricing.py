@@ -23,12 +23,10 @@ def price_of(operator: type[Operator], overrides: Overrides) -> Price:
 def estimate(graph: TaskGraph, width: int, height: int, overrides: Overrides) -> Decimal:
     """An upper bound of what ``graph`` costs on a ``width``×``height`` input: each task
     priced at the larger of its input and output, sizes followed through the operators."""
-    sizes: dict[str, tuple[int, int]] = {}
+    sizes = graph.sizes(width, height)
     total = Decimal(0)
     for task in graph.tasks:
-        deps = [sizes[d] for d in task.depends_on() if d in sizes]
-        size_in = max(deps, key=lambda s: s[0] * s[1]) if deps else (width, height)
-        sizes[task.id] = task.operator.output_size(task.params, size_in)
-        mp = max(size_in[0] * size_in[1], sizes[task.id][0] * sizes[task.id][1]) / 1e6
+        (wi, hi), (wo, ho) = sizes[task.id]
+        mp = max(wi * hi, wo * ho) / 1e6
         total = add(total, price_of(task.operator, overrides).cost(mp))
     return total

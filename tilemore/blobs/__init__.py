@@ -8,7 +8,7 @@ and any S3-compatible store through boto3.
 from __future__ import annotations
 
 import hashlib
-from typing import Protocol
+from typing import IO, Protocol
 
 from tilemore.errors import ServiceUnavailable, TilemoreError
 from tilemore.settings import Settings
@@ -36,6 +36,10 @@ class BlobNotFound(TilemoreError):
 class BlobStore(Protocol):
     def put(self, data: bytes) -> str:
         """Store ``data``; return its key (the SHA-256 hex digest)."""
+
+    def put_file(self, source: IO[bytes], key: str) -> str:
+        """Store a seekable file whose SHA-256 (``key``) the caller computed as it arrived,
+        without reading it whole into memory; return ``key``."""
 
     def get(self, key: str) -> bytes: ...
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 from tilemore.blobs import BlobNotFound, BlobStoreError, StorageFull, blob_key
 
@@ -24,15 +27,24 @@ class LocalBlobStore:
 
     def put(self, data: bytes) -> str:
         key = blob_key(data)
+        self._write(key, lambda f: f.write(data))
+        return key
+
+    def put_file(self, source: IO[bytes], key: str) -> str:
+        source.seek(0)
+        self._write(key, lambda f: shutil.copyfileobj(source, f, 1 << 20))
+        return key
+
+    def _write(self, key: str, write: Callable[[IO[bytes]], object]) -> None:
         path = self._path(key)
         if path.exists():
-            return key
+            return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
             try:
                 with os.fdopen(fd, "wb") as f:
-                    f.write(data)
+                    write(f)
                     f.flush()
                     os.fsync(f.fileno())  # the record that names this key comes after
                 os.replace(tmp, path)
@@ -43,7 +55,6 @@ class LocalBlobStore:
         except OSError as exc:
             cls = StorageFull if exc.errno in (errno.ENOSPC, errno.EDQUOT) else BlobStoreError
             raise cls(f"cannot write blob {key[:12]}…: {exc.strerror or exc}") from None
-        return key
 
     def get(self, key: str) -> bytes:
         try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import IO, Any
 
 import boto3
 from botocore.config import Config
@@ -38,6 +38,14 @@ class S3BlobStore:
         key = blob_key(data)
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        except (BotoCoreError, ClientError) as exc:
+            raise BlobStoreError(f"cannot write blob {key[:12]}… to S3: {exc}") from None
+        return key
+
+    def put_file(self, source: IO[bytes], key: str) -> str:
+        source.seek(0)
+        try:  # multipart for large files, in parts of 8 MiB: never whole in memory
+            self.client.upload_fileobj(source, self.bucket, self._key(key))
         except (BotoCoreError, ClientError) as exc:
             raise BlobStoreError(f"cannot write blob {key[:12]}… to S3: {exc}") from None
         return key

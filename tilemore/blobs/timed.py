@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import IO
 
 from tilemore.blobs import BlobStore
 from tilemore.metrics import Metrics
@@ -19,6 +20,13 @@ class TimedBlobStore:
         started = time.perf_counter()
         try:
             return self.inner.put(data)
+        finally:
+            self._timed("put", started)
+
+    def put_file(self, source: IO[bytes], key: str) -> str:
+        started = time.perf_counter()
+        try:
+            return self.inner.put_file(source, key)
         finally:
             self._timed("put", started)
 

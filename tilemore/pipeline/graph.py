@@ -90,6 +90,17 @@ class TaskGraph:
         return [i.task for i in self.task(selector).inputs
                 if isinstance(i, FromTask) and self.task(i.task).stage == stage]
 
+    def sizes(self, width: int, height: int) -> dict[str, tuple[tuple[int, int],
+                                                               tuple[int, int]]]:
+        """Each task's (input size, output size) on a ``width``×``height`` input, followed
+        through the operators without running them: what pricing and the output limit use."""
+        out: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {}
+        for task in self.tasks:
+            deps = [out[d][1] for d in task.depends_on() if d in out]
+            size_in = max(deps, key=lambda s: s[0] * s[1]) if deps else (width, height)
+            out[task.id] = (size_in, task.operator.output_size(task.params, size_in))
+        return out
+
     def critical_path(self, cost: Mapping[str, float]) -> float:
         """The longest chain of ``cost`` through the graph (for overhead measurements)."""
         finish: dict[str, float] = {}

@@ -218,4 +218,4 @@ def open_store(settings: Any) -> Any:
         return PostgresStore(settings.database_url)
     from tilemore.store.sqlite import SQLiteStore
 
-    return SQLiteStore(settings.database_path)
+    return SQLiteStore(settings.database_path, settings.sqlite_busy_seconds)

@@ -12,5 +12,5 @@ from tilemore.store.sqlite_db import SQLiteDatabase
 class SQLiteStore(SQLStore, SQLiteDatabase):
     """Implements both :class:`ThreadRepository` and :class:`TokenRepository`."""
 
-    def __init__(self, path: Path | str) -> None:
-        SQLiteDatabase.__init__(self, path, SCHEMA, ADDED_COLUMNS)
+    def __init__(self, path: Path | str, busy_seconds: float = 5.0) -> None:
+        SQLiteDatabase.__init__(self, path, SCHEMA, ADDED_COLUMNS, busy_seconds)

@@ -1,6 +1,8 @@
 """One SQLite file shared by every process of a service: WAL mode, commits fsync'd
-(``synchronous=FULL``) before they return, one connection per process behind a lock, and
-writes that belong together in one ``BEGIN IMMEDIATE`` transaction.
+(``synchronous=FULL``) before they return, one write connection per process behind a lock,
+writes that belong together in one ``BEGIN IMMEDIATE`` transaction, and a read connection
+per thread (WAL readers never wait for writers). A lock held past ``busy_seconds``, a full
+or unreadable disk, is a 503 (:class:`~tilemore.errors.DatabaseUnavailable`), not a 500.
 
 The stores' SQL is written once for SQLite and PostgreSQL (:mod:`tilemore.store.postgres_db`
 is the other side of this seam): ``?`` placeholders, rows read by column name, and schemas
@@ -16,27 +18,48 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
 
+from tilemore.errors import DatabaseBusy, DatabaseFull, DatabaseUnavailable
+
 TYPES = {"real": "REAL", "amount": "TEXT", "seq": "INTEGER PRIMARY KEY AUTOINCREMENT"}
 
 
 class SQLiteDatabase:
     def __init__(self, path: Path | str, schema: str,
-                 added_columns: Sequence[tuple[str, str, str]] = ()) -> None:
+                 added_columns: Sequence[tuple[str, str, str]] = (),
+                 busy_seconds: float = 5.0) -> None:
         """``added_columns``: (table, column, type) that a file made by an older release
-        lacks; each missing one is added (SQLite has no ``ADD COLUMN IF NOT EXISTS``)."""
+        lacks; each missing one is added (SQLite has no ``ADD COLUMN IF NOT EXISTS``).
+        ``busy_seconds``: how long a write waits for the file's lock before it gives up
+        with :class:`DatabaseBusy` (a 503 with Retry-After, never a request held for long)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=30.0)
-        self._db.row_factory = sqlite3.Row
+        self._busy_seconds = busy_seconds
+        self._connections: list[sqlite3.Connection] = []
+        self._readers = threading.local()
+        self._db = self._connect()
         self._lock = threading.RLock()
-        with self._lock:
+        with self._lock, _unavailable_mapped():
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(schema.format(**TYPES))
             for table, column, kind in added_columns:
                 self._add_column(table, column, kind.format(**TYPES))
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                             timeout=self._busy_seconds)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        self._connections.append(db)
+        return db
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's own connection for reads: in WAL mode readers never wait for a
+        writer, so a read must not queue behind this process's writes either."""
+        db = getattr(self._readers, "db", None)
+        if db is None:
+            db = self._readers.db = self._connect()
+        return db
 
     def _add_column(self, table: str, column: str, kind: str) -> None:
         present = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
@@ -52,7 +75,7 @@ class SQLiteDatabase:
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """A write transaction; ``BEGIN IMMEDIATE`` takes the file's write lock up front, so
         read-then-write sequences (balances, the hash chain) are serialised."""
-        with self._lock:
+        with self._lock, _unavailable_mapped():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -65,23 +88,42 @@ class SQLiteDatabase:
     def _read(self) -> Iterator[sqlite3.Connection]:
         """Several reads from one snapshot: a read transaction (in WAL mode, a reader sees
         the file as of its first read, whatever other processes commit meanwhile)."""
-        with self._lock:
-            self._db.execute("BEGIN")
+        db = self._reader()
+        with _unavailable_mapped():
+            db.execute("BEGIN")
             try:
-                yield self._db
+                yield db
             finally:
-                self._db.execute("ROLLBACK")  # nothing to keep: it only read
+                db.execute("ROLLBACK")  # nothing to keep: it only read
 
     def _query(self, sql: str, args: tuple | list = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        with _unavailable_mapped():
+            return self._reader().execute(sql, args).fetchall()
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            for db in self._connections:
+                db.close()
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextmanager
+def _unavailable_mapped() -> Iterator[None]:
+    """The file's own troubles as the 503s they are: busy past the wait, disk full, disk
+    unreadable. Constraint violations and bad SQL stay what they are."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        text = str(exc).lower()
+        if "locked" in text or "busy" in text:
+            raise DatabaseBusy("the database is busy; try again shortly") from exc
+        if "full" in text:
+            raise DatabaseFull("the database's disk is full") from exc
+        if "disk i/o" in text or "unable to open" in text:
+            raise DatabaseUnavailable(f"the database cannot be read: {exc}") from exc
+        raise
