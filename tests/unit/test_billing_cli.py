@@ -26,15 +26,21 @@ def run(capsys, *argv):
     return code, out.out, out.err
 
 
-def test_top_up_with_plan_bonus_balance_and_history(capsys, db):
+def test_add_credits_with_plan_bonus_balance_and_history(capsys, db):
     assert run(capsys, "admin", "set-plan", "acme", "--bonus-percent", "5")[0] == 0
-    code, out, _ = run(capsys, "billing", "top-up", "-d", "acme", "--order-id", "inv-1",
+    code, out, _ = run(capsys, "admin", "add-credits", "acme", "--order-id", "inv-1",
                        "--amount", "200")
     assert code == 0 and "bonus 10.00000000000000000000" in out
-    assert "already recorded" in run(capsys, "billing", "top-up", "-d", "acme", "--order-id",
+    assert "already recorded" in run(capsys, "admin", "add-credits", "acme", "--order-id",
                                      "inv-1", "--amount", "200")[1]
+    code, _, err = run(capsys, "admin", "add-credits", "acme", "--order-id", "inv-1",
+                       "--amount", "300")
+    assert code == 1 and "[duplicate_reference]" in err
     code, out, _ = run(capsys, "billing", "balance", "-d", "acme")
     assert "210.00000000000000000000" in out
+    # moved to admin: `tilemore billing` no longer creates credits
+    assert "No such command 'top-up'" in run(capsys, "billing", "top-up", "-d", "acme",
+                                             "--order-id", "x", "--amount", "1")[2]
     code, out, _ = run(capsys, "billing", "history", "-d", "acme")
     assert code == 0 and out.count("-") > 31 and "amount_when_day_started" in out
 
@@ -42,9 +48,14 @@ def test_top_up_with_plan_bonus_balance_and_history(capsys, db):
 def test_subaccounts_and_operations(capsys, db):
     assert "created" in run(capsys, "billing", "subaccounts", "create", "-d", "acme",
                             "studio")[1]
+    code, _, err = run(capsys, "billing", "subaccounts", "pay", "-d", "acme", "studio",
+                       "--payment-id", "p1", "--amount", "3.5")
+    assert code == 1 and "[insufficient_credits]" in err  # the domain has nothing to move
+    assert run(capsys, "admin", "add-credits", "acme", "--order-id", "o", "--amount", "5")[0] == 0
     code, out, _ = run(capsys, "billing", "subaccounts", "pay", "-d", "acme", "studio",
                        "--payment-id", "p1", "--amount", "3.5")
-    assert code == 0 and "3.50000000000000000000" in out
+    assert code == 0 and "3.50000000000000000000" in out and "from acme" in out
+    assert "1.50000000000000000000" in run(capsys, "billing", "balance", "-d", "acme")[1]
     db.ledger().append(
         [Entry("acme/studio", "charge", Decimal("-0.25"), "thread-1", "encoder", "encoder", 2.0,
                traced_for="acme")])
@@ -52,7 +63,7 @@ def test_subaccounts_and_operations(capsys, db):
     assert code == 0 and "encoder" in out and "-0.25000000000000000000" in out
     code, out, _ = run(capsys, "billing", "subaccounts", "list", "-d", "acme")
     assert "studio" in out and "3.25000000000000000000" in out
-    assert "ledger ok: 2 entries" in run(capsys, "admin", "verify-ledger")[1]
+    assert "ledger ok: 4 entries" in run(capsys, "admin", "verify-ledger")[1]
 
 
 def test_set_price_is_data(capsys, db):
@@ -73,10 +84,14 @@ def test_verify_ledger_fails_loudly_on_tampering(capsys, db):
 @pytest.mark.parametrize("argv, words", [
     (["billing", "balance", "-d", "nobody"], "no domain 'nobody'"),
     (["billing", "balance", "-d", "acme", "--sub", "ghost"], "no sub-account 'ghost'"),
-    (["billing", "top-up", "-d", "acme", "--order-id", "x", "--amount", "lots"],
+    (["admin", "add-credits", "acme", "--order-id", "x", "--amount", "lots"],
      "[invalid_amount]"),
-    (["billing", "top-up", "-d", "acme", "--order-id", "x", "--amount", "-3"],
+    (["admin", "add-credits", "acme", "--order-id", "x", "--amount", "-3"],
      "[invalid_amount]"),
+    (["admin", "add-credits", "acme", "--order-id", "x", "--amount", "1e18"],
+     "[amount_out_of_range]"),
+    (["admin", "add-credits", "nobody", "--order-id", "x", "--amount", "1"],
+     "no domain 'nobody'"),
     (["billing", "operations", "-d", "acme", "--date", "2020-01-01"],
      "[history_out_of_range]"),
     (["billing", "operations", "-d", "acme", "--date", "soon"], "not YYYY-MM-DD"),

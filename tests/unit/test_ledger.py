@@ -225,3 +225,88 @@ def test_large_balances_keep_every_digit(ledger):
     with pytest.raises(InvalidAmount, match="10\\^18"):
         parse_amount("1000000000000000000")
     assert ledger.verify().ok
+
+
+def test_balances_and_daily_totals_stay_below_10_18(backend, ledger):
+    """10^18 is the range both databases keep exactly: an entry that would reach it is
+    refused with a code (PostgreSQL's NUMERIC(38, 20) would otherwise overflow: a 500)."""
+    from tilemore.billing.money import AmountOutOfRange
+
+    top = parse_amount("999999999999999999.5")
+    ledger.append([Entry("acme", "order", top, reference="o1")])
+    for entries in ([Entry("acme", "order", D("0.5"), reference="o2")],  # balance = 10^18
+                    [Entry("acme", "order", D(10) ** 18, reference="o3")],  # the amount
+                    [Entry("acme", "charge", -(D(10) ** 18), "t", "a")]):
+        with pytest.raises(AmountOutOfRange) as refused:
+            ledger.append(entries, allow_negative=True)
+        assert (refused.value.code, refused.value.status) == ("amount_out_of_range", 422)
+    # A day's total is kept in the same type: moved out and bought again, the ordered
+    # total of the day would pass the range although the balance does not.
+    ledger.transfer("acme", "acme/s", "p1", parse_amount("999999999999999999"))
+    with pytest.raises(AmountOutOfRange, match="ordered_total"):
+        ledger.append([Entry("acme", "order", D("1"), reference="o4")])
+    assert ledger.balance("acme") == D("0.5") and len(ledger.entries()) == 3
+    assert ledger.verify().ok
+
+
+def test_a_payment_moves_credits_from_the_domain(ledger):
+    ledger.append([Entry("acme", "order", D("10"), reference="o")])
+    ledger.reserve("acme", "running-thread", D("4"))
+    with pytest.raises(InsufficientCredits, match="6.00000000000000000000 credits available"):
+        ledger.transfer("acme", "acme/s", "pay-1", D("7"))  # the held 4 are not available
+    moved = ledger.transfer("acme", "acme/s", "pay-1", D("6"))
+    assert not moved.duplicate and moved.balance_after == D("6")
+    assert ledger.balance("acme") == D("4") and ledger.balance("acme/s") == D("6")
+    again = ledger.transfer("acme", "acme/s", "pay-1", D("6"))
+    assert again.duplicate and again.seq == moved.seq and ledger.balance("acme") == D("4")
+    with pytest.raises(DuplicateReference):
+        ledger.transfer("acme", "acme/s", "pay-1", D("1"))
+    kinds = [(r["account"], r["kind"], D(r["amount"])) for r in ledger.entries()]
+    assert kinds[1:] == [("acme", "payment", D("-6")), ("acme/s", "payment", D("6"))]
+    daily = {r["account"]: r for r in ledger._query("SELECT * FROM daily")}  # noqa: SLF001
+    # The domain spent what it moved; the sub-account received it.
+    assert D(daily["acme"]["transaction_total"]) == D("6")
+    assert D(daily["acme"]["ordered_total"]) == D("10")
+    assert D(daily["acme/s"]["ordered_total"]) == D("6")
+    assert ledger.verify().ok
+
+
+def test_a_payment_recorded_before_transfers_is_not_debited_on_replay(ledger):
+    ledger.append([Entry("acme", "order", D("10"), reference="o"),
+                   Entry("acme/s", "payment", D("2"), reference="old-pay")])  # as it was
+    assert ledger.transfer("acme", "acme/s", "old-pay", D("2")).duplicate
+    assert ledger.balance("acme") == D("10") and ledger.balance("acme/s") == D("2")
+
+
+def test_a_payment_notification_credits_once(ledger):
+    entries = [Entry("acme", "order", D("5"), reference="inv-1"),
+               Entry("acme", "bonus", D("0.5"), reference="inv-1")]
+    first = ledger.append_event("evt-1", entries)
+    assert first is not None and not first[0].duplicate
+    assert ledger.append_event("evt-1", entries) is None  # a replay: nothing appended
+    # Another event for the same order credits nothing either (the order is keyed).
+    assert ledger.append_event("evt-2", entries)[0].duplicate
+    with pytest.raises(DuplicateReference) as clash:
+        ledger.append_event("evt-1", [Entry("acme", "order", D("6"), reference="inv-1")])
+    assert clash.value.code == "event_conflict"
+    assert ledger.balance("acme") == D("5.5") and len(ledger.entries()) == 2
+    assert ledger.verify().ok
+
+
+def test_a_sub_account_cannot_be_funded_past_10_18(backend):
+    from datetime import UTC, datetime
+
+    from tilemore.billing.money import AmountOutOfRange
+
+    now = [datetime(2026, 11, 1, 12, tzinfo=UTC).timestamp()]
+    ledger = backend.ledger(clock=lambda: now[0])
+    big = parse_amount("900000000000000000")
+    for day in range(2):  # a day's totals have room again the next day
+        ledger.append([Entry("acme", "order", big, reference=f"o{day}")])
+        if day == 0:
+            ledger.transfer("acme", "acme/s", "p0", big)
+        now[0] += 86400
+    with pytest.raises(AmountOutOfRange, match="balance of 'acme/s'"):
+        ledger.transfer("acme", "acme/s", "p1", big)
+    assert ledger.balance("acme") == big and ledger.balance("acme/s") == big
+    assert ledger.verify().ok

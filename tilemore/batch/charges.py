@@ -58,7 +58,7 @@ class BatchBilling:
         errors: list[TilemoreError | None] = []
         for key, amount in holds:
             try:
-                self.billing.reserve(account, key, amount)
+                self.billing.reserve(account, key, amount, kind="batch")  # no thread
                 errors.append(None)
             except TilemoreError as exc:
                 errors.append(exc)

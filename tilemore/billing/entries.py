@@ -73,10 +73,15 @@ def entry_hash(prev: str, seq: int, e: Entry, created_at: float, balance_after: 
     return hashlib.sha256("\x1f".join(fields).encode()).hexdigest()
 
 
-def daily_total(kind: str, traced: bool = False) -> str | None:
-    """The daily total an entry moves; corrections move the balance only."""
+def daily_total(kind: str, traced: bool = False, amount: Decimal | None = None
+                ) -> str | None:
+    """The daily total an entry moves; corrections move the balance only. A payment is a
+    transfer from a domain to its sub-account (subletting): credits in for the sub-account
+    (``ordered_total``), spent by the domain (``transaction_total``, its negative side)."""
     if traced:
         return "traced_total"
+    if kind == "payment" and amount is not None and amount < 0:
+        return "transaction_total"
     return {"charge": "transaction_total", "order": "ordered_total",
             "payment": "ordered_total", "bonus": "bonus_total"}.get(kind)
 
@@ -112,7 +117,8 @@ def verify_rows(rows: Iterable[Row], balances: Mapping[str, Decimal],
         if Decimal(r["balance_after"]) != sums[e.account]:
             problems.append(f"entry {r['seq']}: balance_after disagrees with the sum")
         prev = r["hash"]
-        total = daily_total(e.kind)  # a correction still opens its day's row, moving nothing
+        # A correction still opens its day's row, moving nothing.
+        total = daily_total(e.kind, amount=e.amount)
         _note(want, e.account, r["day"], total or "transaction_total",
               daily_delta(total, e.amount) if total else ZERO)
         if e.kind == "charge" and e.traced_for:

@@ -27,6 +27,19 @@ class InvalidAmount(TilemoreError):
     status = 422
 
 
+class AmountOutOfRange(InvalidAmount):
+    """An amount, or the balance or daily total it would make, at or past 10^18: the range
+    both databases keep exactly (PostgreSQL's NUMERIC(38, 20) would overflow)."""
+
+    code = "amount_out_of_range"
+
+
+def check_range(value: Decimal, what: str) -> None:
+    if value.copy_abs() >= LIMIT:  # abs() would round in the default context
+        raise AmountOutOfRange(f"{what} would be {fmt(value)}; amounts and balances stay "
+                               "below 10^18")
+
+
 def parse_amount(value: object, *, positive: bool = True, field: str = "amount") -> Decimal:
     """A credit amount from JSON: a string of digits, at most 20 after the point."""
     if isinstance(value, bool) or not isinstance(value, str):
@@ -44,7 +57,7 @@ def parse_amount(value: object, *, positive: bool = True, field: str = "amount")
     if positive and amount <= 0:
         raise InvalidAmount(f"{field} must be greater than zero")
     if amount.copy_abs() >= LIMIT:  # abs() would round in the default context
-        raise InvalidAmount(f"{field} must be below 10^18")
+        raise AmountOutOfRange(f"{field} must be below 10^18")
     return amount.quantize(QUANTUM, context=CTX)
 
 

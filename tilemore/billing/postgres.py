@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from tilemore.billing.ledger import SCHEMA, Ledger
+from tilemore.billing.ledger import ADDED_COLUMNS, SCHEMA, Ledger
 from tilemore.store.postgres_db import PostgresDatabase
 
 LEDGER_LOCK = 0x746D5F6C  # advisory lock key of the ledger's writers
@@ -47,5 +47,6 @@ END $$;
 
 class PostgresLedger(Ledger, PostgresDatabase):
     def __init__(self, url: str, clock: Callable[[], float] = time.time) -> None:
-        PostgresDatabase.__init__(self, url, SCHEMA + TRIGGERS, write_lock=LEDGER_LOCK)
+        PostgresDatabase.__init__(self, url, SCHEMA + TRIGGERS, write_lock=LEDGER_LOCK,
+                                  added_columns=ADDED_COLUMNS)
         self._clock = clock

@@ -1,6 +1,10 @@
 """Billing as the service uses it: prices (admin data over the operators' own), estimates,
 reservations, charges per (thread, task), orders with the plan's bonus, subletting payments.
 
+Credits enter only by :meth:`Billing.order`: from an operator (``tilemore admin add-credits``)
+or a payment provider's verified notification (:mod:`tilemore.billing.payments`). A
+sub-account's payment moves credits from its domain; it creates none.
+
 Every ledger entry goes through one :class:`LedgerWriter`; on a cluster that writer lives in
 one named Ray actor (``deployments/billing.py``), the only writer of the ledger.
 """
@@ -13,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from tilemore.billing import history
+from tilemore.billing.holds import HoldKind
 from tilemore.billing.ledger import Appended, Entry, Ledger
 from tilemore.billing.money import CTX, QUANTUM, add, fmt
 from tilemore.billing.writer import LedgerWriter
@@ -49,11 +54,17 @@ class Billing:
 
     # -- work ------------------------------------------------------------------------------
 
-    def reserve(self, account: str, key: str, amount: Decimal) -> None:
-        self.ledger.reserve(account, key, amount)
+    def reserve(self, account: str, key: str, amount: Decimal, *,
+                kind: HoldKind = "thread") -> None:
+        self.ledger.reserve(account, key, amount, kind=kind)
 
     def release(self, key: str) -> None:
         self.ledger.release(key)
+
+    def sweep_holds(self, grace_seconds: float, batch_grace_seconds: float,
+                    limit: int = 500) -> int:
+        """Give back holds no work owns any more (see :mod:`tilemore.billing.holds`)."""
+        return self.ledger.sweep_holds(grace_seconds, batch_grace_seconds, limit)
 
     def charge(self, *, account: str, traced_for: str | None, thread_id: str, task_id: str,
                operator: str, megapixels: float, cost: Decimal, hold: str | None) -> Appended:
@@ -65,25 +76,36 @@ class Billing:
 
     # -- credits in ------------------------------------------------------------------------
 
-    def order(self, domain: str, order_id: str, amount: Decimal) -> dict[str, Any]:
-        """Credits a domain bought, plus its plan's commitment bonus; idempotent by id."""
+    def order(self, domain: str, order_id: str, amount: Decimal,
+              event_id: str | None = None) -> dict[str, Any]:
+        """Credits a domain bought, plus its plan's commitment bonus; idempotent by order
+        id. ``event_id``: the payment provider's notification it comes from, recorded with
+        it; a notification seen before credits nothing (``replayed``)."""
         percent, commitment = self.ledger.plan(domain)
         bonus = CTX.multiply(amount, percent) / 100
         bonus = bonus.quantize(QUANTUM, context=CTX)
         entries = [Entry(domain, "order", amount, reference=order_id)]
         if bonus > 0:
             entries.append(Entry(domain, "bonus", bonus, reference=order_id))
-        done = self.ledger.append(entries)[0]  # the order and its bonus: one transaction
+        # The order and its bonus (and the event): one transaction.
+        if event_id is None:
+            replayed = self.ledger.append(entries)[0].duplicate
+        else:
+            done = self.ledger.append_event(event_id, entries)
+            replayed = done is None or done[0].duplicate
         return {"order_id": order_id, "amount": fmt(amount), "applied_commitment_bonus":
                 fmt(bonus), "plan": {"commitment": commitment, "bonus_percent": fmt(percent)},
-                "replayed": done.duplicate, **self.balance(domain).to_dict()}
+                "replayed": replayed, **self.balance(domain).to_dict()}
 
-    def payment(self, account: str, payment_id: str, amount: Decimal) -> dict[str, Any]:
-        """A payment a domain's customer made: raises the sub-account's credits; idempotent
-        by payment id (the same id with another amount is a 409)."""
-        done = self.writer.append(Entry(account, "payment", amount, reference=payment_id))
-        return {"payment_id": payment_id, "amount": fmt(amount), "replayed": done.duplicate,
-                **self.balance(account).to_dict()}
+    def payment(self, domain: str, account: str, payment_id: str, amount: Decimal
+                ) -> dict[str, Any]:
+        """A payment a domain's customer made, as a transfer: ``amount`` moves from the
+        domain's available credits to its sub-account ``account`` (402 when the domain
+        cannot cover it); idempotent by payment id (the same id with another amount is a
+        409)."""
+        done = self.ledger.transfer(domain, account, payment_id, amount)
+        return {"payment_id": payment_id, "amount": fmt(amount), "from": domain,
+                "replayed": done.duplicate, **self.balance(account).to_dict()}
 
     # -- reading ---------------------------------------------------------------------------
 

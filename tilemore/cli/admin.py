@@ -1,4 +1,5 @@
-"""``tilemore admin``: domains and their tokens, straight in the service's store."""
+"""``tilemore admin``: domains and their tokens, prices, plans and credits, straight in the
+service's store."""
 
 from __future__ import annotations
 
@@ -111,3 +112,27 @@ def set_plan(domain: str, bonus_percent: str, commitment: str) -> None:
         raise CLIError("--bonus-percent cannot be negative")
     cli_ledger(settings).set_plan(domain, percent, commitment)
     click.echo(f"{domain}: {bonus_percent} % bonus on orders ({commitment or 'no commitment'})")
+
+
+@admin_cmd.command("add-credits")
+@click.argument("domain")
+@click.option("--order-id", required=True, help="The order or invoice id (idempotent).")
+@click.option("--amount", required=True, help="Credits, e.g. 100 or 12.5.")
+def add_credits(domain: str, order_id: str, amount: str) -> None:
+    """Add credits DOMAIN bought, plus its plan's commitment bonus. The same order id again
+    adds nothing; with another amount it is refused."""
+    from tilemore.billing.money import parse_amount
+    from tilemore.billing.service import Billing
+
+    settings = Settings.from_env()
+    if not cli_store(settings).domain_exists(domain):
+        raise CLIError(f"no domain '{domain}'")
+    if not 1 <= len(order_id) <= 200:
+        raise CLIError("--order-id: 1 to 200 characters")
+    billing = Billing(cli_ledger(settings))
+    try:
+        out = billing.order(domain, order_id, parse_amount(amount, field="--amount"))
+    finally:
+        billing.close()
+    click.echo(f"order {order_id}: {out['amount']} + bonus {out['applied_commitment_bonus']}"
+               f"{' (already recorded)' if out['replayed'] else ''}; balance {out['balance']}")

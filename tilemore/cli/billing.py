@@ -1,8 +1,8 @@
-"""``tilemore billing``: balances, histories, top-ups and sub-accounts, as tables.
+"""``tilemore billing``: balances, histories and sub-accounts, as tables.
 
 Reads and writes the service's own store (TILEMORE_DATABASE_URL, or the SQLite file of
-TILEMORE_DATA_DIR / TILEMORE_DATABASE), like
-``tilemore admin``; the HTTP endpoints do the same for remote callers.
+TILEMORE_DATA_DIR / TILEMORE_DATABASE), like ``tilemore admin``; the HTTP endpoints do the
+same for remote callers. Credits are added by ``tilemore admin add-credits``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ sub_option = click.option("--sub", help="A sub-account of the domain, by name.")
 
 @click.group("billing")
 def billing_cmd() -> None:
-    """Credits: balances, histories, top-ups and sub-accounts."""
+    """Credits: balances, histories and sub-accounts (add credits: tilemore admin
+    add-credits)."""
 
 
 @billing_cmd.command("balance")
@@ -100,23 +101,9 @@ def operations(domain: str, sub: str | None, day: str | None) -> None:
     Console().print(table)
 
 
-@billing_cmd.command("top-up")
-@domain_option
-@click.option("--order-id", required=True, help="Your order or invoice id (idempotent).")
-@click.option("--amount", required=True, help="Credits, e.g. 100 or 12.5.")
-def top_up(domain: str, order_id: str, amount: str) -> None:
-    """Order credits for the domain; its plan's commitment bonus is added."""
-    billing, store = _open()
-    _account(store, domain, None)
-    out = billing.order(domain, order_id, parse_amount(amount))
-    billing.close()
-    click.echo(f"order {order_id}: {out['amount']} + bonus {out['applied_commitment_bonus']}"
-               f"{' (already recorded)' if out['replayed'] else ''}; balance {out['balance']}")
-
-
 @billing_cmd.group("subaccounts")
 def subaccounts() -> None:
-    """A domain's customers: list, create, pay."""
+    """A domain's customers: list, create, pay (from the domain's credits)."""
 
 
 @subaccounts.command("list")
@@ -152,10 +139,11 @@ def create_subaccount(domain: str, name: str) -> None:
 @click.option("--payment-id", required=True, help="The payment's id (idempotent).")
 @click.option("--amount", required=True)
 def pay(domain: str, name: str, payment_id: str, amount: str) -> None:
-    """Record a payment a customer made; it raises the sub-account's credits."""
+    """Record a payment a customer made: it moves that much from the domain's available
+    credits to the sub-account."""
     billing, store = _open()
     account = _account(store, domain, name)
-    out = billing.payment(account, payment_id, parse_amount(amount))
+    out = billing.payment(domain, account, payment_id, parse_amount(amount))
     billing.close()
-    click.echo(f"payment {payment_id}: {out['amount']}"
+    click.echo(f"payment {payment_id}: {out['amount']} from {domain} to {account}"
                f"{' (already recorded)' if out['replayed'] else ''}; balance {out['balance']}")
