@@ -1,4 +1,5 @@
-"""Billing over HTTP: charges per task, 402 before work, orders with bonus, subletting."""
+"""Billing over HTTP: charges per task, 402 before work, credits only from a signed payment
+notification, subletting as transfers."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import pytest
 from images import encode, noisy, photo
 from service_harness import Service, http, multipart
 
+from tilemore.billing.payments import HEADER, notification, sign
 from tilemore.billing.pricing import estimate
 from tilemore.pipeline.graph import build_graph
 
 ENV = {"output_format": "png", "adjustments": {"master": {"algorithm": "bilateral"}}}
 D = Decimal
+SECRET = "whsec_billing_tests"
 
 
 def image(seed: int, size=(96, 72)) -> bytes:
@@ -25,7 +28,8 @@ def image(seed: int, size=(96, 72)) -> bytes:
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory):
-    s = Service(tmp_path_factory.mktemp("billing"), credits="5")
+    s = Service(tmp_path_factory.mktemp("billing"), credits="5",
+                payment_webhook_secret=SECRET)
     yield s
     s.close()
 
@@ -37,6 +41,12 @@ def get(svc, path, auth=None):
 def post(svc, path, body, auth=None):
     return http("POST", f"{svc.url}{path}", json.dumps(body).encode(),
                 {"Content-Type": "application/json", **(auth or svc.auth())})
+
+
+def notify(svc, event_id: str, order_id: str, amount: str, domain: str = "acme"):
+    body = notification(event_id, domain, order_id, amount)
+    return http("POST", f"{svc.url}/billing/payment-notifications", body,
+                {"Content-Type": "application/json", HEADER: sign(body, SECRET)})
 
 
 def balance(svc, auth=None, account=None) -> Decimal:
@@ -117,31 +127,40 @@ def test_concurrent_submissions_run_exactly_as_many_as_the_balance_covers(backen
         s.close()
 
 
-def test_orders_apply_the_plan_bonus_once(svc):
+def test_no_token_can_order_credits(svc):
+    before = balance(svc)
+    body = json.dumps({"order_id": "free", "amount": "1000000"}).encode()
+    for auth in (svc.auth(), {}):  # the domain's own token, and none at all
+        reply = http("POST", f"{svc.url}/billing/orders", body,
+                     {"Content-Type": "application/json", **auth})
+        assert (reply.status, reply.code) == (403, "orders_disabled")
+        assert "payment-notifications" in reply.json()["error"]["message"]
+    assert balance(svc) == before
+
+
+def test_a_payment_notification_applies_the_plan_bonus_once(svc):
     svc.billing.ledger.set_plan("acme", D("10"), "annual 10,000 credits")
     before = balance(svc)
-    first = post(svc, "/billing/orders", {"order_id": "inv-7", "amount": "100"})
+    first = notify(svc, "evt-7", "inv-7", "100")
     assert first.status == 200 and first.json()["applied_commitment_bonus"].startswith("10.0")
-    again = post(svc, "/billing/orders", {"order_id": "inv-7", "amount": "100"})
-    assert again.json()["replayed"] is True
+    assert first.json()["replayed"] is False
+    assert notify(svc, "evt-7", "inv-7", "100").json()["replayed"] is True  # same event
+    assert notify(svc, "evt-8", "inv-7", "100").json()["replayed"] is True  # same order
     assert balance(svc) == before + D("110")
-    clash = post(svc, "/billing/orders", {"order_id": "inv-7", "amount": "99"})
+    clash = notify(svc, "evt-9", "inv-7", "99")
     assert (clash.status, clash.code) == (409, "duplicate_reference")
     today = get(svc, "/billing/history").json()["days"][-1]
     assert D(today["applied_commitment_bonus"]) >= D("10")
+    assert D(today["ordered_total"]) >= D("100")
 
 
-@pytest.mark.parametrize("body, code", [
-    ({"order_id": "a", "amount": 5.5}, "invalid_amount"),
-    ({"order_id": "a", "amount": 5}, "invalid_amount"),
-    ({"order_id": "a", "amount": "-5"}, "invalid_amount"),
-    ({"order_id": "a", "amount": "five"}, "invalid_amount"),
-    ({"order_id": "a", "amount": "1.000000000000000000001"}, "invalid_amount"),
-    ({"amount": "5"}, "invalid_reference"),
+@pytest.mark.parametrize("amount, code", [
+    ("-5", "invalid_amount"), ("0", "invalid_amount"), ("five", "invalid_amount"),
+    ("1.000000000000000000001", "invalid_amount"), ("1e18", "amount_out_of_range"),
 ])
-def test_bad_amounts(svc, body, code):
-    reply = post(svc, "/billing/orders", body)
-    assert reply.code == code and reply.status in (400, 422)
+def test_bad_amounts(svc, amount, code):
+    reply = notify(svc, f"evt-bad-{amount}", f"inv-bad-{amount}", amount)
+    assert (reply.status, reply.code) == (422, code)
 
 
 def test_subletting(svc):
@@ -149,9 +168,11 @@ def test_subletting(svc):
     assert made.status == 201 and made.json()["account"] == "acme/studio-k"
     token = post(svc, "/billing/subaccounts/studio-k/tokens", {}).json()["token"]
     sub = svc.auth(token)
+    domain_before = balance(svc)
     pay = post(svc, "/billing/subaccounts/studio-k/payments",
                {"payment_id": "stripe-1", "amount": "2"})
     assert pay.status == 200 and D(pay.json()["balance"]) == D("2")
+    assert balance(svc) == domain_before - 2  # moved from the domain, not made
     assert post(svc, "/billing/subaccounts/studio-k/payments",
                 {"payment_id": "stripe-1", "amount": "2"}).json()["replayed"] is True
     clash = post(svc, "/billing/subaccounts/studio-k/payments",
@@ -159,6 +180,10 @@ def test_subletting(svc):
     assert (clash.status, clash.code) == (409, "duplicate_reference")
     assert post(svc, "/billing/subaccounts/nobody/payments",
                 {"payment_id": "p", "amount": "1"}).code == "unknown_account"
+    too_much = post(svc, "/billing/subaccounts/studio-k/payments",
+                    {"payment_id": "stripe-2", "amount": str(balance(svc) + 1)})
+    assert (too_much.status, too_much.code) == (402, "insufficient_credits")
+    assert balance(svc) == domain_before - 2 and balance(svc, sub) == D("2")
 
     parent_before = balance(svc)
     mine = svc.wait(svc.submit(image(3), ENV, headers=sub).json()["thread_id"], headers=sub)
@@ -177,7 +202,9 @@ def test_subletting(svc):
     for path in ("/billing/subaccounts", "/billing/history?account=other"):
         assert get(svc, path, sub).code == "wrong_account"
     assert post(svc, "/billing/orders", {"order_id": "x", "amount": "1"}, sub).code == \
-        "wrong_account"
+        "orders_disabled"
+    assert post(svc, "/billing/subaccounts/studio-k/payments",
+                {"payment_id": "self", "amount": "1"}, sub).code == "wrong_account"
     parents_thread = svc.submit(image(5), ENV).json()["thread_id"]
     assert get(svc, f"/threads/{parents_thread}", sub).code == "wrong_account"
     # and another domain sees none of it

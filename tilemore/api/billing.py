@@ -1,11 +1,19 @@
-"""The billing endpoints: balance, histories, credit orders, sub-accounts and payments.
+"""The billing endpoints: balance, histories, sub-accounts and payments, and the payment
+provider's notifications.
 
 A domain sees its own account and, with ``?account=NAME``, any of its sub-accounts'; a
 sub-account sees only its own. Amounts are strings with 20 fractional digits.
+
+No token can create credits: ``POST /billing/orders`` answers ``403 orders_disabled``.
+Credits enter by ``tilemore admin add-credits`` or by a payment provider's signed
+notification (``POST /billing/payment-notifications``, no token: the signature is the
+credential; :mod:`tilemore.billing.payments`). A sub-account's payment moves credits from its
+domain. Every body is read bounded in size and time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -15,10 +23,20 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from tilemore.api.auth import Caller
+from tilemore.api.auth import Caller, authenticated
+from tilemore.api.body import BodyTooLarge, UploadTooSlow
 from tilemore.api.envelope import META_PART, BadRequest
+from tilemore.billing import payments
 from tilemore.billing.money import InvalidAmount, parse_amount
 from tilemore.errors import Forbidden, NotFound, TilemoreError
+
+MAX_BODY = payments.MAX_BODY  # every billing body is a few short fields
+BODY_SECONDS = 10.0  # to send one, whole
+
+
+class UnknownDomain(TilemoreError):
+    code = "unknown_domain"
+    status = 422
 
 
 def today() -> date:
@@ -57,10 +75,14 @@ class BillingApi:
         return {"account": account, "date": when.isoformat(),
                 "operations": self.billing.operations(account, when, today())}
 
-    def order(self, caller: Caller, body: dict) -> dict:
-        self._domain_only(caller, "order credits")
-        order_id = _reference(body, "order_id")
-        return self.billing.order(caller.domain, order_id, parse_amount(body.get("amount")))
+    def notified(self, note: payments.Notification) -> dict:
+        """A verified payment notification: the domain's order, with its plan's bonus."""
+        if not self.accounts.domain_exists(note.domain):
+            raise UnknownDomain(f"no domain '{note.domain}'")
+        out = self.billing.order(note.domain, note.order_id, note.amount, note.event_id)
+        return {"event_id": note.event_id, "domain": note.domain, "order_id": note.order_id,
+                "amount": out["amount"], "applied_commitment_bonus":
+                out["applied_commitment_bonus"], "replayed": out["replayed"]}
 
     def create_subaccount(self, caller: Caller, body: dict) -> tuple[int, dict]:
         self._domain_only(caller, "create sub-accounts")
@@ -88,7 +110,8 @@ class BillingApi:
         self._domain_only(caller, "record payments")
         account = self.account_for(caller, name)
         payment_id = _reference(body, "payment_id")
-        return self.billing.payment(account, payment_id, parse_amount(body.get("amount")))
+        amount = parse_amount(body.get("amount"))
+        return self.billing.payment(caller.domain, account, payment_id, amount)
 
     @staticmethod
     def _domain_only(caller: Caller, what: str) -> None:
@@ -104,9 +127,25 @@ def _reference(body: dict, field: str) -> str:
     return value
 
 
+async def _body(request: Request) -> bytes:
+    """The request's body: at most ``MAX_BODY`` bytes, all within ``BODY_SECONDS``."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(BODY_SECONDS):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY:
+                    raise BodyTooLarge(f"a billing body is at most {MAX_BODY:,} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise UploadTooSlow(f"the body did not arrive within {BODY_SECONDS:g} s") from None
+    return b"".join(chunks)
+
+
 async def _json(request: Request) -> dict:
     try:
-        value = json.loads(await request.body(), parse_float=_no_float)
+        value = json.loads(await _body(request), parse_float=_no_float)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}", code="malformed_json") from None
     if not isinstance(value, dict):
@@ -119,56 +158,81 @@ def _no_float(text: str) -> float:
 
 
 def add_billing_routes(app: FastAPI, service: Callable[[Request], Any]) -> None:
-    def api(request: Request) -> tuple[BillingApi, Caller]:
+    async def api(request: Request) -> tuple[BillingApi, Caller]:
         svc = service(request)
-        return BillingApi(svc), svc.authenticate(request.headers.get("authorization"))
+        return BillingApi(svc), await authenticated(svc, request)  # off the loop, throttled
 
     @app.get("/billing/balance", tags=["billing"])
     async def balance(request: Request, account: str | None = None) -> JSONResponse:
-        b, caller = api(request)
+        b, caller = await api(request)
         return JSONResponse(await run_in_threadpool(b.balance, caller, account))
 
     @app.get("/billing/history", tags=["billing"])
     async def history(request: Request, account: str | None = None) -> JSONResponse:
         """One row per day for the latest 31 days."""
-        b, caller = api(request)
+        b, caller = await api(request)
         return JSONResponse(await run_in_threadpool(b.history, caller, account))
 
     @app.get("/billing/operations", tags=["billing"])
     async def operations(request: Request, date: str | None = None,
                          account: str | None = None) -> JSONResponse:
         """Every operation and its cost, for today or yesterday (`date=YYYY-MM-DD`)."""
-        b, caller = api(request)
+        b, caller = await api(request)
         return JSONResponse(await run_in_threadpool(b.operations, caller, account, date))
 
-    @app.post("/billing/orders", tags=["billing"])
+    @app.post("/billing/orders", tags=["billing"], deprecated=True, status_code=403)
     async def order(request: Request) -> JSONResponse:
-        """Order credits: `{"order_id": "…", "amount": "100"}`; the plan's bonus is added."""
-        b, caller = api(request)
-        body = await _json(request)
-        return JSONResponse(await run_in_threadpool(b.order, caller, body))
+        """Refused (`403 orders_disabled`) for every caller: a token cannot create credits.
+        They come from a payment (the provider's signed notification) or an operator
+        (`tilemore admin add-credits`)."""
+        raise Forbidden("credits cannot be ordered with an API token: they are added when "
+                        "a payment provider's signed notification arrives (POST "
+                        "/billing/payment-notifications) or by an operator (tilemore admin "
+                        "add-credits)", code="orders_disabled")
+
+    @app.post("/billing/payment-notifications", tags=["billing"])
+    async def payment_notification(request: Request) -> JSONResponse:
+        """A payment provider's notification that a domain bought credits: `{"event_id",
+        "domain", "order_id", "amount"}`, signed in `Tilemore-Signature: t=<unix>,v1=<hex
+        HMAC-SHA256 of "<t>.<body>">`; no token. Credits the order with the domain's plan
+        bonus, once per event id and once per order id (`replayed` says when it was seen
+        before)."""
+        svc = service(request)
+        secrets = payments.secrets_of(svc.settings.payment_webhook_secret)
+        if not secrets:
+            raise NotFound("this service takes no payment notifications "
+                           "(TILEMORE_PAYMENT_WEBHOOK_SECRET is unset)",
+                           code="payments_not_configured")
+        payload = await _body(request)
+        # Checked before the body is parsed: an unsigned request costs one HMAC per secret.
+        payments.verify(payload, request.headers.get(payments.HEADER), secrets,
+                        svc.settings.payment_webhook_tolerance_seconds)
+        note = payments.parse_notification(payload)
+        return JSONResponse(await run_in_threadpool(BillingApi(svc).notified, note))
 
     @app.post("/billing/subaccounts", tags=["billing"])
     async def create_subaccount(request: Request) -> JSONResponse:
-        b, caller = api(request)
+        b, caller = await api(request)
         body = await _json(request)
         status, out = await run_in_threadpool(b.create_subaccount, caller, body)
         return JSONResponse(out, status_code=status)
 
     @app.get("/billing/subaccounts", tags=["billing"])
     async def subaccounts(request: Request) -> JSONResponse:
-        b, caller = api(request)
+        b, caller = await api(request)
         return JSONResponse(await run_in_threadpool(b.subaccounts, caller))
 
     @app.post("/billing/subaccounts/{name}/tokens", tags=["billing"])
     async def subaccount_token(request: Request, name: str) -> JSONResponse:
-        b, caller = api(request)
+        b, caller = await api(request)
         return JSONResponse(await run_in_threadpool(b.subaccount_token, caller, name),
                             status_code=201)
 
     @app.post("/billing/subaccounts/{name}/payments", tags=["billing"])
     async def payment(request: Request, name: str) -> JSONResponse:
-        """Record a payment the sub-account's owner made: `{"payment_id", "amount"}`."""
-        b, caller = api(request)
+        """Record a payment the sub-account's owner made: `{"payment_id", "amount"}` moves
+        that much from the domain's available credits to the sub-account (`402
+        insufficient_credits` when the domain cannot cover it)."""
+        b, caller = await api(request)
         body = await _json(request)
         return JSONResponse(await run_in_threadpool(b.payment, caller, name, body))
