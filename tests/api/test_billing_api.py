@@ -213,3 +213,24 @@ def test_subletting(svc):
     listed = get(svc, "/billing/subaccounts").json()["subaccounts"]
     assert [a["name"] for a in listed] == ["studio-k"]
     assert svc.ledger.verify().ok
+
+
+def test_a_lost_input_fails_at_once_and_gives_back_its_hold(svc):
+    """The input blob is gone (expired, deleted) before the conductor picks the thread up:
+    the thread fails with blob_not_found on its first attempt, and nothing stays held."""
+    handoff = svc.api.handoff
+    svc.api.handoff = lambda thread_id: None  # the hand-off is lost; a sweep would run it
+    try:
+        reply = svc.submit(image(6), ENV)
+    finally:
+        svc.api.handoff = handoff
+    assert reply.status == 202
+    thread_id = reply.json()["thread_id"]
+    assert D(get(svc, "/billing/balance").json()["held"]) > 0
+    key = svc.store.get_thread(thread_id).input_key
+    (svc.settings.blob_path / key[:2] / key).unlink()
+    svc.conductor.submit(thread_id)  # what the sweep does
+    body = svc.wait(thread_id, timeout=10)
+    assert body["status"] == "failed" and body["error"]["code"] == "blob_not_found"
+    assert D(body["credits_charged"]) == 0
+    assert D(get(svc, "/billing/balance").json()["held"]) == 0

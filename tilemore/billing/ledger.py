@@ -332,8 +332,10 @@ def _add_daily(db: Any, account: str, day: str, opening: Decimal, e: Entry,
 class SQLiteLedger(Ledger, SQLiteDatabase):
     """The ledger in the embedded SQLite file (shared with the store)."""
 
-    def __init__(self, path: Path | str, clock: Callable[[], float] = time.time) -> None:
-        SQLiteDatabase.__init__(self, path, SCHEMA + SQLITE_TRIGGERS, ADDED_COLUMNS)
+    def __init__(self, path: Path | str, clock: Callable[[], float] = time.time,
+                 busy_seconds: float = 5.0) -> None:
+        SQLiteDatabase.__init__(self, path, SCHEMA + SQLITE_TRIGGERS, ADDED_COLUMNS,
+                                busy_seconds)
         self._clock = clock
 
 
@@ -344,4 +346,4 @@ def open_ledger(settings: Any, clock: Callable[[], float] = time.time) -> Ledger
         from tilemore.billing.postgres import PostgresLedger
 
         return PostgresLedger(settings.database_url, clock)
-    return SQLiteLedger(settings.database_path, clock)
+    return SQLiteLedger(settings.database_path, clock, settings.sqlite_busy_seconds)

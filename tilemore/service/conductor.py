@@ -3,6 +3,11 @@
 Every state change is written to the thread registry as it happens; every finished task's
 output is a checkpoint in the blob store. A thread picked up again (after the conductor, a
 worker or the whole service died) skips the tasks whose checkpoints exist.
+
+Credits set aside for a thread (its hold) go back on every way it ends: done, failed,
+canceled, given up on. A release the database refused then, and a hold whose thread was never
+recorded (the ingress died in between), is given back by the hold sweep that runs beside the
+thread sweep (:meth:`Conductor.sweep_holds`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import asdict
 
 from tilemore.billing.pricing import price_of
 from tilemore.billing.service import Billing
-from tilemore.blobs import BlobStore
+from tilemore.blobs import BlobNotFound, BlobStore
 from tilemore.catalog import Catalog
 from tilemore.engine import checkpoint
 from tilemore.engine.backend import Backend, ReplicaLost
@@ -38,17 +43,28 @@ from tilemore.store import ErrorIndex, ResultInfo, TaskRecord, ThreadRecord, Thr
 
 log = logging.getLogger("tilemore.conductor")
 
+HOLD_BATCH = 500  # holds one sweep statement gives back
+HOLD_BATCHES = 4  # statements per sweep, at most: a backlog drains over a few sweeps
+
 
 class Conductor:
     def __init__(self, threads: ThreadRepository, blobs: BlobStore, catalog: Catalog,
                  backend: Backend, billing: Billing | None = None, concurrency: int = 16,
                  sweep_seconds: float = 5.0, max_attempts: int = 3,
                  errors: ErrorIndex | None = None, error_log: EcsErrorLog | None = None,
-                 tracer: Tracer | None = None, metrics: Metrics = NO_METRICS) -> None:
+                 tracer: Tracer | None = None, metrics: Metrics = NO_METRICS,
+                 hold_sweep_seconds: float = 15.0, hold_grace_seconds: float = 120.0,
+                 batch_hold_grace_seconds: float = 6 * 3600.0) -> None:
         """``errors`` indexes every failed run of a task for search, and ``error_log`` writes
         it as an ECS line (default: to the ``tilemore.errors.ecs`` logger only). ``tracer``
         gets a trace per thread and a span per task (default: none); ``metrics`` records
-        task and thread times, retries, credits and QC picks."""
+        task and thread times, retries, credits and QC picks.
+
+        Every ``hold_sweep_seconds`` the sweeper also gives back holds no work owns: those
+        of ended threads at once, those no thread was recorded for after
+        ``hold_grace_seconds`` (longer than an ingress takes from reserving to recording),
+        a batch's after ``batch_hold_grace_seconds`` (a batch releases its own; this is for
+        one that died)."""
         self.threads, self.blobs, self.catalog, self.backend = threads, blobs, catalog, backend
         self.billing = billing
         self.tracer = tracer or Tracer(None)
@@ -62,6 +78,9 @@ class Conductor:
         self._sweeper: threading.Thread | None = None
         self._max_attempts = max_attempts
         self._attempts: dict[str, int] = {}  # errors that were not the task's own, by thread
+        self._hold_sweep_seconds = hold_sweep_seconds
+        self._hold_grace = hold_grace_seconds
+        self._batch_hold_grace = batch_hold_grace_seconds
 
     # -- scheduling ------------------------------------------------------------------------
 
@@ -78,15 +97,37 @@ class Conductor:
         """Queue every thread the registry says is still processing."""
         return sum(self.submit(tid) for tid in self.threads.unfinished_threads())
 
+    def sweep_holds(self) -> int:
+        """Give back holds no work owns any more, a few batches at most; how many."""
+        if self.billing is None:
+            return 0
+        released = 0
+        for _ in range(HOLD_BATCHES):
+            n = self.billing.sweep_holds(self._hold_grace, self._batch_hold_grace, HOLD_BATCH)
+            released += n
+            if n < HOLD_BATCH:
+                break
+        if released:
+            log.info("gave back %d credit holds no running work owned", released)
+        return released
+
     def start_sweeping(self) -> None:
         """Pick up unfinished threads now and every few seconds: a hand-off lost between the
-        ingress recording a thread and calling us is only delayed, never dropped."""
+        ingress recording a thread and calling us is only delayed, never dropped. Holds are
+        swept too, less often."""
         def loop() -> None:
+            next_holds = 0.0
             while not self._stop.is_set():
                 try:
                     self.resume_unfinished()
                 except Exception:  # noqa: BLE001 - the registry may be briefly unreachable
                     log.exception("sweep failed")
+                if time.monotonic() >= next_holds:
+                    next_holds = time.monotonic() + self._hold_sweep_seconds
+                    try:
+                        self.sweep_holds()
+                    except Exception as exc:  # noqa: BLE001 - the next sweep tries again
+                        log.warning("hold sweep failed: %s", exc)
                 self._stop.wait(self._sweep_seconds)
 
         self._sweeper = threading.Thread(target=loop, name="sweeper", daemon=True)
@@ -115,11 +156,22 @@ class Conductor:
             else:  # the same thread keeps breaking its conductor: stop, and say why
                 log.exception("thread %s: giving up after %d attempts", thread_id, attempts)
                 self._attempts.pop(thread_id, None)
-                self.threads.fail_thread(thread_id, "internal_error",
-                                         f"gave up after {attempts} attempts: {exc}")
+                self._give_up(thread_id, f"gave up after {attempts} attempts: {exc}")
         finally:
             with self._lock:
                 self._active.discard(thread_id)
+
+    def _give_up(self, thread_id: str, message: str) -> None:
+        """Fail the thread ``internal_error`` and give back its hold."""
+        try:
+            self.threads.fail_thread(thread_id, "internal_error", message)
+            rec = self.threads.get_thread(thread_id)
+        except Exception as exc:  # noqa: BLE001 - still processing: the next sweep retries
+            log.error("thread %s: could not be failed (%s); the next sweep runs it again",
+                      thread_id, exc)
+            return
+        if rec is not None:
+            self._release(rec)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -151,8 +203,15 @@ class Conductor:
             return status
 
     def _release(self, rec: ThreadRecord) -> None:
-        if self.billing is not None:
+        """Give back what the thread set aside and did not spend. Never raises: the thread
+        has ended whatever the database says now, and the hold sweep retries."""
+        if self.billing is None:
+            return
+        try:
             self.billing.release(rec.idem_key)
+        except Exception as exc:  # noqa: BLE001 - a database outage, a restarting actor
+            log.warning("thread %s: its hold was not released (%s); the hold sweep will",
+                        rec.id, exc)
 
     def _run(self, rec: ThreadRecord, trace: ThreadTrace = NO_TRACE) -> str:
         thread_id = rec.id
@@ -175,7 +234,12 @@ class Conductor:
         prices = self.billing.prices() if self.billing is not None else {}
         completed = {t.task_id: self._completed(t) for t in rec.tasks
                      if t.status == "done" and t.checkpoint_key and t.task_id in ids}
-        data = self.blobs.get(rec.input_key) if len(completed) < len(ids) else b""
+        try:
+            data = self.blobs.get(rec.input_key) if len(completed) < len(ids) else b""
+        except BlobNotFound as exc:  # lost (expired, deleted): no retry brings it back
+            self.threads.fail_thread(thread_id, exc.code, "the thread's input image is no "
+                                     f"longer stored ({exc.message}); submit it again")
+            return "failed"
 
         handed: dict[str, float] = {}  # task id → when it went to the backend
 
