@@ -25,8 +25,9 @@ class BillingActor:
 
 class BillingProxy:
     """Looks like :class:`Billing`; every call runs in the billing actor. Safe to retry
-    (``max_task_retries``): charges are keyed by (thread, task), orders and payments by id,
-    reservations by idempotency key."""
+    (``max_task_retries``): charges are keyed by (thread, task), orders by order id and
+    payment notification, sub-account payments (transfers) by payment id, reservations by
+    idempotency key; releasing and sweeping holds can be repeated."""
 
     def __init__(self, handle: Any) -> None:
         self._handle = handle

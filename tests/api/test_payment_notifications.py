@@ -99,8 +99,10 @@ def test_forged_tampered_and_stale_notifications_credit_nothing(svc):
     ({"event_id": "e", "domain": "acme", "order_id": "o"}, "invalid_notification"),
     ({"event_id": "e", "domain": "acme", "order_id": "o", "amount": "1", "bonus": "9"},
      "invalid_notification"),
-    ({"event_id": "e", "domain": "acme", "order_id": "o", "amount": 1}, "malformed_json"),
-    ({"event_id": "e", "domain": "acme", "order_id": "o", "amount": 1.5}, "malformed_json"),
+    ({"event_id": "e", "domain": "acme", "order_id": "o", "amount": 1}, "invalid_amount"),
+    ({"event_id": "e", "domain": "acme", "order_id": "o", "amount": 1.5}, "invalid_amount"),
+    ({"event_id": 7, "domain": "acme", "order_id": "o", "amount": "1"},
+     "invalid_notification"),
     ({"event_id": "e", "domain": "acme", "order_id": "", "amount": "1"},
      "invalid_notification"),
     ({"event_id": "e" * 201, "domain": "acme", "order_id": "o", "amount": "1"},
@@ -117,10 +119,14 @@ def test_strictly_parsed_bodies(svc, fields, code):
 
 
 def test_odd_bodies(svc):
-    for body in (b"[]", b"not json", b'{"event_id": "a", "event_id": "b"}', b"\xff\xfe"):
+    for body, status, code in ((b"[]", 422, "invalid_notification"),
+                               (b"not json", 400, "malformed_json"),
+                               (b'{"event_id": "a", "event_id": "b"}', 400, "malformed_json"),
+                               (b"\xff\xfe", 400, "malformed_json"),
+                               (b"[" * 10_000 + b"]" * 10_000, 413, "body_too_large"),
+                               (b"[" * 5000 + b"]" * 5000, 400, "malformed_json")):
         reply = send(svc, body, sign(body, NEW))
-        assert reply.status in (400, 422) and reply.code in ("malformed_json",
-                                                              "invalid_notification"), body
+        assert (reply.status, reply.code) == (status, code), body[:20]
     big = b'{"pad": "' + b"x" * 17_000 + b'"}'
     reply = send(svc, big, sign(big, NEW))
     assert (reply.status, reply.code) == (413, "body_too_large")

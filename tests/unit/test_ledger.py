@@ -310,3 +310,23 @@ def test_a_sub_account_cannot_be_funded_past_10_18(backend):
         ledger.transfer("acme", "acme/s", "p1", big)
     assert ledger.balance("acme") == big and ledger.balance("acme/s") == big
     assert ledger.verify().ok
+
+
+def test_histories_of_a_transfer(backend):
+    """The domain spent what it moved (transaction_total), the sub-account received it
+    (ordered_total), and the balances carried to the next days agree with both."""
+    from datetime import date, datetime
+
+    from tilemore.billing.history import abbreviated
+
+    now = [datetime(2026, 11, 1, 12, tzinfo=UTC).timestamp()]
+    ledger = backend.ledger(clock=lambda: now[0])
+    ledger.append([Entry("acme", "order", D("10"), reference="o1")])
+    ledger.transfer("acme", "acme/s", "p1", D("4"))
+    acme = {r["date"]: r for r in abbreviated(ledger, "acme", date(2026, 11, 3))}
+    sub = {r["date"]: r for r in abbreviated(ledger, "acme/s", date(2026, 11, 3))}
+    assert acme["2026-11-01"]["transaction_total"] == "4.00000000000000000000"
+    assert acme["2026-11-01"]["ordered_total"] == "10.00000000000000000000"
+    assert sub["2026-11-01"]["ordered_total"] == "4.00000000000000000000"
+    assert acme["2026-11-03"]["amount_when_day_started"] == "6.00000000000000000000"
+    assert sub["2026-11-03"]["amount_when_day_started"] == "4.00000000000000000000"

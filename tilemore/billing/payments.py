@@ -35,7 +35,7 @@ from decimal import Decimal
 
 from pydantic import SecretStr
 
-from tilemore.billing.money import parse_amount
+from tilemore.billing.money import InvalidAmount, parse_amount
 from tilemore.errors import TilemoreError
 
 HEADER = "Tilemore-Signature"
@@ -63,6 +63,11 @@ class MalformedSignature(SignatureError):
 class InvalidNotification(TilemoreError):
     code = "invalid_notification"
     status = 422
+
+
+class MalformedNotification(InvalidNotification):
+    code = "malformed_json"
+    status = 400
 
 
 @dataclass(frozen=True)
@@ -147,22 +152,24 @@ def _parse_header(header: str) -> tuple[int, list[str]]:
 
 def parse_notification(payload: bytes) -> Notification:
     """The verified body, read strictly: a JSON object with exactly the four fields."""
-    try:
-        value = json.loads(payload, parse_float=_no_number, parse_int=_no_number,
-                           parse_constant=_no_number, object_pairs_hook=_unique)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, a number
-        raise InvalidNotification(f"the body is not a notification: {exc}",
-                                  code="malformed_json") from None
+    try:  # numbers are kept as their text, never turned into floats or huge ints
+        value = json.loads(payload, parse_float=_Number, parse_int=_Number,
+                           parse_constant=_Number, object_pairs_hook=_unique)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, a twin field
+        raise MalformedNotification(f"the body is not valid JSON: {exc}") from None
     if not isinstance(value, dict) or sorted(value) != sorted(FIELDS):
         raise InvalidNotification(f"the body must be a JSON object with exactly the fields "
                                   f"{', '.join(FIELDS)}")
-    if not all(isinstance(value[f], str) for f in FIELDS):
-        raise InvalidNotification("every field is a string (the amount too: \"100\")")
+    if not all(isinstance(value[f], str) for f in FIELDS if f != "amount"):
+        raise InvalidNotification("event_id, domain and order_id are strings")
     for field in ("event_id", "order_id"):
         if not _REFERENCE.match(value[field]):
             raise InvalidNotification(f"{field}: 1 to 200 printable ASCII characters")
     if not _DOMAIN.match(value["domain"]):
         raise InvalidNotification("domain: letters, digits and . _ ~ - (at most 128)")
+    if isinstance(value["amount"], _Number):
+        raise InvalidAmount(f"amount must be a decimal string (\"{value['amount'].text}\"), "
+                            "never a JSON number")
     return Notification(value["event_id"], value["domain"], value["order_id"],
                         parse_amount(value["amount"]))
 
@@ -174,5 +181,8 @@ def _unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return out
 
 
-def _no_number(text: str) -> object:
-    raise ValueError(f"amounts are strings, never JSON numbers ({text[:20]})")
+class _Number:
+    """A JSON number, kept as (at most 20 characters of) its text."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text[:20]
