@@ -25,7 +25,7 @@ def svc(request, tmp_path_factory):
     s = Service(root, database_url=db.url, pipeline_paths=[BROKEN],
                 errors_log_path=root / "logs" / "errors.ndjson")
     s.store.create_subaccount("acme", "studio")
-    s.billing.payment("acme/studio", "p1", Decimal("100"))
+    s.billing.payment("acme", "acme/studio", "p1", Decimal("100"))  # from acme's credits
     _, s.studio_token = s.store.issue_token("acme", "acme/studio")
     s.failed = fail(s, 1)  # the domain's own
     s.studio_failed = fail(s, 2, account="studio")  # billed to its sub-account
