@@ -6,8 +6,8 @@ worker or the whole service died) skips the tasks whose checkpoints exist.
 
 Credits set aside for a thread (its hold) go back on every way it ends: done, failed,
 canceled, given up on. A release the database refused then, and a hold whose thread was never
-recorded (the ingress died in between), is given back by the hold sweep that runs beside the
-thread sweep (:meth:`Conductor.sweep_holds`).
+recorded (the ingress died in between), are given back by the hold sweep that runs beside
+the thread sweep (:meth:`Conductor.sweep_holds`).
 """
 
 from __future__ import annotations
@@ -114,24 +114,28 @@ class Conductor:
     def start_sweeping(self) -> None:
         """Pick up unfinished threads now and every few seconds: a hand-off lost between the
         ingress recording a thread and calling us is only delayed, never dropped. Holds are
-        swept too, less often."""
+        swept on a thread of their own (a billing actor restarting must not hold up the
+        threads' sweep)."""
         def loop() -> None:
-            next_holds = 0.0
             while not self._stop.is_set():
                 try:
                     self.resume_unfinished()
                 except Exception:  # noqa: BLE001 - the registry may be briefly unreachable
                     log.exception("sweep failed")
-                if time.monotonic() >= next_holds:
-                    next_holds = time.monotonic() + self._hold_sweep_seconds
-                    try:
-                        self.sweep_holds()
-                    except Exception as exc:  # noqa: BLE001 - the next sweep tries again
-                        log.warning("hold sweep failed: %s", exc)
                 self._stop.wait(self._sweep_seconds)
+
+        def holds() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.sweep_holds()
+                except Exception as exc:  # noqa: BLE001 - the next sweep tries again
+                    log.warning("hold sweep failed: %s", exc)
+                self._stop.wait(self._hold_sweep_seconds)
 
         self._sweeper = threading.Thread(target=loop, name="sweeper", daemon=True)
         self._sweeper.start()
+        if self.billing is not None:
+            threading.Thread(target=holds, name="hold-sweeper", daemon=True).start()
 
     def active(self) -> int:
         with self._lock:
