@@ -74,7 +74,7 @@ def read_header(data: bytes | IO[bytes], max_pixels: int) -> Header:
     im = _open(data)  # not closed: Pillow would close the caller's file with it
     _check_pixels(im, max_pixels)
     width, height = im.size
-    if _orientation(im) in _TRANSPOSING:
+    if _header_orientation(im) in _TRANSPOSING:
         width, height = height, width
     return Header(im.format or "", width, height)
 
@@ -172,6 +172,22 @@ def _open(data: bytes | IO[bytes]) -> PILImage.Image:
         )
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise CorruptImage("the data is not a JPEG, PNG, WebP or TIFF image") from None
+
+
+def _header_orientation(im: PILImage.Image) -> int | None:
+    """The EXIF orientation, without decoding: Pillow's ``getexif`` on a PNG loads the whole
+    image to look for an eXIf chunk after the pixels; here only one before them counts."""
+    if im.format != "PNG":
+        return _orientation(im)
+    raw = im.info.get("exif")
+    if not raw:
+        return None
+    try:
+        exif = PILImage.Exif()
+        exif.load(raw)
+        return exif.get(_ORIENTATION)
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not sink a good image
+        return None
 
 
 def _orientation(im: PILImage.Image) -> int | None:

@@ -56,6 +56,8 @@ def check_search(query: str | None, limit: int) -> str:
     if not text:
         raise InvalidSearch("give a query: words to find in errors' types, messages and "
                             "tracebacks", code="empty_query")
+    if "\x00" in text:  # no database takes it; PostgreSQL would fail the whole request
+        raise InvalidSearch("the query contains a NUL character")
     if len(text) > MAX_QUERY:
         raise InvalidSearch(f"the query is {len(text)} characters long; at most {MAX_QUERY}")
     if not 1 <= limit <= MAX_LIMIT:
@@ -72,6 +74,9 @@ def filters(domain: str | None, account: str | None, thread_id: str | None,
     for column, value in (("domain", domain), ("account", account),
                           ("thread_id", thread_id), ("operator", operator)):
         if value is not None:
+            if "\x00" in value or len(value) > 200:
+                raise InvalidSearch(f"{column}: not a name this index holds",
+                                    code="invalid_filter")
             where.append(f" AND e.{column} = ?")
             args.append(value)
     return "".join(where), args
