@@ -1,4 +1,6 @@
-"""Classical CPU denoisers. Each scales its filter to the noise it estimates in the image,
+"""Classical CPU repairs: ``impulse`` (a switching median for salt-and-pepper noise), ``keep``
+(the input as it is, for QC to pick when nothing needs repair) and three denoisers for
+Gaussian-like noise. Each denoiser scales its filter to the noise it estimates in the image,
 so ``strength`` 1.0 means "remove the noise that is there", 0.5 half as hard, 2.0 twice.
 The factors that turn the estimate into each filter's own knob were tuned for PSNR on
 scikit-image's sample photos with Gaussian noise of deviation 15, 25 and 50."""
@@ -10,10 +12,12 @@ from decimal import Decimal
 import cv2
 import numpy as np
 from pydantic import Field
+from tilemore_operators.damage import impulse_threshold
+from tilemore_operators.impulse import MAX_RADIUS, remove_impulses
 from tilemore_operators.noise import estimate_sigma, noise_floor
 
 from tilemore.image import Image
-from tilemore.operator import Operator, OperatorParams, Price, Resources
+from tilemore.operator import NoParams, Operator, OperatorParams, Price, Resources
 
 
 class Strength(OperatorParams):
@@ -103,6 +107,41 @@ def guided_filter(rgb: np.ndarray, radius: int, eps: float) -> np.ndarray:
     b = mean - a * mean
     out = box(a) * img + box(b)
     return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+class ImpulseParams(OperatorParams):
+    threshold: int | None = Field(
+        None, ge=8, le=254, description="grey levels between an impulse and its neighbours' "
+        "median (default: 40, or three noise deviations in noisier images)")
+
+
+class Impulse(Operator):
+    name = "impulse"
+    version = "1"
+    description = ("switching median: replaces only salt-and-pepper outliers, per channel, "
+                   "with the median of their trustworthy neighbours")
+    resources = Resources(num_cpus=1, memory_per_megapixel=32 * 2**20)
+    halo = MAX_RADIUS + 1  # the widest neighbour search, plus the isolation test's ring
+    Params = ImpulseParams
+    price = Price(per_call=Decimal("0.0002"), per_megapixel=Decimal("0.0005"))
+    tiling = "blend"  # the default threshold follows the whole image's noise
+
+    def process(self, params: ImpulseParams, image: Image) -> Image:
+        threshold = params.threshold or impulse_threshold(image.rgb())
+        out, found = remove_impulses(image.rgb(), threshold)
+        return image if found == 0 else image.with_rgb(out)
+
+
+class Keep(Operator):
+    name = "keep"
+    version = "1"
+    description = "the input unchanged: what QC picks when it measures no damage"
+    resources = Resources(num_cpus=0.25, memory_per_megapixel=0)
+    Params = NoParams
+    price = Price(per_call=Decimal("0.00001"))
+
+    def process(self, params: NoParams, image: Image) -> Image:
+        return image
 
 
 def _odd(n: int) -> int:

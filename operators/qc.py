@@ -1,4 +1,10 @@
-"""qc-residual: a no-reference quality score for denoised candidates, and the pick.
+"""qc-residual: what damage the input has, which candidates can repair it, and the pick.
+
+First the input is measured (``damage.py``: blockiness, impulse density, noise level) and
+classed as impulse noise, JPEG artifacts, Gaussian-like noise or clean. Only candidates made
+for that damage (known by their branch names, given in ``candidates``) are eligible;
+``plan`` says the same before anything runs, so a caller may skip the others. Among the
+eligible, a no-reference score of the residual decides.
 
 What a good denoiser removes from a noisy image is the noise: a residual (input − candidate)
 that is as strong as the noise estimated in the input, uncorrelated between neighbouring
@@ -9,40 +15,101 @@ a penalty; the candidate with the smallest total wins.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Annotated, Any
 
 import cv2
 import numpy as np
-from pydantic import Field
+from pydantic import Field, StringConstraints
+from tilemore_operators.damage import DAMAGES, REPAIRS, classify, explain, measure
 from tilemore_operators.noise import estimate_sigma, noise_floor
 
 from tilemore.image import Image
 from tilemore.operator import Operator, OperatorParams, Price, Resources, Selection
 
 
+BranchName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+MISFIT = 100.0  # what a candidate made for another damage loses from its score
+
+
 class QCParams(OperatorParams):
     sample_tiles: int = Field(24, ge=1, le=256, description="tiles scored per candidate")
     tile_size: int = Field(128, ge=16, le=1024)
+    candidates: tuple[BranchName, ...] = Field(
+        (), max_length=32, description="the branch names, in the order the candidates "
+        "arrive; QC matches each to the damage it repairs (empty: every candidate is "
+        "eligible and the residual score alone decides)")
 
 
 class ResidualQC(Operator):
     name = "qc-residual"
-    version = "1"
+    version = "2"
     role = "selector"
-    description = "no-reference score: is the removed residual white noise at the input's level?"
+    description = ("measures the damage (blocking, impulses, noise), keeps the candidates "
+                   "made for it, then scores their residuals (white noise at the input's level?)")
     resources = Resources(num_cpus=1, memory_per_megapixel=4 * 2**20)
     Params = QCParams
     price = Price(per_call=Decimal("0.0001"))
 
     def process(self, params: QCParams, original: Image, *candidates: Image) -> Selection:
+        measures = measure_image(original)
+        damage = classify(measures)
+        names = params.candidates if len(params.candidates) == len(candidates) else ()
+        fits = eligible(damage, list(names)) if names else [True] * len(candidates)
         boxes = sample_boxes(original.height, original.width, params.sample_tiles,
                              params.tile_size)
         sigma = estimate_sigma(original.rgb())
         details = [residual_penalties(original.rgb(), c.rgb(), sigma, boxes) for c in candidates]
-        scores = [-sum(d.values()) for d in details]
-        for d, s in zip(details, scores, strict=True):
+        scores = [-sum(d.values()) - (0.0 if fit else MISFIT)
+                  for d, fit in zip(details, fits, strict=True)]
+        for d, s, fit in zip(details, scores, fits, strict=True):
+            # the reasons, as numbers (details are numeric): the damage class (its index in
+            # damage.DAMAGES), whether this candidate repairs it, and what was measured
+            d.update(measures)
+            d["damage"] = float(DAMAGES.index(damage))
+            d["fit"] = float(fit)
             d["sigma_input"] = sigma
             d["score"] = s
         return Selection(pick=int(np.argmax(scores)), scores=scores, details=details)
+
+    def plan(self, params: QCParams, original: Image, branches: list[str]) -> dict[str, Any]:
+        """Which branches are worth running on ``original``, decided before any runs: those
+        made for the measured damage (all of them when none is, or when a branch's purpose
+        is unknown). Returns ``{"run": [...], "reasons": {branch: why}, "measures": {...}}``.
+        A caller that skips branches passes the rest to ``process`` with ``candidates`` set
+        to the names of those that ran, in order. ``damage`` names the class measured."""
+        measures = measure_image(original)
+        damage = classify(measures)
+        why = explain(damage, measures)
+        fits = eligible(damage, branches)
+        reasons = {}
+        for b, fit in zip(branches, fits, strict=True):
+            kind = REPAIRS.get(b)
+            if kind is None:
+                reasons[b] = f"run: its repair is unknown to QC; measured {damage}: {why}"
+            elif fit and kind == damage:
+                reasons[b] = f"run: repairs {kind}, measured {damage}: {why}"
+            elif fit:
+                reasons[b] = f"run: no branch repairs {damage} ({why}); every repair competes"
+            else:
+                reasons[b] = f"skipped: repairs {kind}, measured {damage}: {why}"
+        return {"run": [b for b, fit in zip(branches, fits, strict=True) if fit],
+                "reasons": reasons, "measures": measures, "damage": damage}
+
+
+def measure_image(image: Image) -> dict[str, float]:
+    quality = image.extra.get("jpeg_quality") if isinstance(image.extra, dict) else None
+    return measure(image.rgb(), quality if isinstance(quality, int) else None)
+
+
+def eligible(damage: str, names: list[str]) -> list[bool]:
+    """Which of the branches ``names`` may repair ``damage``: those made for it, and any
+    whose purpose is unknown; if no branch is made for it, every repair but ``keep`` (an
+    unrepaired image is never the answer to measured damage)."""
+    kinds = [REPAIRS.get(n) for n in names]
+    if any(k == damage for k in kinds):
+        return [k is None or k == damage for k in kinds]
+    return [k != "clean" for k in kinds] if any(k != "clean" for k in kinds) else \
+        [True] * len(names)
 
 
 def sample_boxes(h: int, w: int, count: int, size: int) -> list[tuple[int, int, int, int]]:

@@ -1,11 +1,17 @@
-"""The CNN denoiser: exact tiling, odd shapes, alpha, and clear start-up errors."""
+"""The CNNs (denoiser and deblocker): exact tiling, odd shapes, alpha, clear start-up errors,
+and the CPU's bfloat16 path."""
 
 from __future__ import annotations
+
+import io
 
 import numpy as np
 import pytest
 import torch
-from tilemore_operators.dncnn import DnCNNDenoise, WeightsError
+from images import noisy, photo, psnr
+from PIL import Image as PILImage
+from tilemore_operators.dncnn import WEIGHTS as DNCNN_WEIGHTS
+from tilemore_operators.dncnn import Deblock, DnCNNDenoise, WeightsError
 from tilemore_operators.dncnn_model import DEPTH, DnCNN
 
 from tilemore.engine.host import OperatorHost
@@ -74,3 +80,44 @@ def test_tile_smaller_than_twice_the_halo_is_a_clear_error():
     from pydantic import ValidationError
     with pytest.raises(ValidationError):
         DnCNNDenoise.Params(tile=2 * DEPTH - 1)
+
+
+def deblock_with(path) -> type[Deblock]:
+    return type("DeblockHere", (Deblock,), {"weights": path})
+
+
+def test_deblock_weights_missing_or_corrupt_fail_at_start_up_naming_the_file(tmp_path):
+    missing = tmp_path / "gone" / "deblock-rgb.pt"
+    with pytest.raises(WeightsError, match="missing") as info:
+        OperatorHost(deblock_with(missing))
+    assert str(missing) in info.value.message and "deblock" in info.value.message
+    bad = tmp_path / "deblock-rgb.pt"
+    bad.write_bytes(b"\x80\x02 not weights")
+    with pytest.raises(WeightsError, match="corrupt") as info:
+        OperatorHost(deblock_with(bad))
+    assert str(bad) in info.value.message
+    # the deblocker ignores the denoiser's weights setting: each network has its own file
+    with pytest.raises(WeightsError, match="missing"):
+        OperatorHost(deblock_with(missing), Settings(dncnn_weights=DNCNN_WEIGHTS))
+
+
+def test_shipped_deblocker_improves_a_heavy_jpeg():
+    clean = photo(256, 192, "coffee")
+    buf = io.BytesIO()
+    PILImage.fromarray(clean).save(buf, "JPEG", quality=10)
+    dirty = np.asarray(PILImage.open(buf).convert("RGB"))
+    out, _ = OperatorHost(Deblock).run("d", Deblock.Params(), Image(dirty))
+    assert psnr(out.pixels, clean) > psnr(dirty, clean) + 0.5
+
+
+def test_bfloat16_on_cpu_stays_within_a_tenth_of_a_db_of_float32():
+    h = OperatorHost(DnCNNDenoise)
+    clean = photo(200, 150, "astronaut")
+    dirty = Image(noisy(clean, 25, seed=7))
+    results = {}
+    for precision in ("float32", "bfloat16"):
+        h.operator.precision = precision
+        results[precision] = psnr(h.run(precision, DnCNNDenoise.Params(), dirty)[0].pixels,
+                                  clean)
+    assert abs(results["float32"] - results["bfloat16"]) < 0.1
+    assert results["float32"] > psnr(dirty.pixels, clean) + 5
