@@ -50,6 +50,7 @@ def test_an_upload_to_a_full_disk_is_a_503_and_nothing_is_recorded(tmp_path, sma
         assert "No space left" in got.json()["error"]["message"]
         assert files(small_disk) == before  # no half-written file left
         assert svc.store.unfinished_threads() == []  # nothing recorded, nothing charged
+        assert svc.billing.balance("acme").held == 0  # and its reservation given back
         (small_disk / "ballast").unlink()
         assert svc.submit(img).status == 202  # the same request, once there is room
     finally:
