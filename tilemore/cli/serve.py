@@ -2,13 +2,16 @@
 
 Local Ray, Ray Serve with the ingress, the conductor, SQLite and local blobs under
 TILEMORE_DATA_DIR. On first run it creates the ``demo`` domain and a token, and it prints a
-curl example that works when pasted.
+curl example that works when pasted. SIGTERM or Ctrl-C stops it in order within
+TILEMORE_SHUTDOWN_GRACE_SECONDS (see :mod:`tilemore.cli.graceful`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
+import sys
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -17,6 +20,7 @@ import click
 
 from tilemore.billing.ledger import Entry, open_ledger
 from tilemore.catalog import Catalog
+from tilemore.cli.graceful import GracefulStop
 from tilemore.settings import Settings
 from tilemore.store import open_store
 
@@ -52,18 +56,69 @@ def serve_cmd(host: str | None, port: int | None) -> None:
             + (ingress.max_replicas if ingress else settings.ingress_replicas))
     ensure_ray(settings.model_copy(update={"ray_num_cpus": settings.ray_num_cpus or cpus}),
                quiet=True, dashboard=settings.metrics)  # metrics: Prometheus finds Ray's
+    # After ray.init, which installs Ray's own SIGTERM handlers (a native stack dump, then
+    # exit 1): ours replace them. A signal from here on lets Serve come up, then stops it.
+    stop = GracefulStop(settings.shutdown_grace_seconds, echo=click.echo,
+                        last_words=lambda: click.echo(in_flight(settings)))
+    stop.install()
     serve.start(http_options={"host": settings.host, "port": settings.port},
                 logging_config={"log_level": "WARNING"})
     serve.run(build_app(settings), name="tilemore", route_prefix="/")
     import ray
 
     click.echo(banner(settings, token, ray.get_runtime_context().gcs_address))
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        click.echo("stopping…")
-        serve.shutdown()
+    stop.wait()
+    shut_down(settings, stop)
+
+
+RAY_STOP_S = 3.0  # kept from the grace for ray.shutdown (about 1 s here)
+
+
+def shut_down(settings: Settings, stop: GracefulStop) -> None:
+    """HTTP intake first, then the conductor, then Ray: each bounded by what is left of the
+    grace; past it, the watchdog exits 0 and says what is left (see GracefulStop)."""
+    from tilemore_deployments.conductor import NAME, NAMESPACE
+
+    from tilemore.engine.ray_shutdown import (
+        begin_serve_shutdown,
+        disconnect,
+        kill_actor,
+        serve_stopped,
+    )
+
+    assert stop.signal is not None and stop.started_at is not None
+    click.echo(f"{stop.signal.name}: stopping (at most {stop.grace:g} s)…")
+    begin_serve_shutdown(timeout=stop.remaining(RAY_STOP_S))  # its proxies go at once
+    if settings.ray_address is None:
+        # Our own cluster ends with us: stop its conductor where it is, as a crash would.
+        # Its threads are in the registry and resume on the next start.
+        kill_actor(NAME, NAMESPACE, timeout=min(5.0, stop.remaining(RAY_STOP_S)))
+        click.echo(in_flight(settings))
+    else:
+        click.echo("the conductor goes on running threads on the cluster")
+    if not serve_stopped(stop.remaining(RAY_STOP_S)):  # ingress requests finish meanwhile
+        click.echo("Serve did not stop in time: exiting now")
+        stop.abandon()  # the watchdog says what is left, ends our processes and exits 0
+    disconnect()
+    click.echo(f"stopped in {time.monotonic() - stop.started_at:.1f} s")
+    stop.done()
+    # Ray's native teardown at interpreter exit takes another 2-3 s here with nothing left
+    # to stop (ray.shutdown has run), and is where a native abort would come from: skip it.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def in_flight(settings: Settings, shown: int = 10) -> str:
+    """What the registry holds as still 'processing': the next start resumes it."""
+    with open_store(settings) as store:
+        ids = store.unfinished_threads()
+    if not ids:
+        return "no thread in flight"
+    listed = ", ".join(ids[:shown]) + (f" and {len(ids) - shown} more" if len(ids) > shown
+                                       else "")
+    return f"{len(ids)} thread(s) in flight resume on the next start: {listed}"
 
 
 def demo_token(settings: Settings) -> str:
@@ -103,5 +158,6 @@ def banner(settings: Settings, token: str, ray_address: str) -> str:
         f"  curl -s -H {shlex.quote(auth)} {url}/threads/THREAD_ID",
         f"  curl -s -H {shlex.quote(auth)} -o result.jpg {url}/results/THREAD_ID/result.jpg",
         "",
-        "Ctrl-C stops the service; threads still running resume on the next start.",
+        f"Ctrl-C stops the service (SIGTERM too, within {settings.shutdown_grace_seconds:g} s); "
+        "threads still running resume on the next start.",
     ])
