@@ -52,7 +52,7 @@ class Decode(Operator):
     price = Price(per_call=Decimal("0.0001"))
 
     def process(self, params: DecodeParams, data: bytes) -> Image:
-        return decode_image(data, self.settings.max_input_pixels, params.size_hint)
+        return decode_image(data, self.context.max_input_pixels, params.size_hint)
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ class DnCNNDenoise(Operator):
     training: ClassVar[str] = "python -m tilemore_operators.dncnn_training"
 
     def weights_path(self) -> Path:
-        return Path(self.settings.dncnn_weights or self.weights)
+        return Path(self.context.options.get("weights") or self.weights)
 
     def setup(self) -> None:
         path = self.weights_path()
@@ -71,7 +71,7 @@ class DnCNNDenoise(Operator):
             model.load_state_dict(state)
         except Exception as exc:  # noqa: BLE001 - any way a file can be broken
             raise WeightsError(f"{self.name}: weights file {path} is corrupt: {exc}") from None
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = torch.device(self.context.device)
         self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
         self.precision: Precision = (
             "bfloat16" if self.device.type == "cpu" and cpu_has_bf16() else "float32")
@@ -91,7 +91,7 @@ class DnCNNDenoise(Operator):
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             return int(free * 0.8)
-        return self.settings.tile_memory_bytes
+        return self.context.tile_memory_bytes
 
     @torch.inference_mode()
     def _run(self, window: np.ndarray, strength: float) -> np.ndarray:

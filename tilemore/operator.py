@@ -15,8 +15,10 @@ The ``role`` says where an operator may stand in a pipeline:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Context, Decimal
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -82,6 +84,33 @@ class Price(BaseModel):
         return exact.quantize(CREDIT_QUANTUM, context=_WIDE)
 
 
+@dataclass(frozen=True)
+class OperatorContext:
+    """What an operator knows of the service it runs in: the device its replica holds, the
+    memory a tile may use, the input pixel limit, and its own settings. Never the service's
+    settings: those hold database URLs and secrets, and operators are customer code."""
+
+    device: Literal["cpu", "cuda"] = "cpu"
+    tile_memory_bytes: int = 128 * 2**20
+    max_input_pixels: int = 250_000_000
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """This operator's own settings: ``TILEMORE_OPERATOR_SETTINGS`` under its name."""
+
+    @classmethod
+    def for_operator(cls, operator: type[Operator], settings: Settings) -> OperatorContext:
+        return cls(device=_device(operator), tile_memory_bytes=settings.tile_memory_bytes,
+                   max_input_pixels=settings.max_input_pixels,
+                   options=MappingProxyType(settings.operator_options(operator.name)))
+
+
+def _device(operator: type[Operator]) -> Literal["cpu", "cuda"]:
+    if operator.resources.num_gpus <= 0:
+        return "cpu"
+    import torch  # only replicas that asked for a GPU pay for the import
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 @dataclass(frozen=True, slots=True)
 class Selection:
     """A selector's verdict: the index of the picked candidate and every candidate's score
@@ -116,10 +145,10 @@ class Operator:
     ``operator_autoscaling`` setting overrides it."""
 
     def __init__(self) -> None:
-        self.settings = Settings()  # the host replaces it with the service's settings
+        self.context = OperatorContext()  # the host gives each replica its own
 
     def setup(self) -> None:
-        """Load models and other expensive state; runs once per replica, after ``settings``
+        """Load models and other expensive state; runs once per replica, after ``context``
         is set. Raise here, not in ``process``, when the operator cannot work at all."""
 
     def process(self, params: Any, *inputs: Any) -> Any:
@@ -130,7 +159,7 @@ class Operator:
         may use (the ``tile_memory_bytes`` setting) and its declared memory per megapixel."""
         from tilemore.tiling import tile_side
 
-        return tile_side(self.settings.tile_memory_bytes, self.resources.memory_per_megapixel,
+        return tile_side(self.context.tile_memory_bytes, self.resources.memory_per_megapixel,
                          self.halo)
 
     @classmethod

@@ -6,7 +6,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -69,7 +69,12 @@ class Settings(BaseModel):
     tile_memory_bytes: int = Field(
         128 * 2**20, ge=2**20, description="memory one tile may use on CPU (GPU: free memory)"
     )
-    dncnn_weights: Path | None = Field(None, description="the CNN denoiser's weights file")
+    dncnn_weights: Path | None = Field(
+        None, description="the CNN denoiser's weights file (short for operator_settings "
+        '{"dncnn": {"weights": …}})')
+    operator_settings: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="each operator's own settings, by operator name: "
+        "what its replicas see as context.options (JSON in the environment)")
     checkpoint_tasks: bool = Field(
         False, description="store every task's output in the blob store (the service does)"
     )
@@ -236,7 +241,7 @@ class Settings(BaseModel):
             raise ValueError("must be at least ingress_min_replicas")
         return value
 
-    @field_validator("operator_autoscaling", mode="before")
+    @field_validator("operator_autoscaling", "operator_settings", mode="before")
     @classmethod
     def _json(cls, value: object) -> object:
         if not isinstance(value, str):
@@ -259,6 +264,12 @@ class Settings(BaseModel):
             downscale_delay_s=self.ingress_downscale_delay_s,
             look_back_period_s=self.ingress_look_back_period_s,
         )
+
+    def operator_options(self, name: str) -> dict[str, Any]:
+        """The settings operator ``name`` is given, and nothing else of these."""
+        legacy = {"weights": str(self.dncnn_weights)} if (
+            name == "dncnn" and self.dncnn_weights) else {}
+        return {**legacy, **self.operator_settings.get(name, {})}
 
     @property
     def output_pixel_limit(self) -> int:

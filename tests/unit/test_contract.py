@@ -79,3 +79,28 @@ def test_settings_from_environment(tmp_path):
     assert s.max_input_pixels == 1000 and s.replicas == 2 and s.pipeline_paths == [tmp_path]
     with pytest.raises(TilemoreError, match="TILEMORE_REPLICAS"):
         Settings.from_env({"TILEMORE_REPLICAS": "zero"})
+
+
+def test_an_operator_gets_a_small_context_never_the_settings():
+    from tilemore.engine.host import OperatorHost
+    from tilemore.operator import OperatorContext
+    from tilemore.settings import Settings
+
+    class Curious(Operator):
+        name = "curious"
+
+        def process(self, params, image):
+            return image
+
+    settings = Settings.from_env({
+        "TILEMORE_DATABASE_URL": "postgresql://tilemore:s3cret@db:5432/tilemore",
+        "TILEMORE_TILE_MEMORY_BYTES": str(2**22),
+        "TILEMORE_OPERATOR_SETTINGS": '{"curious": {"level": 3}, "other": {"key": "x"}}'})
+    op = OperatorHost(Curious, settings).operator
+    assert op.context == OperatorContext(device="cpu", tile_memory_bytes=2**22,
+                                         max_input_pixels=settings.max_input_pixels,
+                                         options={"level": 3})
+    assert not hasattr(op, "settings")
+    assert "s3cret" not in repr(vars(op))  # nothing of the database URL reaches it
+    with pytest.raises(TypeError):
+        op.context.options["level"] = 4  # read-only

@@ -18,7 +18,7 @@ from tilemore.blobs import open_blob_store
 from tilemore.engine import checkpoint
 from tilemore.engine.memory import return_large_buffers_to_the_os
 from tilemore.image import Encoded, Image
-from tilemore.operator import Operator, OperatorParams
+from tilemore.operator import Operator, OperatorContext, OperatorParams
 from tilemore.settings import Settings
 
 
@@ -58,7 +58,7 @@ class OperatorHost:
         settings = settings or Settings()
         return_large_buffers_to_the_os()
         self.operator = operator()
-        self.operator.settings = settings
+        self.operator.context = OperatorContext.for_operator(operator, settings)
         self.operator.setup()
         self.blobs = open_blob_store(settings) if settings.checkpoint_tasks else None
 
