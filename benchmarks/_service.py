@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import tempfile
+from decimal import Decimal
 from pathlib import Path
 
+from tilemore.billing.ledger import Entry, open_ledger
 from tilemore.catalog import Catalog
 from tilemore.engine.ray_backend import ensure_ray, local_cpus
 from tilemore.settings import Settings
 from tilemore.store import open_store
+
+
+BENCH_CREDITS = Decimal("1000000")
 
 
 def start_service(port: int = 8321, extra_apps: dict | None = None) -> tuple[Settings, dict]:
@@ -21,6 +26,8 @@ def start_service(port: int = 8321, extra_apps: dict | None = None) -> tuple[Set
     store = open_store(settings)
     store.create_domain("bench")
     _, token = store.issue_token("bench")
+    with open_ledger(settings) as ledger:  # credits, or every submission is a 402
+        ledger.append([Entry("bench", "order", BENCH_CREDITS, reference="bench-credits")])
     catalog = Catalog.load(settings)
     cpus = local_cpus(catalog.operators_in_use()) + 2
     ensure_ray(settings.model_copy(update={"ray_num_cpus": cpus}), quiet=True)
