@@ -17,25 +17,25 @@ classical denoiser by ≥ 1.0 dB at σ 25 and QC stay within 0.3 dB of the oracl
 from __future__ import annotations
 
 import argparse
-import io
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 from _common import machine, save
-from PIL import Image as PILImage
 from tilemore_operators.damage import DAMAGES
-from tilemore_operators.decode import decode_image
 from tilemore_operators.denoise import Bilateral, Guided, Impulse, Keep, NLMeans
 from tilemore_operators.dncnn import Deblock, DnCNNDenoise
 from tilemore_operators.dncnn_training import HELD_OUT, photos
 from tilemore_operators.qc import ResidualQC
+from tilemore_operators.qc_calibration import damaged
 
 from tilemore.engine.host import OperatorHost
 from tilemore.image import Image
 
 CANDIDATES = (NLMeans, Bilateral, Guided, DnCNNDenoise, Deblock, Impulse, Keep)
 SIGMAS = (15, 25, 50)
-# damage → (how it is made, the target, what the target is on)
+# the damages of the issue's table (made by qc_calibration.damaged), and each one's target
 DAMAGE_CASES = ("jpeg10", "salt_pepper5", "sigma15_jpeg30", "sigma25", "clean")
 TARGETS = {"jpeg10": ("gain", 1.0), "salt_pepper5": ("gain", 18.0),
            "sigma15_jpeg30": ("gain", 2.0), "sigma25": ("psnr", 30.27),
@@ -45,31 +45,6 @@ TARGETS = {"jpeg10": ("gain", 1.0), "salt_pepper5": ("gain", 18.0),
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float(min(10 * np.log10(255.0**2 / max(mse, 1e-12)), 99.0))
-
-
-def as_file(pixels: np.ndarray, fmt: str, **kwargs) -> Image:
-    """What the pipeline's decode stage makes of ``pixels`` saved as a ``fmt`` file."""
-    buf = io.BytesIO()
-    PILImage.fromarray(pixels).save(buf, fmt, **kwargs)
-    return decode_image(buf.getvalue(), 10**9)
-
-
-def damaged(kind: str, img: np.ndarray, rng: np.random.Generator) -> Image:
-    def gaussian(sigma: float) -> np.ndarray:
-        return np.clip(img + rng.normal(0, sigma, img.shape), 0, 255).astype(np.uint8)
-
-    if kind == "jpeg10":
-        return as_file(img, "JPEG", quality=10)
-    if kind == "salt_pepper5":
-        out, r = img.copy(), rng.random(img.shape)
-        out[r < 0.025] = 0
-        out[(r >= 0.025) & (r < 0.05)] = 255
-        return as_file(out, "PNG")
-    if kind == "sigma15_jpeg30":
-        return as_file(gaussian(15), "JPEG", quality=30)
-    if kind == "sigma25":
-        return as_file(gaussian(25), "PNG")
-    return as_file(img, "PNG")
 
 
 class Bench:
@@ -116,6 +91,7 @@ def met(case: str, t: dict) -> tuple[float, bool]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="one photo, 96×128 crops: seconds")
+    ap.add_argument("--out", type=Path, help="also write the figures here (JSON)")
     args = ap.parse_args()
     clean = [np.clip(p * 255 + 0.5, 0, 255).astype(np.uint8) for p in photos(HELD_OUT)]
     if args.smoke:
@@ -145,6 +121,8 @@ def main() -> None:
                                              for s in gaussian]))
     if not args.smoke:
         save("denoise_quality", result)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
     print(f"mean PSNR (dB) on {', '.join(result['held_out'])} (held out); "
           f"{'SMOKE: tiny crops, ' if args.smoke else ''}{result['seconds']:.0f} s")
     head = f"{'damage':16s}{'input':>8s}" + "".join(f"{n:>10s}" for n in names)

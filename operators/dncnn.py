@@ -123,9 +123,6 @@ class Deblock(DnCNNDenoise):
     weights = DEBLOCK_WEIGHTS
     training = "python -m tilemore_operators.dncnn_training --damage jpeg"
 
-    def weights_path(self) -> Path:
-        return self.weights
-
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively; emulated, it is slower than float32."""

@@ -96,9 +96,13 @@ def test_deblock_weights_missing_or_corrupt_fail_at_start_up_naming_the_file(tmp
     with pytest.raises(WeightsError, match="corrupt") as info:
         OperatorHost(deblock_with(bad))
     assert str(bad) in info.value.message
-    # the deblocker ignores the denoiser's weights setting: each network has its own file
+    # the deblocker ignores the denoiser's weights setting: each network has its own file,
+    # which its own operator settings may name
     with pytest.raises(WeightsError, match="missing"):
         OperatorHost(deblock_with(missing), Settings(dncnn_weights=DNCNN_WEIGHTS))
+    with pytest.raises(WeightsError, match="missing") as info:
+        OperatorHost(Deblock, Settings(operator_settings={"deblock": {"weights": str(missing)}}))
+    assert str(missing) in info.value.message
 
 
 def test_shipped_deblocker_improves_a_heavy_jpeg():
