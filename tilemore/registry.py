@@ -1,4 +1,11 @@
-"""Where operators are found: the built-ins plus the modules a pipeline file names."""
+"""Where operators are found: the built-ins plus the modules a pipeline file names.
+
+An operator is checked when it is added: its ``role`` must be one of the four and its
+``process`` must take what that role is given (a wrong signature would otherwise fail only
+when a task runs, on a worker). A module may declare the packages its operators need in a
+module-level ``REQUIREMENTS`` list; :func:`runtime_env_for` makes it the Ray ``runtime_env``
+of the operator's replicas.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from tilemore.errors import UnknownOperator
 from tilemore.operator import Operator
@@ -43,6 +51,7 @@ class OperatorRegistry:
         name = getattr(op, "name", None)
         if not isinstance(name, str) or not name:
             raise TypeError(f"{op.__qualname__} must set a class attribute `name`")
+        check_operator(op)
         known = self._ops.get(name)
         if known is not None and known is not op:
             raise ValueError(
@@ -52,6 +61,7 @@ class OperatorRegistry:
 
     def add_module(self, module: ModuleType) -> list[type[Operator]]:
         """Add the operator classes *defined* in ``module`` (not those it imports)."""
+        module_requirements(module)  # a malformed REQUIREMENTS fails at load, not on Ray
         found = [
             obj
             for obj in vars(module).values()
@@ -115,3 +125,79 @@ def import_operator_module(ref: str, *, relative_to: Path | None = None) -> Modu
 
 def _where(op: type[Operator]) -> str:
     return f"{op.__module__}.{op.__qualname__}"
+
+
+class OperatorDefinitionError(ValueError):
+    """An operator class that cannot work as declared (found when its module is loaded)."""
+
+
+# What ``process`` is given after ``params``, per role; ``True``: any number of candidates.
+_PROCESS_INPUTS: dict[str, tuple[tuple[str, ...], bool]] = {
+    "source": (("data",), False),
+    "transform": (("image",), False),
+    "sink": (("image",), False),
+    "selector": (("original",), True),
+}
+
+
+def expected_process(role: str) -> str:
+    inputs, many = _PROCESS_INPUTS[role]
+    return f"def process(self, params, {', '.join(inputs)}{', *candidates' if many else ''})"
+
+
+def check_operator(op: type[Operator]) -> None:
+    """Refuse an operator whose ``role`` is unknown or whose ``process`` cannot be called
+    the way its role is called: ``process(params, input)``, or for a selector
+    ``process(params, original, *candidates)``."""
+    where = f"operator '{getattr(op, 'name', op.__qualname__)}' ({_where(op)})"
+    if op.role not in _PROCESS_INPUTS:
+        raise OperatorDefinitionError(
+            f"{where}: role '{op.role}' is not one of {', '.join(_PROCESS_INPUTS)}")
+    if op.process is Operator.process:
+        raise OperatorDefinitionError(f"{where} defines no process; a {op.role} needs "
+                                      f"`{expected_process(op.role)}`")
+    try:
+        sig = inspect.signature(op.process)
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to check
+        return
+    inputs, many = _PROCESS_INPUTS[op.role]
+    calls = [(None, None, *inputs)]
+    if many:  # a selector is called with 2 or more candidates
+        calls += [(None, None, *inputs, "c1", "c2"), (None, None, *inputs, "c1", "c2", "c3")]
+    for args in calls:
+        try:
+            sig.bind(*args)
+        except TypeError:
+            raise OperatorDefinitionError(
+                f"{where}: process{sig} cannot be called as a {op.role}'s is; write "
+                f"`{expected_process(op.role)}`") from None
+
+
+def module_requirements(module: ModuleType | None) -> list[str]:
+    """The module's ``REQUIREMENTS`` (pip requirement strings), checked."""
+    reqs = getattr(module, "REQUIREMENTS", None) if module is not None else None
+    if reqs is None:
+        return []
+    name = getattr(module, "__name__", "?")
+    if not isinstance(reqs, (list, tuple)) or not all(
+            isinstance(r, str) and r.strip() for r in reqs):
+        raise OperatorDefinitionError(
+            f"module {name}: REQUIREMENTS must be a list of pip requirement strings, "
+            f"like ['scikit-image>=0.22']")
+    try:
+        from packaging.requirements import InvalidRequirement, Requirement  # Ray's dependency
+    except ImportError:  # pragma: no cover - pip checks them on the worker then
+        return list(reqs)
+    for r in reqs:
+        try:
+            Requirement(r)
+        except InvalidRequirement as exc:
+            raise OperatorDefinitionError(f"module {name}: REQUIREMENTS: {exc}") from None
+    return list(reqs)
+
+
+def runtime_env_for(op: type[Operator]) -> dict[str, Any] | None:
+    """The Ray ``runtime_env`` of ``op``'s replicas: pip installs its module's
+    ``REQUIREMENTS`` on the worker; ``None`` (the cluster's own environment) without any."""
+    reqs = module_requirements(sys.modules.get(op.__module__))
+    return {"pip": reqs} if reqs else None

@@ -32,6 +32,7 @@ from tilemore.engine.host import OperatorHost
 from tilemore.engine.ray_replicas import LOST, Replicas
 from tilemore.engine.ray_tiles import fan_out
 from tilemore.operator import Operator, OperatorParams
+from tilemore.registry import runtime_env_for
 from tilemore.settings import Settings
 
 _INSTALLED_PACKAGES = ("tilemore", "tilemore_operators")
@@ -153,6 +154,7 @@ class RayBackend:
         actor_cls = ray.remote(OperatorHost).options(
             num_cpus=res.num_cpus, num_gpus=gpus, resources=dict(res.custom) or None,
             max_restarts=-1, max_task_retries=LOST_REPLICA_RETRIES,
+            runtime_env=runtime_env_for(operator),  # its module's REQUIREMENTS
         )
         return [actor_cls.remote(operator, self.settings) for _ in range(n)]
 

@@ -6,6 +6,7 @@ Names are not resolved here; :mod:`tilemore.pipeline.validate` does that against
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,27 @@ from tilemore.errors import PipelineFileError
 from tilemore.retry import RetryPolicy
 
 _NAME = r"^[a-z][a-z0-9_-]*$"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem of a pipeline file: where it is (file, stage, field) and what it is.
+    ``message`` is what :class:`PipelineFileError` says after the file and stage."""
+
+    path: str
+    message: str
+    stage: str | None = None
+    field: str | None = None
+
+    def error(self) -> PipelineFileError:
+        return PipelineFileError(self.path, self.message, stage=self.stage)
+
+    def __str__(self) -> str:
+        return str(self.error())
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"file": self.path, "stage": self.stage, "field": self.field,
+                "message": self.message}
 
 
 class _Doc(BaseModel):
@@ -93,20 +115,28 @@ def load_document(path: Path) -> dict[str, Any]:
 
 
 def parse_pipeline(path: Path | str) -> PipelineDoc:
+    """Read one pipeline file; raise its first problem (see :func:`document_problems`)."""
     path = Path(path)
     data = load_document(path)
     try:
         return PipelineDoc.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        raise document_problems(path, data, exc)[0].error() from None
+
+
+def document_problems(path: Path, data: dict[str, Any], exc: ValidationError) -> list[Problem]:
+    """Every shape problem pydantic found in ``data``, each naming the stage and the field."""
+    out: list[Problem] = []
+    for err in exc.errors():
         loc = list(err["loc"])
         stage = None
         if len(loc) >= 2 and loc[0] == "stages" and isinstance(loc[1], int):
             stages = data.get("stages") or []
             raw = stages[loc[1]] if loc[1] < len(stages) else None
             stage = raw.get("name") if isinstance(raw, dict) else None
-            stage = stage or f"#{loc[1] + 1}"
+            stage = stage if isinstance(stage, str) and stage else f"#{loc[1] + 1}"
             loc = loc[2:]
         field = ".".join(str(p) for p in loc)
-        problem = f"{field}: {err['msg']}" if field else err["msg"]
-        raise PipelineFileError(path, problem, stage=stage) from None
+        message = f"{field}: {err['msg']}" if field else err["msg"]
+        out.append(Problem(str(path), message, stage, field or None))
+    return out

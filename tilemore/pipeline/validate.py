@@ -17,7 +17,14 @@ from pydantic import ValidationError
 
 from tilemore.errors import PipelineFileError, UnknownOperator
 from tilemore.operator import Operator, Role
-from tilemore.pipeline.parse import OperatorRef, PipelineDoc, parse_pipeline
+from tilemore.pipeline.parse import (
+    OperatorRef,
+    PipelineDoc,
+    Problem,
+    document_problems,
+    load_document,
+    parse_pipeline,
+)
 from tilemore.registry import OperatorRegistry
 from tilemore.retry import RetryPolicy
 
@@ -73,91 +80,139 @@ class Pipeline:
 
 
 def load_pipeline(path: Path | str, registry: OperatorRegistry) -> Pipeline:
-    """Parse and validate one pipeline file."""
+    """Parse and validate one pipeline file; raise its first problem."""
     path = Path(path)
     return validate_pipeline(parse_pipeline(path), path, registry)
 
 
-def validate_pipeline(doc: PipelineDoc, path: Path, registry: OperatorRegistry) -> Pipeline:
-    def fail(problem: str, stage: str | None = None) -> PipelineFileError:
-        return PipelineFileError(path, problem, stage=stage)
+def pipeline_problems(path: Path | str, registry: OperatorRegistry) -> list[Problem]:
+    """Every problem of one pipeline file, in file order; empty when it is valid. Shape
+    problems (phase 1) come alone: names are resolved only in a well-formed document."""
+    path = Path(path)
+    try:
+        data = load_document(path)
+    except PipelineFileError as exc:
+        return [Problem(exc.path, exc.problem, exc.stage)]
+    try:
+        doc = PipelineDoc.model_validate(data)
+    except ValidationError as exc:
+        return document_problems(path, data, exc)
+    problems: list[Problem] = []
+    _resolve(doc, path, registry, problems)
+    return problems
 
-    for ref in doc.operator_modules:
+
+def validate_pipeline(doc: PipelineDoc, path: Path, registry: OperatorRegistry) -> Pipeline:
+    problems: list[Problem] = []
+    pipeline = _resolve(doc, path, registry, problems)
+    if problems or pipeline is None:
+        raise problems[0].error()
+    return pipeline
+
+
+def _resolve(doc: PipelineDoc, path: Path, registry: OperatorRegistry,
+             problems: list[Problem]) -> Pipeline | None:
+    """Resolve ``doc``, appending each problem to ``problems`` and going on where it can;
+    the pipeline only when there was none."""
+
+    def fail(message: str, stage: str | None = None, field: str | None = None) -> None:
+        problems.append(Problem(str(path), message, stage, field))
+
+    for i, ref in enumerate(doc.operator_modules):
         try:
             registry.load(ref, relative_to=path.parent)
         except (ImportError, FileNotFoundError, SyntaxError) as exc:
-            raise fail(f"cannot load operator module '{ref}': {exc}") from None
-        except ValueError as exc:  # two operators with one name
-            raise fail(str(exc)) from None
+            fail(f"cannot load operator module '{ref}': {exc}", field=f"operator_modules.{i}")
+        except ValueError as exc:  # two operators with one name, a wrong `process`
+            fail(str(exc), field=f"operator_modules.{i}")
 
-    def step(ref: OperatorRef, stage: str, roles: tuple[Role, ...], what: str) -> Step:
+    def step(ref: OperatorRef, stage: str, roles: tuple[Role, ...], what: str,
+             at: str) -> Step | None:
         try:
             op = registry.get(ref.operator)
         except UnknownOperator as exc:
-            raise fail(exc.message, stage) from None
+            fail(exc.message, stage, f"{at}operator")
+            return None
         if op.role not in roles:
-            raise fail(f"{what} '{op.name}' is a {op.role}; here it must be {' or '.join(roles)}",
-                       stage)
-        _check_fixed_params(op, ref.params, lambda p: fail(p, stage))
-        return Step(op, dict(ref.params), ref.retry)
+            fail(f"{what} '{op.name}' is a {op.role}; here it must be {' or '.join(roles)}",
+                 stage, f"{at}operator")
+            return None
+        before = len(problems)
+        _check_fixed_params(op, ref.params, lambda p, f: fail(p, stage, f"{at}params.{f}"))
+        return Step(op, dict(ref.params), ref.retry) if len(problems) == before else None
 
-    algorithms: dict[str, Algorithm] = {}
+    algorithms: dict[str, Algorithm | None] = {}
     for name, algo in doc.algorithms.items():
         where = f"algorithm {name}"
         branches = {
-            b: step(ref, where, ("transform",), f"branch '{b}' operator")
+            b: step(ref, where, ("transform",), f"branch '{b}' operator", f"branches.{b}.")
             for b, ref in algo.branches.items()
         }
-        select = step(algo.select, where, ("selector",), "select operator")
-        algorithms[name] = Algorithm(name, branches, select, algo.description)
+        select = step(algo.select, where, ("selector",), "select operator", "select.")
+        ok = select is not None and all(v is not None for v in branches.values())
+        algorithms[name] = (Algorithm(name, branches, select, algo.description)  # type: ignore[arg-type]
+                            if ok else None)
 
-    seen: set[str] = set()
-    stages: list[Stage] = []
+    inputs_of: dict[str, tuple[str, ...]] = {}
+    stages: dict[str, Stage | None] = {}
     previous: str | None = None
     for sd in doc.stages:
-        if sd.name in seen:
-            raise fail("duplicate stage name", sd.name)
-        seen.add(sd.name)
+        if sd.name in inputs_of:
+            fail("duplicate stage name", sd.name, "name")
+            previous = sd.name
+            continue
         inputs = tuple(sd.inputs) if sd.inputs is not None else ((previous,) if previous else ())
+        inputs_of[sd.name] = inputs
+        stage: Stage | None = None
         if sd.operator is not None:
             roles: tuple[Role, ...] = ("source",) if not inputs else ("transform", "sink")
             st = step(OperatorRef(operator=sd.operator, params=sd.params, retry=sd.retry),
-                      sd.name, roles, "operator")
-            stages.append(Stage(sd.name, inputs, step=st, description=sd.description))
+                      sd.name, roles, "operator", "")
+            stage = Stage(sd.name, inputs, step=st, description=sd.description) if st else None
+        elif not inputs:
+            fail("a stage with choices needs an input stage", sd.name, "inputs")
         else:
-            if not inputs:
-                raise fail("a stage with choices needs an input stage", sd.name)
             choices: dict[str, Algorithm | Step] = {}
             for choice in sd.choices:
                 if choice in algorithms:
-                    choices[choice] = algorithms[choice]
+                    found = algorithms[choice]
                 elif choice in registry:
-                    choices[choice] = step(OperatorRef(operator=choice), sd.name,
-                                           ("transform",), "choice")
+                    found = step(OperatorRef(operator=choice), sd.name, ("transform",),
+                                 "choice", "choices.")
                 else:
-                    raise fail(f"unknown algorithm or operator '{choice}'", sd.name)
-            stages.append(Stage(sd.name, inputs, choices=choices,
-                                default=sd.default or sd.choices[0], description=sd.description))
+                    fail(f"unknown algorithm or operator '{choice}'", sd.name, "choices")
+                    found = None
+                if found is not None:
+                    choices[choice] = found
+            if len(choices) == len(sd.choices):
+                stage = Stage(sd.name, inputs, choices=choices,
+                              default=sd.default or sd.choices[0], description=sd.description)
+        stages[sd.name] = stage
         previous = sd.name
 
-    for st in stages:
-        for name in st.inputs:
-            if name not in seen:
-                raise fail(f"input '{name}' is not a stage of this pipeline", st.name)
-    ordered = _topological(stages, fail)
+    for name, inputs in inputs_of.items():
+        for i, dep in enumerate(inputs):
+            if dep not in inputs_of:
+                fail(f"input '{dep}' is not a stage of this pipeline", name, f"inputs.{i}")
+    order = _topological({n: {d for d in deps if d in inputs_of}
+                          for n, deps in inputs_of.items()}, fail)
 
     output = doc.output_stage or doc.stages[-1].name
-    if output not in seen:
-        raise fail(f"output_stage '{output}' is not a stage of this pipeline")
-    out_stage = next(s for s in stages if s.name == output)
-    if out_stage.step is None or out_stage.step.operator.role != "sink":
-        raise fail("the output stage must run a sink operator (an encoder)", output)
+    if output not in inputs_of:
+        fail(f"output_stage '{output}' is not a stage of this pipeline", field="output_stage")
+    else:
+        out_stage = stages[output]
+        if out_stage is not None and (out_stage.step is None
+                                      or out_stage.step.operator.role != "sink"):
+            fail("the output stage must run a sink operator (an encoder)", output)
 
+    if problems or order is None:
+        return None
     return Pipeline(
         name=doc.pipeline,
         version=doc.version,
         path=path,
-        stages=tuple(ordered),
+        stages=tuple(stages[n] for n in order),  # type: ignore[misc]
         output_stage=output,
         fingerprint=_fingerprint(doc, registry),
         description=doc.description,
@@ -165,7 +220,8 @@ def validate_pipeline(doc: PipelineDoc, path: Path, registry: OperatorRegistry) 
 
 
 def _check_fixed_params(op: type[Operator], params: Mapping[str, Any], fail) -> None:
-    """Fixed parameters must be known and well typed; required ones may come from callers."""
+    """Fixed parameters must be known and well typed; required ones may come from callers.
+    ``fail(problem, field)`` is called once per problem."""
     try:
         op.Params.model_validate(dict(params))
     except ValidationError as exc:
@@ -174,21 +230,23 @@ def _check_fixed_params(op: type[Operator], params: Mapping[str, Any], fail) -> 
                 continue
             loc = ".".join(str(p) for p in err["loc"])
             if err["type"] == "extra_forbidden":
-                raise fail(f"operator '{op.name}' has no parameter '{loc}'") from None
-            raise fail(f"parameter '{loc}' of operator '{op.name}': {err['msg']}") from None
+                fail(f"operator '{op.name}' has no parameter '{loc}'", loc)
+            else:
+                fail(f"parameter '{loc}' of operator '{op.name}': {err['msg']}", loc)
 
 
-def _topological(stages: list[Stage], fail) -> list[Stage]:
-    by_name = {s.name: s for s in stages}
-    waiting = {s.name: set(s.inputs) for s in stages}
-    ordered: list[Stage] = []
+def _topological(inputs_of: dict[str, set[str]], fail) -> list[str] | None:
+    """The stage names, inputs first; ``None`` (after ``fail``) when they form a cycle."""
+    waiting = {name: set(deps) for name, deps in inputs_of.items()}
+    ordered: list[str] = []
     while waiting:
         ready = [n for n, deps in waiting.items() if not deps]
         if not ready:
             cycle = _find_cycle(waiting)
-            raise fail(f"stages form a cycle: {' -> '.join(cycle)}", cycle[0])
+            fail(f"stages form a cycle: {' -> '.join(cycle)}", cycle[0], "inputs")
+            return None
         for name in ready:
-            ordered.append(by_name[name])
+            ordered.append(name)
             del waiting[name]
         for deps in waiting.values():
             deps.difference_update(ready)
