@@ -46,7 +46,7 @@ def index(backend):
     return index
 
 
-def _search(index, query: str, **filters) -> None:
+def search(index, query: str, **filters) -> None:
     started = time.monotonic()
     try:
         hits = index.search_errors(query, domain="acme", **filters)
@@ -55,14 +55,6 @@ def _search(index, query: str, **filters) -> None:
     else:
         assert all(isinstance(h, ErrorHit) and h.record.domain == "acme" for h in hits)
     assert time.monotonic() - started < 1.0, query
-
-
-def search(index, query: str, **filters) -> None:
-    if _on_postgres(index):  # NUL: a known failure on PostgreSQL, tested on its own below
-        query = query.replace("\x00", "")
-        filters = {k: v.replace("\x00", "") if isinstance(v, str) else v
-                   for k, v in filters.items()}
-    _search(index, query, **filters)
 
 
 @BOUNDED
@@ -76,10 +68,6 @@ def test_any_query(index, query):
        operator=st.none() | st.text(max_size=20), thread=st.none() | st.text(max_size=20))
 def test_any_query_with_filters(index, query, limit, operator, thread):
     search(index, query, limit=limit, operator=operator, thread_id=thread)
-
-
-def _on_postgres(index) -> bool:
-    return type(index).__name__.startswith("Postgres")
 
 
 @pytest.mark.parametrize("query, filters", [
