@@ -21,6 +21,8 @@ import jsonschema
 import pytest
 import yaml
 
+from tilemore.catalog import Catalog
+from tilemore.engine.autoscale import autoscaling_for
 from tilemore.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).parents[2]
@@ -324,3 +326,87 @@ def test_pods_get_tilemores_settings(manifest):
     settings = Settings.from_env({**data, "TILEMORE_DATABASE_URL": "postgresql://db/tilemore"})
     assert settings.blob_store == "s3" and settings.s3_bucket
     assert settings.preemption_provider == "aws"
+
+
+# -- autoscaling, on by default on a cluster -------------------------------------------------------
+
+AUTOSCALING = "TILEMORE_OPERATOR_AUTOSCALING"
+
+
+def serve_env() -> dict[str, str]:
+    serve = yaml.safe_load((ROOT / "deployments" / "serve.yaml").read_text())
+    return serve["applications"][0]["runtime_env"]["env_vars"]
+
+
+def test_operator_autoscaling_is_the_same_everywhere(manifest):
+    """The env file (ray up), the ConfigMap (KubeRay) and the Serve application's runtime_env
+    (both; the RayService embeds serve.yaml, compared above) carry one value, as JSON that
+    Settings accepts."""
+    values = {"tilemore.env.example": env_example()[AUTOSCALING],
+              "ConfigMap": manifest["ConfigMap"]["data"][AUTOSCALING],
+              "serve.yaml": serve_env()[AUTOSCALING]}
+    parsed = {where: json.loads(value) for where, value in values.items()}
+    assert len({json.dumps(p, sort_keys=True) for p in parsed.values()}) == 1, parsed
+    settings = Settings.from_env({AUTOSCALING: values["serve.yaml"]})
+    assert settings.operator_autoscaling["*"].max_replicas > 1
+    # Every setting in serve.yaml's runtime_env is Tilemore's (env_vars are strings).
+    known = {ENV_PREFIX + field.upper() for field in Settings.model_fields}
+    assert all(isinstance(v, str) for v in serve_env().values())
+    assert set(serve_env()) <= known
+
+
+def test_every_shipped_operator_autoscales_on_a_cluster():
+    settings = Settings.from_env({AUTOSCALING: env_example()[AUTOSCALING]})
+    for op in set(Catalog.load().operators_in_use()):
+        auto = autoscaling_for(op, settings)
+        assert auto is not None and auto.min_replicas >= 1 and auto.max_replicas > 1, op.name
+        # Quiet for minutes before a pool shrinks: a node is returned only after that.
+        assert auto.downscale_delay_s >= 60, op.name
+
+
+def test_the_ingress_is_sized_in_one_place(manifest):
+    """serve.yaml's autoscaling_config wins over TILEMORE_INGRESS_*: setting those too would
+    only mislead."""
+    for where, env in [("tilemore.env.example", env_example()),
+                       ("ConfigMap", manifest["ConfigMap"]["data"]), ("serve.yaml", serve_env())]:
+        assert not [k for k in env if k.startswith("TILEMORE_INGRESS_")], where
+    ingress = yaml.safe_load((ROOT / "deployments" / "serve.yaml").read_text())
+    auto = ingress["applications"][0]["deployments"][0]["autoscaling_config"]
+    assert 2 <= auto["min_replicas"] < auto["max_replicas"]
+
+
+def _worker_types(name: str, manifest: dict) -> dict[str, tuple[int, float, float]]:
+    """Worker type → (most nodes, CPUs per node, GPUs per node)."""
+    if name == "kuberay":
+        groups = manifest["RayService"]["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+        return {g["groupName"]: (g["maxReplicas"],
+                                 float(containers(g)[0]["resources"]["limits"]["cpu"]),
+                                 float(containers(g)[0]["resources"]["limits"].get(
+                                     "nvidia.com/gpu", 0)))
+                for g in groups}
+    types = launcher(name)["available_node_types"]
+    return {t: (v["max_workers"], v["resources"]["CPU"], v["resources"].get("GPU", 0))
+            for t, v in types.items() if t != launcher(name)["head_node_type"]}
+
+
+@pytest.mark.parametrize("name", [*CLOUDS, "kuberay"])
+def test_every_pool_at_its_max_fits_the_worker_types(name, manifest):
+    """Replicas the worker types can never hold would wait for ever: every pool at its
+    max_replicas (the GPU operators on the GPU type, the rest and the ingress on the CPU
+    type) fits within the types' max_workers."""
+    settings = Settings.from_env({AUTOSCALING: env_example()[AUTOSCALING]})
+    types = _worker_types(name, manifest)
+    gpus = cpus = 0.0
+    for op in set(Catalog.load().operators_in_use()):
+        most = autoscaling_for(op, settings).max_replicas
+        if op.resources.num_gpus:
+            gpus += most * op.resources.num_gpus
+        else:
+            cpus += most * op.resources.num_cpus
+    serve = yaml.safe_load((ROOT / "deployments" / "serve.yaml").read_text())
+    ingress = serve["applications"][0]["deployments"][0]["autoscaling_config"]["max_replicas"]
+    cpus += ingress * 0.25  # deployments/ingress.py: ray_actor_options num_cpus
+    n, cpu, gpu = types["gpu-spot"]
+    assert 0 < gpus <= n * gpu, (gpus, n * gpu)
+    n, cpu, _ = types["cpu-spot"]
+    assert cpus <= n * cpu, (cpus, n * cpu)
