@@ -82,6 +82,32 @@ class PickBrightest(Operator):
         return Selection(pick=int(np.argmax(scores)), scores=scores)
 
 
+class PlanParams(OperatorParams):
+    only: list[str] = []  # the branches worth running ([]: all)
+    candidates: list[str] = []  # set by the engine: the branches this selector receives
+
+
+class PlanThenPick(Operator):
+    """A selector that rules branches out before they run (``only``), then picks the
+    brightest of the rest; it records the candidates it was told of."""
+
+    name = "plan-then-pick"
+    role = "selector"
+    Params = PlanParams
+
+    def plan(self, params: PlanParams, original: Image, branches: list[str]) -> dict | None:
+        if not params.only:
+            return None
+        return {"run": [b for b in branches if b in params.only],
+                "reasons": {b: "wanted" if b in params.only else "not wanted" for b in branches},
+                "measures": {"mean": float(original.rgb().mean())}}
+
+    def process(self, params: PlanParams, original: Image, *candidates: Image) -> Selection:
+        scores = [float(c.rgb().mean()) for c in candidates]
+        return Selection(int(np.argmax(scores)), scores,
+                         [{"told": float(len(params.candidates))} for _ in candidates])
+
+
 class Explode(Operator):
     name = "explode"
 

@@ -154,6 +154,13 @@ class Operator:
     def process(self, params: Any, *inputs: Any) -> Any:
         raise NotImplementedError
 
+    def plan(self, params: Any, original: Any, branches: list[str]) -> dict[str, Any] | None:
+        """A selector may look at its stage's input before the branches run and name those
+        worth running: ``{"run": [names], "reasons": {name: why}, "measures": {...}}``. The
+        others are skipped: never run, never charged, and ``process`` gets only the rest (a
+        ``candidates`` parameter, if its Params has one, names them). ``None``: run all."""
+        return None
+
     def tile_side(self) -> int:
         """The side of the square tiles this replica can take at once: from the memory it
         may use (the ``tile_memory_bytes`` setting) and its declared memory per megapixel."""

@@ -19,7 +19,8 @@ from tilemore.pipeline.graph import FromTask, Picked, Source
 def test_default_graph_fans_out_then_picks(denoised):
     g = build_graph(denoised, {}, "jpeg")
     ids = [t.id for t in g.tasks]
-    branches = ["master/nlmeans", "master/bilateral", "master/guided", "master/dncnn"]
+    branches = ["master/nlmeans", "master/bilateral", "master/guided", "master/dncnn",
+                "master/deblock", "master/impulse", "master/keep"]
     assert ids == ["decode", *branches, "master/select", "shifter", "encoder"]
     assert g.task("decode").inputs == (Source(),)
     assert g.task("master/guided").inputs == (FromTask("decode"),)

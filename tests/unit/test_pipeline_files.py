@@ -37,7 +37,7 @@ def test_builtin_pipeline_loads(denoised):
     assert denoised.stage_names == ["decode", "master", "shifter", "encoder"]
     master = denoised.stage("master")
     assert list(master.choices) == ["denoised-multiformat", "nlmeans", "bilateral", "guided",
-                                    "dncnn"]
+                                    "dncnn", "deblock", "impulse"]
     assert master.default == "denoised-multiformat"
     assert denoised.output_stage == "encoder"
 

@@ -21,6 +21,7 @@ def result_filename(rec: ThreadRecord) -> str:
 
 def thread_body(rec: ThreadRecord, base_url: str) -> dict[str, Any]:
     done = sum(t.status == "done" for t in rec.tasks)
+    skipped = sum(t.status == "skipped" for t in rec.tasks)
     body: dict[str, Any] = {
         "status": rec.status,
         "thread_id": rec.id,
@@ -30,12 +31,13 @@ def thread_body(rec: ThreadRecord, base_url: str) -> dict[str, Any]:
         "created_at": iso(rec.created_at),
         "updated_at": iso(rec.updated_at),
         "finished_at": iso(rec.finished_at),
-        "progress": {"done": done, "total": len(rec.tasks)},
+        "progress": {"done": done, "total": len(rec.tasks) - skipped},
         "tasks": [
             {"id": t.task_id, "operator": t.operator, "status": t.status,
              "started_at": iso(t.started_at), "finished_at": iso(t.finished_at),
              "seconds": None if t.seconds is None else round(t.seconds, 4),
-             "megapixels": t.megapixels, **({"error": t.error} if t.error else {})}
+             "megapixels": t.megapixels, **({"error": t.error} if t.error else {}),
+             **({"reason": t.note} if t.note else {})}
             for t in rec.tasks
         ],
         "qc": rec.qc,

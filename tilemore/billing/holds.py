@@ -71,6 +71,15 @@ class Holds:
         with self._tx() as db:
             db.execute("DELETE FROM holds WHERE key = ?", (key,))
 
+    def release_part(self, key: str, amount: Decimal) -> None:
+        """Give back ``amount`` of a hold (work it was set aside for will not run), never
+        below zero."""
+        with self._tx() as db:
+            row = db.execute("SELECT remaining FROM holds WHERE key = ?", (key,)).fetchone()
+            if row is not None:
+                left = max(ZERO, add(Decimal(row["remaining"]), CTX.minus(amount)))
+                db.execute("UPDATE holds SET remaining = ? WHERE key = ?", (fmt(left), key))
+
     def held(self, account: str) -> Decimal:
         rows = self._query("SELECT remaining FROM holds WHERE account = ?", (account,))
         return add(*(Decimal(r["remaining"]) for r in rows))

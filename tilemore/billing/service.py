@@ -61,6 +61,9 @@ class Billing:
     def release(self, key: str) -> None:
         self.ledger.release(key)
 
+    def release_part(self, key: str, amount: Decimal) -> None:
+        self.ledger.release_part(key, amount)
+
     def sweep_holds(self, grace_seconds: float, batch_grace_seconds: float,
                     limit: int = 500) -> int:
         """Give back holds no work owns any more (see :mod:`tilemore.billing.holds`)."""

@@ -38,6 +38,11 @@ class Backend(Protocol[H]):
     ) -> tuple[H, H]:
         """Start a task once its inputs are ready; returns (output, :class:`TaskStats`)."""
 
+    def plan(self, operator: type[Operator], params: OperatorParams, original: H,
+             branches: list[str]) -> H:
+        """Ask a selector which ``branches`` are worth running on ``original`` (a handle to
+        the dict of :meth:`OperatorHost.plan`, or to None)."""
+
     def wait(self, handles: Sequence[H], timeout: float | None = None) -> list[H]:
         """Block until at least one handle is ready (or the timeout); return the ready ones."""
 
@@ -110,6 +115,11 @@ class LocalBackend:
         for f in inputs:
             f.add_done_callback(input_done)
         return output, stats
+
+    def plan(self, operator: type[Operator], params: OperatorParams, original: Future,
+             branches: list[str]) -> Future:
+        return self._pool.submit(lambda: self.host(operator).plan(params, original.result(),
+                                                                  branches))
 
     def wait(self, handles: Sequence[Future], timeout: float | None = None) -> list[Future]:
         done, _ = wait(handles, timeout=timeout, return_when=FIRST_COMPLETED)

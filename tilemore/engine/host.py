@@ -68,6 +68,16 @@ class OperatorHost:
     def tile_side(self) -> int:
         return self.operator.tile_side()
 
+    def plan(self, params: OperatorParams, original: Any,
+             branches: list[str]) -> dict[str, Any] | None:
+        """A selector's look at its stage's input (see :meth:`Operator.plan`), with the
+        input's size, so that what a skipped branch would have cost can be priced."""
+        verdict = self.operator.plan(params, original, branches)
+        if verdict is None:
+            return None
+        size = (original.width, original.height) if isinstance(original, Image) else None
+        return {**verdict, "size": size}
+
     def run_window(self, params: OperatorParams, pixels: Any) -> Any:
         """One tile of a task split across replicas: pixels in, pixels out."""
         return self.operator.process(params, Image(pixels)).pixels

@@ -249,6 +249,16 @@ class RayBackend:
             self._track(stats, _Call(operator, pool[i], (pool[i],)))
             return output, stats
 
+    def plan(self, operator: type[Operator], params: OperatorParams,
+             original: ray.ObjectRef, branches: list[str]) -> ray.ObjectRef:
+        with self._lock:
+            self._pool(operator)
+            up = self._up[operator]
+            up.refresh()
+            i = up.next_up()
+            i = up.next_any() if i is None else i
+            return up.hosts[i].plan.remote(params, original, branches)
+
     def _track(self, stats: ray.ObjectRef, call: _Call) -> None:
         # Only the autoscaler needs the ref (to see the call finish); elsewhere the hex
         # alone, so nothing is pinned.

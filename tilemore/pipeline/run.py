@@ -5,10 +5,15 @@ together; the data itself stays in the backend (handles only pass through here).
 never started on a failed input, so a failure stops its thread without orphaned work, and a
 task that has not started can still be called off. Only a selector's small verdict comes back
 here: it decides which candidate's output the next stage receives.
+
+A selector that can judge the stage's input first (its operator's ``plan``) is asked before
+the branches start; a branch it finds unable to help is skipped: never run, never charged,
+and the selector chooses among the others.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -19,8 +24,10 @@ from tilemore.engine.backend import Backend, ReplicaLost
 from tilemore.engine.host import TaskFailure, TaskStats
 from tilemore.errors import TilemoreError
 from tilemore.image import Encoded
-from tilemore.operator import Selection
+from tilemore.operator import Operator, Selection
 from tilemore.pipeline.graph import FromTask, Input, Picked, Source, TaskGraph, TaskNode
+
+log = logging.getLogger("tilemore.run")
 
 
 class TaskFailed(Exception):
@@ -50,6 +57,19 @@ class QCReport:
     pick: str
     scores: dict[str, float]
     details: dict[str, dict[str, float]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # branch → why it did not run
+    plan: dict[str, Any] = field(default_factory=dict)  # the selector's look at the input
+
+
+@dataclass(frozen=True)
+class BranchPlan:
+    """A selector's decision, before its branches ran, of which were worth running."""
+
+    selector: str  # the selector task
+    skipped: dict[str, str]  # branch task id → why it does not run
+    reasons: dict[str, str]  # branch name → why it runs or not
+    measures: dict[str, Any]  # what the selector measured of the input
+    size: tuple[int, int] | None  # the stage input's (width, height): what skipping saved
 
 
 @dataclass
@@ -105,6 +125,8 @@ def run_graph(
     should_stop: Callable[[], bool] | None = None,
     on_retry: Callable[[Retry], None] | None = None,
     reload: Callable[[TaskStats], Any] | None = None,
+    skipped: Mapping[str, str] | None = None,
+    on_plan: Callable[[BranchPlan], None] | None = None,
     poll_seconds: float = 0.5,
 ) -> RunResult:
     """Run ``graph`` on ``data``. Tasks in ``completed`` are not run again; ``on_start`` and
@@ -114,18 +136,22 @@ def run_graph(
     :class:`TaskFailed`. A run lost with its replica (:class:`ReplicaLost`) runs again at
     once, outside the policy, up to :data:`MAX_LOSSES` times. ``reload`` brings a finished
     task's output back from its checkpoint: before a retry, the failed task's inputs are put
-    again from there, in case the failure was an input lost with the node that held it."""
+    again from there, in case the failure was an input lost with the node that held it.
+    ``skipped``: branches an earlier attempt's selector ruled out (task id → why); branches
+    ruled out now are announced to ``on_plan`` before the others start."""
     started = time.perf_counter()
     done = dict(completed or {})
     outputs: dict[str, Any] = {}  # task id → output handle; "" is the submitted data
     running: dict[Any, TaskNode] = {}  # stats handle → task
     selections: dict[str, Selection] = {}
     stats: dict[str, TaskStats] = {tid: c.stats for tid, c in done.items()}
+    plans = _Plans(graph, dict(skipped or {}), done, can_plan=hasattr(backend, "plan"))
     for task in graph.tasks:
         if task.id in done and task.operator.role == "selector":
             selections[task.id] = _checked(done[task.id].load(), task,
-                                           len(graph.candidates(task.id)))
-    waiting = [t for t in graph.tasks if t.id not in done]
+                                           len(plans.live(task.id)))
+    waiting = [t for t in graph.tasks if t.id not in done and t.id not in plans.skipped]
+    planning: dict[Any, TaskNode] = {}  # plan handle → its selector
     failures: dict[str, int] = {}  # counted against the task's retry policy
     losses: dict[str, int] = {}  # runs lost with a replica: not the operator's doing
     not_before: dict[str, float] = {}  # task id → monotonic time its retry may start
@@ -144,32 +170,50 @@ def run_graph(
             return output_of(inp.task) if inp.task in stats else None
         assert isinstance(inp, Picked)
         verdict = selections.get(inp.selector)
-        return None if verdict is None else output_of(inp.candidates[verdict.pick])
+        return None if verdict is None else output_of(plans.live(inp.selector)[verdict.pick])
 
-    while waiting or running:
+    def inputs_of(task: TaskNode) -> tuple[Input, ...]:
+        return tuple(i for i in task.inputs
+                     if not (isinstance(i, FromTask) and i.task in plans.skipped))
+
+    while waiting or running or planning:
         if should_stop is not None and should_stop():
             raise RunCanceled(f"stopped with {len(waiting)} of {len(graph.tasks)} tasks unstarted")
         now = time.monotonic()
         for task in list(waiting):
             if not_before.get(task.id, 0.0) > now:
                 continue
-            if any(resolve(i) is None for i in task.inputs if not isinstance(i, Source)):
+            if any(resolve(i) is None for i in task.inputs if not isinstance(i, Source)
+                   and not (isinstance(i, FromTask) and i.task in plans.skipped)):
                 continue
-            handles = [resolve(i) for i in task.inputs]
+            selector = plans.undecided_selector_of(task.id)
+            if selector is not None:  # its selector first looks at the input
+                if all(s.id != selector.id for s in planning.values()):
+                    handle = backend.plan(selector.operator, selector.params,  # type: ignore
+                                          resolve(task.inputs[0]), plans.branch_names(selector))
+                    planning[handle] = selector
+                continue
+            handles = [resolve(i) for i in inputs_of(task)]
             if on_start is not None:
                 on_start(task)
-            out, st = backend.call(task.id, task.operator, task.params, handles)
+            out, st = backend.call(task.id, task.operator, plans.params(task), handles)
             outputs[task.id] = out
             running[st] = task
             waiting.remove(task)
         backing_off = [not_before[t.id] - now for t in waiting if not_before.get(t.id, 0) > now]
-        if not running:
+        if not running and not planning:
             if not backing_off:
                 raise RuntimeError(f"tasks can never start: {[t.id for t in waiting]}")
             time.sleep(min(min(backing_off), poll_seconds))
             continue
         timeout = min([poll_seconds, *backing_off])
-        for handle in backend.wait(list(running), timeout=timeout):
+        for handle in backend.wait([*running, *planning], timeout=timeout):
+            if handle in planning:
+                plan = plans.decide(planning.pop(handle), _plan_of(backend, handle))
+                waiting = [t for t in waiting if t.id not in plans.skipped]
+                if on_plan is not None:
+                    on_plan(plan)
+                continue
             task = running.pop(handle)
             st = _stats(backend, handle, task)
             if st.failure is not None:
@@ -185,7 +229,7 @@ def run_graph(
                     delay = task.retry.delay(n)
                 not_before[task.id] = time.monotonic() + delay
                 outputs.pop(task.id, None)
-                for dep in _input_tasks(task, selections) if reload is not None else ():
+                for dep in _input_tasks(task, selections, plans) if reload is not None else ():
                     if stats[dep].checkpoint:
                         outputs[dep] = backend.put(reload(stats[dep]))
                 waiting.append(task)
@@ -195,25 +239,94 @@ def run_graph(
             stats[task.id] = st
             if task.operator.role == "selector":
                 verdict = backend.get(outputs[task.id])
-                selections[task.id] = _checked(verdict, task, len(graph.candidates(task.id)))
+                selections[task.id] = _checked(verdict, task, len(plans.live(task.id)))
             if on_progress is not None:
-                on_progress(Progress(len(stats), len(graph.tasks), stats[task.id]))
+                total = len(graph.tasks) - len(plans.skipped)
+                on_progress(Progress(len(stats), total, stats[task.id]))
 
     output = (backend.get(outputs[graph.output]) if graph.output in outputs
               else done[graph.output].load())
-    return RunResult(output, stats, _qc_reports(graph, selections),
+    return RunResult(output, stats, _qc_reports(graph, selections, plans),
                      time.perf_counter() - started, outputs)
 
 
-def _input_tasks(task: TaskNode, selections: Mapping[str, Selection]) -> list[str]:
+def _input_tasks(task: TaskNode, selections: Mapping[str, Selection],
+                 plans: _Plans) -> list[str]:
     """The tasks whose outputs ``task`` reads (of a selector's candidates, the picked one)."""
     ids = []
     for inp in task.inputs:
-        if isinstance(inp, FromTask):
+        if isinstance(inp, FromTask) and inp.task not in plans.skipped:
             ids.append(inp.task)
         elif isinstance(inp, Picked):
-            ids.append(inp.candidates[selections[inp.selector].pick])
+            ids.append(plans.live(inp.selector)[selections[inp.selector].pick])
     return ids
+
+
+class _Plans:
+    """Which branches each selector ruled out, and what the selectors are then told."""
+
+    def __init__(self, graph: TaskGraph, skipped: dict[str, str],
+                 done: Mapping[str, Completed], can_plan: bool) -> None:
+        self.graph, self.skipped = graph, skipped
+        self.decisions: dict[str, BranchPlan] = {}
+        self._undecided: dict[str, TaskNode] = {}  # branch task id → its selector
+        for sel in graph.tasks:
+            branches = graph.candidates(sel.id) if sel.operator.role == "selector" else []
+            if not branches or not can_plan or not _plans(sel.operator):
+                continue
+            # Decided already: a branch was ruled out, or everything has run.
+            if any(b in skipped for b in branches) or all(b in done for b in branches):
+                continue
+            self._undecided.update((b, sel) for b in branches)
+
+    def undecided_selector_of(self, task_id: str) -> TaskNode | None:
+        return self._undecided.get(task_id)
+
+    def branch_names(self, selector: TaskNode) -> list[str]:
+        return [self.graph.task(c).branch or c for c in self.graph.candidates(selector.id)]
+
+    def live(self, selector: str) -> list[str]:
+        """The selector's candidates that run (or ran), in order: its verdict indexes these."""
+        return [c for c in self.graph.candidates(selector) if c not in self.skipped]
+
+    def params(self, task: TaskNode) -> Any:
+        """A selector whose parameters have ``candidates`` is told the branches it gets."""
+        if task.operator.role != "selector" or "candidates" not in type(task.params).model_fields:
+            return task.params
+        names = [self.graph.task(c).branch or c for c in self.live(task.id)]
+        return task.params.model_copy(update={"candidates": names})
+
+    def decide(self, selector: TaskNode, verdict: dict[str, Any] | None) -> BranchPlan:
+        branches = self.graph.candidates(selector.id)
+        names = self.branch_names(selector)
+        verdict = verdict or {}
+        run = set(verdict.get("run") or names)  # nothing worth running: run everything
+        reasons = {str(k): str(v) for k, v in dict(verdict.get("reasons") or {}).items()}
+        skipped = {b: reasons.get(n, "skipped by the selector")
+                   for b, n in zip(branches, names, strict=True) if n not in run}
+        self.skipped.update(skipped)
+        for b in branches:
+            self._undecided.pop(b, None)
+        size = verdict.get("size")
+        plan = BranchPlan(selector.id, skipped, reasons, dict(verdict.get("measures") or {}),
+                          (int(size[0]), int(size[1])) if size else None)
+        self.decisions[selector.id] = plan
+        return plan
+
+
+def _plans(operator: type[Operator]) -> bool:
+    return getattr(operator, "plan", None) is not getattr(Operator, "plan", None)
+
+
+def _plan_of(backend: Backend, handle: Any) -> dict[str, Any] | None:
+    """The selector's plan; one that fails only costs the saving (every branch runs)."""
+    try:
+        verdict = backend.get(handle)
+    except Exception as exc:  # noqa: BLE001 - planning is an optimisation
+        log.warning("a selector's plan failed (%s: %s); every branch runs",
+                    type(exc).__name__, exc)
+        return None
+    return verdict if isinstance(verdict, dict) else None
 
 
 def _stats(backend: Backend, handle: Any, task: TaskNode) -> TaskStats:
@@ -234,18 +347,23 @@ def _checked(verdict: Any, task: TaskNode, n: int) -> Selection:
     return verdict
 
 
-def _qc_reports(graph: TaskGraph, selections: dict[str, Selection]) -> list[QCReport]:
+def _qc_reports(graph: TaskGraph, selections: dict[str, Selection],
+                plans: _Plans) -> list[QCReport]:
     reports = []
     for task in graph.tasks:
         verdict = selections.get(task.id)
         if verdict is None:
             continue
-        names = [graph.task(c).branch or c for c in graph.candidates(task.id)]
+        names = [graph.task(c).branch or c for c in plans.live(task.id)]
+        plan = plans.decisions.get(task.id)
         reports.append(QCReport(
             stage=task.stage,
             algorithm=graph.algorithms.get(task.stage, task.stage),
             pick=names[verdict.pick],
             scores=dict(zip(names, verdict.scores, strict=True)),
             details=dict(zip(names, verdict.details, strict=False)),
+            skipped={graph.task(b).branch or b: why for b, why in plans.skipped.items()
+                     if b in graph.candidates(task.id)},
+            plan={"reasons": plan.reasons, "measures": plan.measures} if plan else {},
         ))
     return reports

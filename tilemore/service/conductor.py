@@ -18,6 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
+from tilemore.billing.money import add
 from tilemore.billing.pricing import price_of
 from tilemore.billing.service import Billing
 from tilemore.blobs import BlobNotFound, BlobStore
@@ -29,6 +30,7 @@ from tilemore.errors import ServiceUnavailable, TilemoreError
 from tilemore.metrics import NO_METRICS, Metrics
 from tilemore.pipeline.graph import TaskNode, build_graph
 from tilemore.pipeline.run import (
+    BranchPlan,
     Completed,
     Progress,
     Retry,
@@ -238,8 +240,11 @@ class Conductor:
         prices = self.billing.prices() if self.billing is not None else {}
         completed = {t.task_id: self._completed(t) for t in rec.tasks
                      if t.status == "done" and t.checkpoint_key and t.task_id in ids}
+        skipped = {t.task_id: t.note or "" for t in rec.tasks  # ruled out by a selector
+                   if t.status == "skipped" and t.task_id in ids}
         try:
-            data = self.blobs.get(rec.input_key) if len(completed) < len(ids) else b""
+            left = len(ids) - len(completed) - len(skipped)
+            data = self.blobs.get(rec.input_key) if left else b""
         except BlobNotFound as exc:  # lost (expired, deleted): no retry brings it back
             self.threads.fail_thread(thread_id, exc.code, "the thread's input image is no "
                                      f"longer stored ({exc.message}); submit it again")
@@ -272,6 +277,21 @@ class Conductor:
                                    s.checkpoint)
             trace.task_span(s)  # the worker's own times, tiles and megapixels
 
+        def planned(plan: BranchPlan) -> None:
+            """Branches the selector ruled out: recorded as skipped, their share of the
+            hold given back (they are never charged)."""
+            if not plan.skipped:
+                return
+            self.threads.tasks_skipped(thread_id, plan.skipped)
+            if self.billing is not None and plan.size is not None:
+                mp = plan.size[0] * plan.size[1] / 1e6
+                saved = add(*(price_of(ops[t], prices).cost(mp) for t in plan.skipped))
+                try:
+                    self.billing.release_part(rec.idem_key, saved)
+                except Exception as exc:  # noqa: BLE001 - the whole hold goes back at the end
+                    log.warning("thread %s: skipped branches' credits not given back now: %s",
+                                thread_id, exc)
+
         def retrying(r: Retry) -> None:  # not charged: only a finished task is
             log.warning("thread %s: task %s failed (%s: %s); retry %d in %.1f s", thread_id,
                         r.task.id, type(r.failure.error).__name__, r.failure.error, r.failures,
@@ -283,7 +303,8 @@ class Conductor:
 
         try:
             result = run_graph(graph, data, self.backend, finished, completed=completed,
-                               on_start=started, on_retry=retrying,
+                               on_start=started, on_retry=retrying, on_plan=planned,
+                               skipped=skipped,
                                reload=lambda st: checkpoint.load(self.blobs.get(st.checkpoint)),
                                should_stop=lambda: self.threads.cancel_requested(thread_id))
         except RunCanceled:

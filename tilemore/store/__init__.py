@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 ThreadStatus = Literal["processing", "done", "failed", "canceled"]
-TaskStatus = Literal["pending", "running", "done", "failed", "canceled"]
+TaskStatus = Literal["pending", "running", "done", "failed", "canceled", "skipped"]
 FINISHED: tuple[str, ...] = ("done", "failed", "canceled")
 
 
@@ -42,6 +42,7 @@ class TaskRecord:
     megapixels: float | None = None
     checkpoint_key: str | None = None
     error: str | None = None
+    note: str | None = None  # why a skipped task did not run
 
     @property
     def seconds(self) -> float | None:
@@ -99,6 +100,9 @@ class ThreadRepository(Protocol):
 
     def task_done(self, thread_id: str, task_id: str, started_at: float, finished_at: float,
                   megapixels: float, checkpoint_key: str | None) -> None: ...
+
+    def tasks_skipped(self, thread_id: str, reasons: dict[str, str]) -> None:
+        """Mark pending tasks ``skipped`` (task id → why): a selector ruled them out."""
 
     def set_qc(self, thread_id: str, qc: list[dict[str, Any]]) -> None: ...
 

@@ -4,7 +4,7 @@ as the embedded SQLite store, for services whose processes span machines."""
 from __future__ import annotations
 
 from tilemore.store.postgres_db import PostgresDatabase
-from tilemore.store.sql import ADDED_COLUMNS, SCHEMA, SQLStore
+from tilemore.store.sql import ADDED_COLUMNS, SCHEMA, SQLStore, migrate_postgres
 
 
 class PostgresStore(SQLStore, PostgresDatabase):
@@ -13,4 +13,5 @@ class PostgresStore(SQLStore, PostgresDatabase):
     (``ON CONFLICT DO NOTHING`` waits for the other transaction), so one thread exists."""
 
     def __init__(self, url: str) -> None:
-        PostgresDatabase.__init__(self, url, SCHEMA, added_columns=ADDED_COLUMNS)
+        PostgresDatabase.__init__(self, url, SCHEMA, added_columns=ADDED_COLUMNS,
+                                  migrate=migrate_postgres)

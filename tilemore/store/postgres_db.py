@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Self
 
@@ -80,7 +80,8 @@ def describe(url: str) -> str:
 
 class PostgresDatabase:
     def __init__(self, url: str, schema: str, write_lock: int | None = None,
-                 added_columns: Sequence[tuple[str, str, str]] = ()) -> None:
+                 added_columns: Sequence[tuple[str, str, str]] = (),
+                 migrate: Callable[[Connection], None] | None = None) -> None:
         """``write_lock``: an advisory lock key every write transaction takes first, where
         writes read-then-write shared state (the ledger's chain and balances) and must be
         serialised as SQLite's ``BEGIN IMMEDIATE`` serialises them. ``added_columns``:
@@ -96,6 +97,9 @@ class PostgresDatabase:
                     conn.execute(schema.format(**TYPES))
                     for table, column, kind in added_columns:
                         _add_column(conn, table, column, kind.format(**TYPES))
+                    if migrate is not None:
+                        conn.row_factory = dict_row
+                        migrate(Connection(conn))
         except psycopg.OperationalError as exc:
             raise self._unavailable(exc) from exc
         self._pool = ConnectionPool(

@@ -70,21 +70,26 @@ CREATE TABLE IF NOT EXISTS threads (
     trace_id TEXT
 );
 CREATE INDEX IF NOT EXISTS threads_unfinished ON threads(status) WHERE status = 'processing';
-CREATE TABLE IF NOT EXISTS tasks (
+""" + """CREATE TABLE IF NOT EXISTS tasks (
     thread_id TEXT NOT NULL REFERENCES threads(id),
     task_id TEXT NOT NULL,
     position INTEGER NOT NULL,
     operator TEXT NOT NULL,
     status TEXT NOT NULL
-        CHECK (status IN ('pending', 'running', 'done', 'failed', 'canceled')),
+        CHECK (status IN ('pending', 'running', 'done', 'failed', 'canceled', 'skipped')),
     started_at {real},
     finished_at {real},
     megapixels {real},
     checkpoint_key TEXT,
     error TEXT,
+    note TEXT,
     PRIMARY KEY (thread_id, task_id)
 );
 """
+TASK_STATUSES = "('pending', 'running', 'done', 'failed', 'canceled', 'skipped')"
+# Columns of ``tasks`` in a database made before ``skipped`` was a status.
+OLD_TASK_COLUMNS = ("thread_id, task_id, position, operator, status, started_at, finished_at,"
+                    " megapixels, checkpoint_key, error")
 
 # Columns added to a table after its first release: (table, column, type). A database made
 # before then gets them when a process opens it (CREATE TABLE IF NOT EXISTS leaves an
@@ -92,6 +97,32 @@ CREATE TABLE IF NOT EXISTS tasks (
 ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("threads", "trace_id", "TEXT"),
 )
+
+
+def migrate_sqlite(db: Any) -> None:
+    """Tasks may be ``skipped`` (a selector ruled the branch out): a file made before then has
+    a CHECK without it, which SQLite cannot alter, so the table is rebuilt, once."""
+    sql = db.execute("SELECT sql FROM sqlite_master WHERE name = 'tasks'").fetchone()[0]
+    if "'skipped'" in sql:
+        return
+    db.execute("ALTER TABLE tasks RENAME TO tasks_before_skipped")
+    db.execute(SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS tasks"):].format(
+        real="REAL"))
+    db.execute(f"INSERT INTO tasks ({OLD_TASK_COLUMNS}) SELECT {OLD_TASK_COLUMNS}"
+               " FROM tasks_before_skipped")
+    db.execute("DROP TABLE tasks_before_skipped")
+
+
+def migrate_postgres(db: Any) -> None:
+    """The same, where a CHECK can be replaced in place."""
+    row = db.execute("SELECT pg_get_constraintdef(oid) AS def FROM pg_constraint"
+                     " WHERE conname = 'tasks_status_check'").fetchone()
+    if row is not None and "skipped" in row["def" if isinstance(row, dict) else 0]:
+        return
+    db.execute("ALTER TABLE tasks DROP CONSTRAINT IF EXISTS tasks_status_check")
+    db.execute(f"ALTER TABLE tasks ADD CONSTRAINT tasks_status_check CHECK (status IN"
+               f" {TASK_STATUSES})")
+    db.execute("ALTER TABLE tasks ADD COLUMN IF NOT EXISTS note TEXT")
 
 
 class SQLStore:
@@ -217,6 +248,14 @@ class SQLStore:
                        (started_at, finished_at, megapixels, checkpoint_key, thread_id, task_id))
             _touch(db, thread_id)
 
+    def tasks_skipped(self, thread_id: str, reasons: dict[str, str]) -> None:
+        """Branches a selector ruled out: they will not run (and are not charged)."""
+        with self._tx() as db:
+            db.executemany("UPDATE tasks SET status = 'skipped', note = ? WHERE thread_id = ?"
+                           " AND task_id = ? AND status = 'pending'",
+                           [(why[:500], thread_id, task) for task, why in reasons.items()])
+            _touch(db, thread_id)
+
     def set_qc(self, thread_id: str, qc: list[dict[str, Any]]) -> None:
         with self._tx() as db:
             db.execute("UPDATE threads SET qc = ? WHERE id = ?", (json.dumps(qc), thread_id))
@@ -295,7 +334,8 @@ def _account(row: Row) -> AccountInfo:
 
 def _task(row: Row) -> TaskRecord:
     return TaskRecord(row["task_id"], row["operator"], row["status"], row["started_at"],
-                      row["finished_at"], row["megapixels"], row["checkpoint_key"], row["error"])
+                      row["finished_at"], row["megapixels"], row["checkpoint_key"], row["error"],
+                      row["note"])
 
 
 def _thread(row: Row, tasks: list[TaskRecord]) -> ThreadRecord:

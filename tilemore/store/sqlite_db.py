@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
@@ -26,7 +26,8 @@ TYPES = {"real": "REAL", "amount": "TEXT", "seq": "INTEGER PRIMARY KEY AUTOINCRE
 class SQLiteDatabase:
     def __init__(self, path: Path | str, schema: str,
                  added_columns: Sequence[tuple[str, str, str]] = (),
-                 busy_seconds: float = 5.0) -> None:
+                 busy_seconds: float = 5.0,
+                 migrate: Callable[[sqlite3.Connection], None] | None = None) -> None:
         """``added_columns``: (table, column, type) that a file made by an older release
         lacks; each missing one is added (SQLite has no ``ADD COLUMN IF NOT EXISTS``).
         ``busy_seconds``: how long a write waits for the file's lock before it gives up
@@ -43,6 +44,9 @@ class SQLiteDatabase:
             self._db.executescript(schema.format(**TYPES))
             for table, column, kind in added_columns:
                 self._add_column(table, column, kind.format(**TYPES))
+        if migrate is not None:  # what a file made by an older release needs changed
+            with self._tx() as db:
+                migrate(db)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
