@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import tempfile
 from decimal import Decimal
 from pathlib import Path
@@ -12,13 +13,21 @@ from tilemore.engine.ray_backend import ensure_ray, local_cpus
 from tilemore.settings import Settings
 from tilemore.store import open_store
 
-
 BENCH_CREDITS = Decimal("1000000")
 
 
-def start_service(port: int = 8321, extra_apps: dict | None = None) -> tuple[Settings, dict]:
-    """(settings, auth headers) of a fresh service; ``extra_apps`` maps a route prefix to
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_service(port: int | None = None,
+                  extra_apps: dict | None = None) -> tuple[Settings, dict]:
+    """(settings, auth headers) of a fresh service, on ``port`` or a free one (so that a run
+    never meets another service on this machine); ``extra_apps`` maps a route prefix to
     another Serve application to run beside it (a baseline)."""
+    port = port or free_port()
     from ray import serve
     from tilemore_deployments.ingress import build_app
 
