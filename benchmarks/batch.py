@@ -13,6 +13,7 @@ the whole time) and once the workers are up (from a tenth of the images done to 
 
     python benchmarks/batch.py [--images 200] [--size 512x384] [--rounds 3] [--workers N]
                                [--start-method fork|spawn|forkserver] [--pool-malloc default|batch]
+    python benchmarks/batch.py --smoke   # 6 images of 128×96, one round: seconds, after start-up
 
 ``--start-method spawn`` makes the pool's workers import their modules as Ray's do;
 ``--pool-malloc batch`` gives them the heap thresholds a batch worker sets.
@@ -20,7 +21,6 @@ the whole time) and once the workers are up (from a tenth of the images done to 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import multiprocessing
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from _common import machine, photo_jpeg, save
+from _common import arguments, finish, machine, parse, photo_jpeg, positive
 
 from tilemore.batch import BatchJob, prepare, run
 from tilemore.billing.ledger import Entry, open_ledger
@@ -100,7 +100,8 @@ class Round:
         """Images per second once the workers are up: from a tenth of the images done to the
         last (the batch reports a block of images at a time, the pool one by one)."""
         k = len(self.done) // 10
-        return (len(self.done) - 1 - k) / (self.done[-1] - self.done[k])
+        span = self.done[-1] - self.done[k]
+        return (len(self.done) - 1 - k) / span if span > 0 else float("nan")  # one block
 
 
 def pool_round(src: Path, dest: Path, workers: int, method: str, malloc: str) -> Round:
@@ -151,7 +152,7 @@ def main() -> None:
         r = _pool_round(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:7])
         print(json.dumps([r.seconds, r.done]))
         return
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = arguments(__doc__)
     ap.add_argument("--images", type=int, default=200)
     ap.add_argument("--size", default="512x384")
     ap.add_argument("--rounds", type=int, default=3)
@@ -160,7 +161,7 @@ def main() -> None:
                     help="how the pool starts its processes (default: fork, the fastest)")
     ap.add_argument("--pool-malloc", default="default", choices=["default", "batch"],
                     help="the pool's heap thresholds: glibc's (default) or the batch's")
-    args = ap.parse_args()
+    args = parse(ap, images=6, size="128x96", rounds=1)
     width, height = (int(v) for v in args.size.split("x"))
     n = args.images
 
@@ -223,7 +224,6 @@ def main() -> None:
     variant = "".join(f"-{v}" for v, default in ((args.start_method, "fork"),
                                                  (f"{args.pool_malloc}-malloc",
                                                   "default-malloc")) if v != default)
-    path = save(f"batch{variant}", result)
     print(f"{n} images of {args.size}, {args.workers} workers, {machine()}; medians of "
           f"{args.rounds} rounds:")
     print(f"  multiprocessing pool ({args.start_method}, {args.pool_malloc} malloc): "
@@ -233,7 +233,14 @@ def main() -> None:
           f"are up); Ray's start {ray_start:.2f} s, not counted")
     verdict = "met" if ratio >= 0.95 else "NOT met"
     print(f"  throughput ratio {ratio:.3f} (target >= 0.95: {verdict}); once the workers are "
-          f"up {steady_ratio:.3f}; identical outputs {same}/{n}; saved {path}")
+          f"up {steady_ratio:.3f}; identical outputs {same}/{n}")
+    rounds = [len(r.done) for r in pools + batches]
+    path = finish(f"batch{variant}", args, result, {
+        f"every image done in every round, not {rounds}": rounds == [n] * (2 * args.rounds),
+        f"the batch's outputs are the pool's bytes ({same}/{n})": same == n,
+        "rates and the throughput ratio are finite and positive": positive(
+            pool_rate, batch_rate, ratio)})
+    print(f"  saved {path}")
 
 
 if __name__ == "__main__":

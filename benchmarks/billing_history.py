@@ -4,11 +4,11 @@ summing the ledger itself for the same 31 days, in one run.
 Target: ≤ 50 ms per query.
 
     python benchmarks/billing_history.py [--entries 1000000]
+    python benchmarks/billing_history.py --smoke   # 20,000 entries: seconds
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
-from _common import machine, save
+from _common import arguments, finish, machine, parse, positive
 from rich.progress import Progress
 
 from tilemore.billing import Entry, SQLiteLedger
@@ -24,9 +24,9 @@ from tilemore.billing.history import abbreviated
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = arguments(__doc__)
     ap.add_argument("--entries", type=int, default=1_000_000)
-    args = ap.parse_args()
+    args = parse(ap, entries=20_000)
     start = datetime(2026, 10, 1, tzinfo=UTC).timestamp()
     per_second = args.entries / (40 * 86400)  # spread over 40 days
     clock = [start]
@@ -62,9 +62,8 @@ def main() -> None:
     total = sum((Decimal(r["amount"]) for r in raw), Decimal(0))
     from_ledger = time.perf_counter() - t
     q = statistics.median(times)
-    save("billing_history", {"machine": machine(), "entries": args.entries, "query_ms": 1e3 * q,
-                             "from_ledger_ms": 1e3 * from_ledger, "target_ms": 50,
-                             "rows": len(rows)})
+    result = {"machine": machine(), "entries": args.entries, "query_ms": 1e3 * q,
+              "from_ledger_ms": 1e3 * from_ledger, "target_ms": 50, "rows": len(rows)}
     print(f"{args.entries:,} ledger entries on {machine()}")
     print(f"  abbreviated 31-day history: {1e3 * q:.2f} ms (median of 20; target ≤ 50 ms: "
           f"{'met' if q <= 0.05 else 'NOT met'})")
@@ -73,6 +72,13 @@ def main() -> None:
     report = ledger.verify()
     print(f"  verify (chain, balances, daily totals against the ledger): "
           f"{'ok' if report.ok else report.problems[:3]}")
+    shown = sum((Decimal(r["transaction_total"]) for r in rows), Decimal(0))
+    finish("billing_history", args, result, {
+        "times are finite and positive": positive(q, from_ledger),
+        f"31 rows, not {len(rows)}": len(rows) == 31,
+        # the history shows charges as positive totals, the ledger stores them negative
+        f"the history's totals ({shown}) are the ledger's ({-total})": shown == -total,
+        "the ledger verifies": report.ok})
 
 
 if __name__ == "__main__":

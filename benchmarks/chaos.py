@@ -7,12 +7,12 @@ Targets: 100 % of threads done, 0 duplicate charges, total time ≤ 2× undistur
 failure-detection timeout (here 1 s health checks × 3 misses). Also reported: the time until
 every replica of the lost node is alive on another node.
 
-    python benchmarks/chaos.py [--threads 100] [--kill-every 10]
+    python benchmarks/chaos.py [--threads 100] [--kill-every 10] [--max-kills N]
+    python benchmarks/chaos.py --smoke   # 4 threads, one kill: a minute, most of it start-up
 """
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 import tempfile
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import ray
-from _common import machine, save
+from _common import arguments, finish, machine, parse, positive
 from ray.cluster_utils import Cluster
 
 TESTS = Path(__file__).parents[1] / "tests"
@@ -56,7 +56,7 @@ def alive_elsewhere(actor_ids: list[str], dead: str) -> bool:
 
 
 def run(svc: Service, cluster: Cluster, n: int, seed: int, kill_every: float | None,
-        rng: random.Random) -> dict:
+        rng: random.Random, max_kills: int | None = None) -> dict:
     imgs = [encode(noisy(photo(192, 128), 10, seed=seed * 1000 + i), "PNG") for i in range(n)]
     started = time.monotonic()
     ids = [svc.submit(img, ENV).json()["thread_id"] for img in imgs]
@@ -73,7 +73,7 @@ def run(svc: Service, cluster: Cluster, n: int, seed: int, kill_every: float | N
                 pending.remove(item)
         if all(b["status"] != "processing" for b in bodies):
             break
-        if now >= next_kill:
+        if now >= next_kill and (max_kills is None or kills < max_kills):
             victim = rng.choice(sorted(cluster.worker_nodes, key=lambda x: x.node_id))
             on_it = actors_on(victim.node_id)
             killed.append(time.time())
@@ -108,10 +108,12 @@ def run(svc: Service, cluster: Cluster, n: int, seed: int, kill_every: float | N
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = arguments(__doc__)
     ap.add_argument("--threads", type=int, default=100)
     ap.add_argument("--kill-every", type=float, default=10.0)
-    args = ap.parse_args()
+    ap.add_argument("--max-kills", type=int, help="stop killing after this many (default: none)")
+    # smoke: the first kill as soon as the threads are in, while they are running
+    args = parse(ap, threads=4, kill_every=0.25, max_kills=1)
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "include_dashboard": False, "_system_config": SYSTEM_CONFIG})
     cluster.kinds = {}
@@ -127,7 +129,7 @@ def main() -> None:
         svc.backend.prepare([t.operator for t in graph.tasks])
         rng = random.Random(2026)
         calm = run(svc, cluster, args.threads, 1, None, rng)
-        chaos = run(svc, cluster, args.threads, 2, args.kill_every, rng)
+        chaos = run(svc, cluster, args.threads, 2, args.kill_every, rng, args.max_kills)
     finally:
         svc.close()
         ray.shutdown()
@@ -135,12 +137,12 @@ def main() -> None:
     ratio = chaos["seconds"] / calm["seconds"]
     rec = chaos["recovery_s"]
     worst = max(rec) if rec else float("nan")
-    save("chaos", {"machine": machine(), "undisturbed": calm, "chaos": chaos, "ratio": ratio,
-                   "detection_timeout_s": DETECTION_S, "kill_every_s": args.kill_every})
+    result = {"machine": machine(), "undisturbed": calm, "chaos": chaos, "ratio": ratio,
+              "detection_timeout_s": DETECTION_S, "kill_every_s": args.kill_every}
     print(f"{args.threads} threads, {len(WORKERS)} worker nodes × {WORKER_CPUS} logical CPUs, "
           f"on {machine()}")
     print(f"  undisturbed: {calm['seconds']:.1f} s, {calm['done']} done")
-    print(f"  a node killed every {args.kill_every:.0f} s: {chaos['seconds']:.1f} s, "
+    print(f"  a node killed every {args.kill_every:g} s: {chaos['seconds']:.1f} s, "
           f"{chaos['done']} done, {chaos['kills']} kills, {chaos['duplicate_charges']} duplicate"
           f" and {chaos['missing_charges']} missing charges")
     tasks = chaos["task_recovery_s"]
@@ -150,6 +152,14 @@ def main() -> None:
           f" s over {len(tasks)} tasks (target ≤ 5 s + {DETECTION_S:.0f} s detection)")
     print(f"  kill → every replica of the lost node alive elsewhere: worst {worst:.1f} s, mean "
           f"{sum(rec) / max(len(rec), 1):.1f} s over {len(rec)} kills")
+    checks = {"the ratio is finite and positive": positive(ratio),
+              f"at least one kill (at most {args.max_kills}), not {chaos['kills']}":
+                  1 <= chaos["kills"] <= (args.max_kills or chaos["kills"])}
+    for name, r in (("undisturbed", calm), ("chaos", chaos)):
+        checks[f"{name}: {r['done']}/{args.threads} done"] = r["done"] == args.threads
+        checks[f"{name}: {r['duplicate_charges']} duplicate charges"] = not r["duplicate_charges"]
+        checks[f"{name}: {r['missing_charges']} missing charges"] = not r["missing_charges"]
+    finish("chaos", args, result, checks)
 
 
 if __name__ == "__main__":

@@ -4,18 +4,18 @@ charge versus group commits through the single writer, in one run.
 Target: ≥ 2,000 charges/s.
 
     python benchmarks/ledger_appends.py [--charges 20000] [--writers 16]
+    python benchmarks/ledger_appends.py --smoke   # 400 charges, 4 writers: seconds
 """
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
-from _common import machine, save
+from _common import arguments, finish, machine, parse, positive
 
 from tilemore.billing import Entry, SQLiteLedger
 from tilemore.billing.writer import LedgerWriter
@@ -27,10 +27,10 @@ def charges(n: int, tag: str) -> list[Entry]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = arguments(__doc__)
     ap.add_argument("--charges", type=int, default=20_000)
     ap.add_argument("--writers", type=int, default=16)
-    args = ap.parse_args()
+    args = parse(ap, charges=400, writers=4)
     ledger = SQLiteLedger(Path(tempfile.mkdtemp()) / "ledger.db")
     ledger.append([Entry("bench", "order", Decimal("1000000"), reference="seed")])
 
@@ -48,17 +48,20 @@ def main() -> None:
     group = len(grouped) / (time.perf_counter() - started)
     writer.close()
     report = ledger.verify()
-    assert report.ok, report.problems
-
-    save("ledger_appends", {"machine": machine(), "writers": args.writers,
-                            "one_commit_per_charge_per_s": one_by_one,
-                            "group_commit_per_s": group, "target": 2000,
-                            "entries_verified": report.entries})
+    result = {"machine": machine(), "writers": args.writers, "charges": args.charges,
+              "one_commit_per_charge_per_s": one_by_one, "group_commit_per_s": group,
+              "target": 2000, "entries_verified": report.entries}
     print(f"{args.writers} concurrent writers, fsync'd commits, on {machine()}")
     print(f"  one commit per charge: {one_by_one:8.0f} charges/s")
     print(f"  group commits:         {group:8.0f} charges/s  (target ≥ 2,000: "
           f"{'met' if group >= 2000 else 'NOT met'})")
-    print(f"  ledger verified: {report.entries:,} entries, chain and balances intact")
+    print(f"  ledger verified: {report.entries:,} entries, chain and balances "
+          f"{'intact' if report.ok else report.problems[:3]}")
+    expected = 1 + len(single) + len(grouped)  # the seed order and every charge, once
+    finish("ledger_appends", args, result, {
+        "rates are finite and positive": positive(one_by_one, group),
+        "the ledger verifies (chain, balances)": report.ok,
+        f"{expected} entries, not {report.entries}": report.entries == expected})
 
 
 if __name__ == "__main__":

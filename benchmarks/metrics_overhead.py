@@ -7,11 +7,11 @@ each round submits fresh images (the same image would be an idempotent replay), 
 all, and is timed from first submission to last done. Target: on / off ≤ 1.02 (medians).
 
     python benchmarks/metrics_overhead.py [--threads 24] [--rounds 6] [--size 320x240]
+    python benchmarks/metrics_overhead.py --smoke   # 2 threads of 160×120, one round each
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import ray
-from _common import machine, photo_jpeg, save
+from _common import arguments, finish, machine, parse, photo_jpeg, positive
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from service_harness import Service  # noqa: E402
@@ -39,11 +39,11 @@ def round_seconds(svc: Service, images: list[bytes]) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = arguments(__doc__)
     ap.add_argument("--threads", type=int, default=24)
     ap.add_argument("--rounds", type=int, default=6, help="rounds of each kind")
     ap.add_argument("--size", default="320x240")
-    args = ap.parse_args()
+    args = parse(ap, threads=2, rounds=1, size="160x120")
     w, h = (int(x) for x in args.size.split("x"))
     ray.init(num_cpus=32, include_dashboard=True, logging_level="ERROR", log_to_driver=False)
     root = Path(tempfile.mkdtemp(prefix="tilemore-metrics-"))
@@ -71,12 +71,17 @@ def main() -> None:
         ray.shutdown()
     off, on = statistics.median(times["off"]), statistics.median(times["on"])
     ratio = on / off
-    save("metrics_overhead", {"machine": machine(), "threads": args.threads,
-                              "size": args.size, "seconds": times, "ratio": ratio})
+    result = {"machine": machine(), "threads": args.threads, "size": args.size,
+              "seconds": times, "ratio": ratio}
     print(f"{args.threads} threads × {args.rounds} rounds each of the example pipeline at "
           f"{args.size}, on {machine()}")
     print(f"  metrics off: median {off:.2f} s; on: median {on:.2f} s; ratio {ratio:.3f} "
           "(target ≤ 1.02)")
+    counts = {kind: len(t) for kind, t in times.items()}
+    finish("metrics_overhead", args, result, {
+        f"{args.rounds} rounds of each kind, not {counts}":
+            counts == {"off": args.rounds, "on": args.rounds},
+        "times and ratio are finite and positive": positive(*times["off"], *times["on"], ratio)})
 
 
 if __name__ == "__main__":

@@ -5,15 +5,15 @@ Target: Ray ≤ 1.10× direct. Ray's one-time start-up and the replicas' set-up 
 (they happen once per service, not per image); one warm-up run on each side is discarded.
 
     python benchmarks/pipeline_overhead.py [--repeat 3] [--megapixels 12]
+    python benchmarks/pipeline_overhead.py --smoke   # 0.3 MP, one run each: seconds
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 from concurrent.futures import ThreadPoolExecutor
 
-from _common import machine, median_time, photo_jpeg, save
+from _common import arguments, finish, machine, median_time, parse, photo_jpeg, positive
 
 from tilemore.catalog import Catalog
 from tilemore.engine.ray_backend import RayBackend, ensure_ray
@@ -40,10 +40,10 @@ def direct(graph, data: bytes, pool: ThreadPoolExecutor) -> bytes:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = arguments(__doc__)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--megapixels", type=float, default=12.0)
-    args = ap.parse_args()
+    args = parse(ap, repeat=1, megapixels=0.3)
 
     width = int(math.sqrt(args.megapixels * 1e6 * 4 / 3))
     data = photo_jpeg(width, width * 3 // 4)
@@ -57,7 +57,7 @@ def main() -> None:
     ensure_ray(settings, [t.operator for t in graph.tasks], quiet=True)
     backend = RayBackend(settings)
     backend.prepare([t.operator for t in graph.tasks])
-    assert run_graph(graph, data, backend).output.data == expected  # warm-up, same bytes
+    same = run_graph(graph, data, backend).output.data == expected  # warm-up
     t_ray, all_ray = median_time(lambda: run_graph(graph, data, backend), args.repeat)
     backend.close()
 
@@ -65,13 +65,16 @@ def main() -> None:
     result = {"machine": machine(), "megapixels": args.megapixels, "repeat": args.repeat,
               "direct_s": t_direct, "ray_s": t_ray, "ratio": ratio, "target": 1.10,
               "direct_all_s": all_direct, "ray_all_s": all_ray}
-    save("pipeline_overhead", result)
     print(f"{args.megapixels:g} MP denoised pipeline on {machine()}")
     print(f"  direct, one process (threads): {t_direct:.3f} s   (runs: "
           f"{', '.join(f'{t:.3f}' for t in all_direct)})")
     print(f"  Ray operator actors:           {t_ray:.3f} s   (runs: "
           f"{', '.join(f'{t:.3f}' for t in all_ray)})")
     print(f"  ratio {ratio:.3f} (target ≤ 1.10): {'met' if ratio <= 1.10 else 'NOT met'}")
+    finish("pipeline_overhead", args, result, {
+        "Ray's output is the direct calls' bytes": same,
+        "times and ratio are finite and positive": positive(t_direct, t_ray, ratio),
+        f"{args.repeat} runs each side": len(all_direct) == len(all_ray) == args.repeat})
 
 
 if __name__ == "__main__":

@@ -4,15 +4,17 @@ JPEG, with Tilemore's operators versus pyvips (libvips's thumbnail + jpegsave) i
 Target: Tilemore ≤ 1.3× pyvips. Both sides decode at reduced JPEG scale (libvips's
 shrink-on-load; our decoder's size hint, which the graph builder sets for this pipeline).
 
-    pip install -e '.[bench]'; python benchmarks/shifter_encoder.py [--repeat 15]
+    pip install -e '.[bench]'; python benchmarks/shifter_encoder.py [--repeat 15] [--size 4000x3000]
+    python benchmarks/shifter_encoder.py --smoke   # 2000×1500, one run each: seconds
 """
 
 from __future__ import annotations
 
-import argparse
+import io
 
 import pyvips
-from _common import machine, median_time, photo_jpeg, save
+from _common import arguments, finish, machine, median_time, parse, photo_jpeg, positive
+from PIL import Image as PILImage
 from tilemore_operators.decode import decode_image
 from tilemore_operators.encoder import encode_image
 from tilemore_operators.shifter import Shifter
@@ -24,10 +26,12 @@ ADJUSTMENTS = {"shifter": {"resize": {"width": 1600, "mode": "fit"}}, "encoder":
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = arguments(__doc__)
     ap.add_argument("--repeat", type=int, default=15)
-    args = ap.parse_args()
-    data = photo_jpeg(4000, 3000)
+    ap.add_argument("--size", default="4000x3000", help="the input JPEG, WIDTHxHEIGHT")
+    args = parse(ap, repeat=1, size="2000x1500")
+    width, height = (int(v) for v in args.size.split("x"))
+    data = photo_jpeg(width, height)
     graph = build_graph(Catalog.load().pipeline("thumbnail"), ADJUSTMENTS, "jpeg")
     decode_p, shift_p, enc_p = (graph.task(n).params for n in ("decode", "shifter", "encoder"))
     shifter = Shifter()
@@ -43,16 +47,19 @@ def main() -> None:
     t_ours, _ = median_time(tilemore, args.repeat)
     t_vips, _ = median_time(vips, args.repeat)
     ratio = t_ours / t_vips
-    result = {"machine": machine(), "repeat": args.repeat, "tilemore_s": t_ours,
+    result = {"machine": machine(), "size": args.size, "repeat": args.repeat, "tilemore_s": t_ours,
               "pyvips_s": t_vips, "ratio": ratio, "target": 1.3,
               "size_hint": list(decode_p.size_hint or ()), "tilemore_bytes": len(ours),
               "pyvips_bytes": len(theirs), "libvips": pyvips.version(0) * 100 + pyvips.version(1)}
-    save("shifter_encoder", result)
-    print(f"12 MP JPEG → fit 1600 px → JPEG q85 on {machine()}")
+    print(f"{width * height / 1e6:g} MP JPEG → fit 1600 px → JPEG q85 on {machine()}")
     print(f"  tilemore operators: {t_ours * 1000:.1f} ms ({len(ours):,} bytes)")
     print(f"  pyvips {pyvips.version(0)}.{pyvips.version(1)}:        {t_vips * 1000:.1f} ms "
           f"({len(theirs):,} bytes)")
     print(f"  ratio {ratio:.3f} (target ≤ 1.3): {'met' if ratio <= 1.3 else 'NOT met'}")
+    sizes = [PILImage.open(io.BytesIO(b)).size for b in (ours, theirs)]
+    finish("shifter_encoder", args, result, {
+        "times and ratio are finite and positive": positive(t_ours, t_vips, ratio),
+        f"both outputs are 1600 px wide JPEGs, not {sizes}": all(w == 1600 for w, _ in sizes)})
 
 
 if __name__ == "__main__":
