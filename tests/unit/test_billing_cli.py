@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -37,7 +38,9 @@ def test_add_credits_with_plan_bonus_balance_and_history(capsys, db):
                        "--amount", "300")
     assert code == 1 and "[duplicate_reference]" in err
     code, out, _ = run(capsys, "billing", "balance", "-d", "acme")
-    assert "210.00000000000000000000" in out
+    assert "210" in out and "210.0" not in out  # tables show credits without trailing zeros
+    code, out, _ = run(capsys, "billing", "balance", "-d", "acme", "--json")
+    assert code == 0 and json.loads(out)["balance"] == "210.00000000000000000000"  # JSON: all
     # moved to admin: `tilemore billing` no longer creates credits
     assert "No such command 'top-up'" in run(capsys, "billing", "top-up", "-d", "acme",
                                              "--order-id", "x", "--amount", "1")[2]
@@ -55,14 +58,20 @@ def test_subaccounts_and_operations(capsys, db):
     code, out, _ = run(capsys, "billing", "subaccounts", "pay", "-d", "acme", "studio",
                        "--payment-id", "p1", "--amount", "3.5")
     assert code == 0 and "3.50000000000000000000" in out and "from acme" in out
-    assert "1.50000000000000000000" in run(capsys, "billing", "balance", "-d", "acme")[1]
+    assert "1.5 " in run(capsys, "billing", "balance", "-d", "acme")[1]
     db.ledger().append(
         [Entry("acme/studio", "charge", Decimal("-0.25"), "thread-1", "encoder", "encoder", 2.0,
                traced_for="acme")])
     code, out, _ = run(capsys, "billing", "operations", "-d", "acme", "--sub", "studio")
-    assert code == 0 and "encoder" in out and "-0.25000000000000000000" in out
+    assert code == 0 and "encoder" in out and "-0.25 " in out
+    code, out, _ = run(capsys, "billing", "operations", "-d", "acme", "--sub", "studio",
+                       "--json")
+    assert [r["amount"] for r in json.loads(out)] == ["3.50000000000000000000",
+                                                      "-0.25000000000000000000"]
     code, out, _ = run(capsys, "billing", "subaccounts", "list", "-d", "acme")
-    assert "studio" in out and "3.25000000000000000000" in out
+    assert "studio" in out and "3.25 " in out
+    code, out, _ = run(capsys, "billing", "subaccounts", "list", "-d", "acme", "--json")
+    assert json.loads(out)[0]["available"] == "3.25000000000000000000"
     assert "ledger ok: 4 entries" in run(capsys, "admin", "verify-ledger")[1]
 
 

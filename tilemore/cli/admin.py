@@ -9,6 +9,7 @@ from rich.table import Table
 
 from tilemore.api.envelope import META_PART
 from tilemore.cli.errors import CLIError
+from tilemore.cli.format import echo_json, json_option
 from tilemore.cli.state import cli_ledger, cli_store
 from tilemore.settings import Settings
 
@@ -52,12 +53,17 @@ def revoke_token(token_id: str) -> None:
 
 @admin_cmd.command("tokens")
 @click.argument("domain")
-def list_tokens(domain: str) -> None:
+@json_option
+def list_tokens(domain: str, as_json: bool) -> None:
     """List DOMAIN's tokens (ids only; secrets are never stored)."""
     store = cli_store()
     if not store.domain_exists(domain):
         raise CLIError(f"no domain '{domain}'")
     from tilemore.api.views import iso
+    if as_json:
+        echo_json([{"id": t.id, "created": iso(t.created_at), "revoked": iso(t.revoked_at)}
+                   for t in store.list_tokens(domain)])
+        return
     table = Table(title=f"tokens of {domain}", title_justify="left")
     for col in ("id", "created", "revoked"):
         table.add_column(col)

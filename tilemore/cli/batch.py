@@ -19,10 +19,11 @@ from rich.progress import (
 
 from tilemore.cli.errors import CLIError
 from tilemore.cli.run import load_adjustments
-from tilemore.settings import Settings
+from tilemore.cli.state import announce, cli_settings
 
 if TYPE_CHECKING:
     from tilemore.batch import BatchReport, Prepared
+    from tilemore.settings import Settings
 
 SHOWN_FAILURES = 20
 
@@ -55,7 +56,8 @@ def batch_cmd(source: str, dest: str, adjustments_arg: str | None, output_format
     """
     from tilemore.batch import BatchJob, LocationError, prepare  # boto3: only when asked
 
-    settings = Settings.from_env()
+    settings = cli_settings()  # absolute paths: Ray workers run in other folders
+    announce(settings)  # the ledger it bills to
     adjustments = load_adjustments(adjustments_arg)
     if account == "demo":
         _ensure_demo(settings)

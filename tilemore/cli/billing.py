@@ -17,6 +17,7 @@ from rich.table import Table
 from tilemore.billing.money import parse_amount
 from tilemore.billing.service import Billing
 from tilemore.cli.errors import CLIError
+from tilemore.cli.format import credit_cells, credits, echo_json, json_option
 from tilemore.cli.state import cli_ledger, cli_store
 from tilemore.settings import Settings
 
@@ -49,10 +50,14 @@ def billing_cmd() -> None:
 @billing_cmd.command("balance")
 @domain_option
 @sub_option
-def balance(domain: str, sub: str | None) -> None:
+@json_option
+def balance(domain: str, sub: str | None, as_json: bool) -> None:
     """Balance, credits set aside for running work, and what is available."""
     billing, store = _open()
     b = billing.balance(_account(store, domain, sub)).to_dict()
+    if as_json:
+        return echo_json(b)
+    b = credit_cells(b)
     table = Table(title=f"balance of {b.pop('account')}", title_justify="left")
     for key in b:
         table.add_column(key, justify="right")
@@ -63,16 +68,19 @@ def balance(domain: str, sub: str | None) -> None:
 @billing_cmd.command("history")
 @domain_option
 @sub_option
-def history(domain: str, sub: str | None) -> None:
+@json_option
+def history(domain: str, sub: str | None, as_json: bool) -> None:
     """One row per day for the latest 31 days."""
     billing, store = _open()
     account = _account(store, domain, sub)
     rows = billing.history(account, datetime.now(UTC).date())
+    if as_json:
+        return echo_json(rows)
     table = Table(title=f"the latest 31 days of {account}", title_justify="left")
     for key in rows[0]:
         table.add_column(key, justify="left" if key == "date" else "right")
     for row in rows:
-        table.add_row(*row.values())
+        table.add_row(*credit_cells(row).values())
     Console().print(table)
 
 
@@ -80,7 +88,8 @@ def history(domain: str, sub: str | None) -> None:
 @domain_option
 @sub_option
 @click.option("--date", "day", help="YYYY-MM-DD: today (default) or yesterday.")
-def operations(domain: str, sub: str | None, day: str | None) -> None:
+@json_option
+def operations(domain: str, sub: str | None, day: str | None, as_json: bool) -> None:
     """Every operation and its cost, for today or yesterday."""
     billing, store = _open()
     account = _account(store, domain, sub)
@@ -90,6 +99,8 @@ def operations(domain: str, sub: str | None, day: str | None) -> None:
     except ValueError:
         raise CLIError(f"--date '{day}' is not YYYY-MM-DD") from None
     rows = billing.operations(account, when, today)
+    if as_json:
+        return echo_json(rows)
     table = Table(title=f"operations of {account} on {when}", title_justify="left")
     for col in ("seq", "kind", "thread", "task", "operator", "MP", "amount", "balance after"):
         table.add_column(col, justify="right" if col in ("MP", "amount", "balance after")
@@ -97,7 +108,7 @@ def operations(domain: str, sub: str | None, day: str | None) -> None:
     for r in rows:
         table.add_row(str(r["seq"]), r["kind"], (r["thread_id"] or "")[:12], r["task_id"] or "",
                       r["operator"] or "", f"{r['megapixels']:.2f}" if r["megapixels"] else "",
-                      r["amount"], r["balance_after"])
+                      credits(r["amount"]), credits(r["balance_after"]))
     Console().print(table)
 
 
@@ -108,14 +119,19 @@ def subaccounts() -> None:
 
 @subaccounts.command("list")
 @domain_option
-def list_subaccounts(domain: str) -> None:
+@json_option
+def list_subaccounts(domain: str, as_json: bool) -> None:
     billing, store = _open()
     _account(store, domain, None)
+    if as_json:
+        return echo_json([{"name": a.name, **billing.balance(a.id).to_dict()}
+                          for a in store.subaccounts(domain)])
     table = Table(title=f"sub-accounts of {domain}", title_justify="left")
     for col in ("name", "balance", "held", "available"):
         table.add_column(col, justify="left" if col == "name" else "right")
     for a in store.subaccounts(domain):
         b = billing.balance(a.id).to_dict()
+        b = credit_cells(b)
         table.add_row(a.name, b["balance"], b["held"], b["available"])
     Console().print(table)
 

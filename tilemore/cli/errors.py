@@ -27,8 +27,9 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def report(exc: BaseException, *, debug: bool) -> int:
-    click.echo(f"tilemore: {describe(exc)}", err=True)
+def report(exc: BaseException, *, debug: bool, where: str | None = None) -> int:
+    """One line on stderr (``where``: the database the command used, in parentheses)."""
+    click.echo(f"tilemore: {describe(exc)}" + (f" ({where})" if where else ""), err=True)
     unexpected = not isinstance(exc, (CLIError, TilemoreError, json.JSONDecodeError)) and not (
         isinstance(exc, TaskFailed) and exc.expected
     )

@@ -49,9 +49,9 @@ def run_cmd(
     settings = Settings.from_env()
     data = read_input(input_path, settings.max_input_bytes)
     adjustments = load_adjustments(adjustments_arg)
-    if output_format is None:
-        suffix = output_path.suffix.lower() if output_path else ""
-        output_format = FORMAT_BY_SUFFIX.get(suffix, "jpeg")
+    output_format = output_format_for(output_path, output_format)
+    if sheet_path is not None and sheet_path.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise CLIError(f"--contact-sheet {sheet_path}: end it in .png, .jpg or .jpeg")
     catalog = Catalog.load(settings, list(pipeline_file))
     pipeline = catalog.pipeline(pipeline_name or settings.default_pipeline)
     graph = build_graph(pipeline, adjustments, output_format)  # every check before Ray starts
@@ -77,6 +77,28 @@ def run_cmd(
                     f"{len(out.data):,} bytes) in {result.seconds:.2f} s")
 
 
+def output_format_for(output_path: Path | None, output_format: str | None) -> str:
+    """The format to write: ``-f``, else ``-o``'s suffix, else JPEG. An ``-o`` suffix that is
+    not an image format Tilemore writes, or that names another format than ``-f``, is
+    refused: writing JPEG bytes into ``out.gif`` or ``out.png`` helps nobody."""
+    fmt = output_format.lower() if output_format else None
+    if fmt == "jpg":
+        fmt = "jpeg"
+    if output_path is None:
+        return fmt or "jpeg"
+    suffix = output_path.suffix.lower()
+    by_suffix = FORMAT_BY_SUFFIX.get(suffix)
+    known = ", ".join(sorted(FORMAT_BY_SUFFIX))
+    if by_suffix is None:
+        what = f"'{suffix}'" if suffix else "no suffix"
+        raise CLIError(f"-o {output_path}: {what} is not a format tilemore writes; end it in "
+                       f"one of {known}")
+    if fmt is not None and fmt != by_suffix:
+        raise CLIError(f"-o {output_path} is a {by_suffix} name but -f says {fmt}; make them "
+                       "agree (or drop -f)")
+    return by_suffix
+
+
 def candidates_sheet(graph: TaskGraph, result: RunResult, engine: Backend):
     """The first selector's candidates as one picture (fetched only when asked for)."""
     from tilemore.cli.sheet import contact_sheet
@@ -88,7 +110,8 @@ def candidates_sheet(graph: TaskGraph, result: RunResult, engine: Backend):
                     and t.stage == qc.stage)
     source = next(i for i in selector.inputs if isinstance(i, FromTask))
     candidates = {graph.task(c).branch or c: engine.get(result.handles[c])
-                  for c in graph.candidates(selector.id)}
+                  for c in graph.candidates(selector.id)
+                  if c in result.handles}  # QC's plan may have left a branch out
     return contact_sheet(engine.get(result.handles[source.task]), candidates, qc)
 
 
@@ -160,7 +183,10 @@ def timing_table(graph: TaskGraph, result: RunResult) -> Table:
     for col in ("task", "operator", "start s", "took s", "MP", "worker"):
         table.add_column(col, justify="left" if col in ("task", "operator") else "right")
     for task in graph.tasks:
-        s = result.stats[task.id]
+        s = result.stats.get(task.id)
+        if s is None:  # a branch QC's plan left out (it did not fit the damage measured)
+            table.add_row(task.id, task.operator.name, "", "skipped", "", "")
+            continue
         table.add_row(task.id, s.operator, f"{s.started - t0:.3f}", f"{s.seconds:.3f}",
                       f"{s.megapixels:.2f}", f"{s.host}:{s.pid}")
     path = graph.critical_path({k: s.seconds for k, s in result.stats.items()})
