@@ -9,7 +9,6 @@ uint8 size; the faster inference path is the one shipped.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import time
 
 import numpy as np
 import torch
-from _common import machine, save
+from _common import arguments, finish, machine, positive, save
 
 torch.set_num_threads(2)
 
@@ -32,15 +31,15 @@ def timed(fn, repeat: int = 3) -> float:
     return best
 
 
-def throughput() -> dict[str, float]:
+def throughput(side: int = 1000) -> dict[str, float]:
     from tilemore_operators.dncnn import WEIGHTS
     from tilemore_operators.dncnn_model import DnCNN
 
     model = DnCNN()
     model.load_state_dict(torch.load(WEIGHTS, weights_only=True))
     model.eval()
-    x = torch.rand(1, 3, 1000, 1000)
-    mp = 1.0
+    x = torch.rand(1, 3, side, side)
+    mp = side * side / 1e6
 
     def eager():
         model(x)  # autograd bookkeeping on, NCHW: PyTorch as written
@@ -66,7 +65,7 @@ def throughput() -> dict[str, float]:
              ("torchscript_frozen", torchscript))}
 
 
-def tiled_vs_whole() -> dict[str, float]:
+def tiled_vs_whole(shape: tuple[int, int] = (3000, 4000)) -> dict[str, float]:
     from tilemore_operators.dncnn import DnCNNDenoise
 
     from tilemore.engine.host import OperatorHost
@@ -74,7 +73,7 @@ def tiled_vs_whole() -> dict[str, float]:
 
     host = OperatorHost(DnCNNDenoise)
     rng = np.random.default_rng(0)
-    img = Image(rng.integers(0, 255, (3000, 4000, 3), dtype=np.uint8))
+    img = Image(rng.integers(0, 255, (*shape, 3), dtype=np.uint8))
     side = host.tile_side()
     tiled = timed(lambda: host.run("t", DnCNNDenoise.Params(), img), repeat=1)
     whole = timed(lambda: host.run("w", DnCNNDenoise.Params(tile=4096), img), repeat=1)
@@ -112,11 +111,27 @@ def peak_100mp() -> dict[str, float]:
             "ratio": grown / decoded}
 
 
+def smoke(args) -> None:
+    """``--smoke``: the network's paths on a 256 px tensor, the operator tiled against whole
+    on a 600×800 image, no 100 MP run: the code paths in seconds, the figures checked."""
+    result = {"machine": machine(), "threads": 2, "throughput_mp_s": throughput(side=256),
+              "tiling": tiled_vs_whole(shape=(600, 800))}
+    t = result["tiling"]
+    print(f"SMOKE: {result['throughput_mp_s']}; tiled {t['tiled_s']:.2f} s, whole "
+          f"{t['whole_s']:.2f} s ({t['tile_side']} px tiles)")
+    finish("cnn_tiling", args, result, {
+        "throughputs are finite and positive": positive(*result["throughput_mp_s"].values()),
+        "tiled, whole and their ratio are finite and positive": positive(
+            t["tiled_s"], t["whole_s"], t["ratio"])})
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = arguments(__doc__)
     ap.add_argument("--skip-100mp", action="store_true")
     ap.add_argument("--only-100mp", action="store_true")
     args = ap.parse_args()
+    if args.smoke:
+        return smoke(args)
     result = {"machine": machine(), "threads": 2}
     if not args.only_100mp:
         result |= {"throughput_mp_s": throughput(), "tiling_12mp": tiled_vs_whole()}
