@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from tilemore.api.body import ReadLimits, Upload, read_multipart
 from tilemore.errors import TilemoreError
 
-BOUNDED = settings(max_examples=150, deadline=1000,
+BOUNDED = settings(max_examples=100, deadline=2000,
                    suppress_health_check=[HealthCheck.too_slow])
 LIMITS = ReadLimits(max_bytes=64 * 2**10, max_envelope_bytes=2048, idle_seconds=5,
                     min_rate=0, grace_seconds=0)
@@ -52,7 +52,7 @@ def read(chunks: list[bytes], content_type: str = CTYPE,
         assert 400 <= err.status < 500 and err.code, err
         return err
     finally:
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 2.0  # a hang, not a slow machine
     image = upload.image.read()
     upload.close()
     assert len(image) == upload.size and hashlib.sha256(image).hexdigest() == upload.sha256
@@ -70,21 +70,27 @@ LATIN1 = st.characters(max_codepoint=255)
 cuts = st.lists(st.integers(min_value=0, max_value=10_000), max_size=12)
 
 
+def verdict(result: Upload | TilemoreError) -> tuple:
+    if isinstance(result, Upload):
+        return ("upload", result.envelope, result.image, result.size, result.sha256)
+    return ("refused", result.code)
+
+
 @BOUNDED
 @given(envelope=st.binary(max_size=1500) | tricky, image=payloads, cuts=cuts)
-def test_any_split_of_a_valid_body_gives_the_same_upload(envelope, image, cuts):
+def test_any_split_of_a_body_gives_the_same_verdict(envelope, image, cuts):
+    """However the bytes are chunked, the same Upload (or the same refusal); a valid body
+    (no part holds the delimiter, as RFC 2046 requires of the sender) gives its parts back
+    exactly."""
     data = body(envelope, image)
     whole = read([data])
     pieces = read(split(data, cuts))
     bytewise = read([data[i:i + 1] for i in range(len(data))]) if len(data) < 600 else whole
-    if isinstance(whole, Upload):
-        assert whole.envelope == envelope and whole.image == image
-        for other in (pieces, bytewise):
-            assert isinstance(other, Upload), other
-            assert (other.envelope, other.image, other.size, other.sha256) == (
-                whole.envelope, whole.image, whole.size, whole.sha256)
-    else:  # refused whole (e.g. the envelope has the boundary in it): refused in pieces too
-        assert isinstance(pieces, TilemoreError) and isinstance(bytewise, TilemoreError)
+    assert verdict(whole) == verdict(pieces) == verdict(bytewise)
+    delimiter = b"\r\n--" + BOUNDARY.encode()
+    if all(delimiter not in b"\r\n" + part + b"\r\n" for part in (envelope, image)):
+        assert isinstance(whole, Upload), whole
+        assert (whole.envelope, whole.image) == (envelope, image)
 
 
 @BOUNDED
