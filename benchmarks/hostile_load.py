@@ -301,6 +301,8 @@ def main() -> None:
               "cpu_ms_per_thread_hostile": cpu_hostile,
               "capacity_ratio": cpu_quiet / cpu_hostile, "attacks": by_kind,
               "unexpected_answers": wrong,
+              "checks_failed": [f"{n}: answered {st}, expected {EXPECTED[n]}"
+                                for n, st in wrong.items()],
               "healthz_worst_s": max(r["healthz_worst_s"] for r in rounds)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

@@ -23,5 +23,6 @@ def test_hostile_load_smoke(tmp_path):
     assert result["quiet_per_second"] > 0 and result["hostile_per_second"] > 0
     assert result["ratio"] == result["hostile_per_second"] / result["quiet_per_second"]
     assert sum(k["count"] for k in result["attacks"].values()) >= 1
-    assert result["unexpected_answers"] == {}
+    assert result["unexpected_answers"] == {} and result["checks_failed"] == []
+    assert result["commit"]  # the commit the figures were measured at
     assert [r["hostile"] for r in result["rounds"]] == [False, True]
