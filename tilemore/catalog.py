@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import reduce
 from importlib import resources
 from pathlib import Path
+from typing import Any, Protocol
 
-from tilemore.errors import PipelineFileError, UnknownPipeline
+from tilemore.errors import PipelineFileError, TilemoreError, UnknownPipeline
 from tilemore.operator import Operator
-from tilemore.pipeline.validate import Pipeline, Step, load_pipeline
+from tilemore.pipeline.parse import PipelineDoc, parse_pipeline
+from tilemore.pipeline.validate import Pipeline, Step, validate_pipeline
 from tilemore.registry import OperatorRegistry
 from tilemore.settings import Settings
 
@@ -21,10 +23,20 @@ def builtin_pipeline_dir() -> Path:
     return Path(str(resources.files("tilemore_operators") / "pipelines"))
 
 
+class PipelineVersions(Protocol):
+    """Where pipeline versions are kept (the thread registry)."""
+
+    def record_pipeline(self, fingerprint: str, name: str, path: str,
+                        document: dict[str, Any]) -> None: ...
+
+    def pipeline_version(self, fingerprint: str) -> tuple[str, str, dict[str, Any]] | None: ...
+
+
 @dataclass
 class Catalog:
     registry: OperatorRegistry
     pipelines: dict[str, Pipeline]
+    documents: dict[str, dict[str, Any]] = field(default_factory=dict)  # fingerprint → doc
 
     @classmethod
     def load(cls, settings: Settings | None = None, extra: list[Path] | None = None) -> Catalog:
@@ -33,11 +45,44 @@ class Catalog:
         settings = settings or Settings()
         registry = OperatorRegistry.with_builtins()
         pipelines: dict[str, Pipeline] = {}
+        documents: dict[str, dict[str, Any]] = {}
         for path in _pipeline_files([builtin_pipeline_dir(), *settings.pipeline_paths,
                                      *(extra or [])]):
-            pipeline = load_pipeline(path, registry)
+            doc = parse_pipeline(path)
+            pipeline = validate_pipeline(doc, path, registry)
             pipelines[pipeline.name] = pipeline
-        return cls(registry, pipelines)
+            documents[pipeline.fingerprint] = doc.model_dump(mode="json")
+        return cls(registry, pipelines, documents)
+
+    def record_versions(self, versions: PipelineVersions) -> None:
+        """Keep this deployment's pipeline definitions beside the threads they run."""
+        for p in self.pipelines.values():
+            versions.record_pipeline(p.fingerprint, p.name, str(p.path),
+                                     self.documents[p.fingerprint])
+
+    def version(self, name: str, fingerprint: str, versions: PipelineVersions) -> Pipeline:
+        """Pipeline ``name`` as it was when a thread was accepted under ``fingerprint``: the
+        deployed one, or a recorded earlier definition that the operators deployed now still
+        run exactly (the same versions); else ``pipeline_changed``."""
+        current = self.pipeline(name)
+        if current.fingerprint == fingerprint:
+            return current
+        recorded = versions.pipeline_version(fingerprint)
+        changed = f"pipeline '{name}' changed since the thread was accepted"
+        if recorded is None:
+            raise TilemoreError(f"{changed}, and that version was not kept; submit it again",
+                                code="pipeline_changed")
+        _, path, document = recorded
+        try:
+            old = validate_pipeline(PipelineDoc.model_validate(document), Path(path),
+                                    self.registry)
+        except TilemoreError as exc:
+            raise TilemoreError(f"{changed}, and its version no longer loads ({exc.message}); "
+                                "submit it again", code="pipeline_changed") from None
+        if old.fingerprint != fingerprint:  # an operator it used has another version now
+            raise TilemoreError(f"{changed}, and the operators it ran were replaced; submit it "
+                                "again", code="pipeline_changed")
+        return old
 
     def operators_in_use(self) -> list[type[Operator]]:
         """Every operator some pipeline can run, repeated as often as one graph may use it

@@ -149,3 +149,30 @@ def test_a_thread_that_keeps_breaking_the_conductor_fails_after_three_attempts(b
     failed = store.get_thread(rec.id)
     assert failed.status == "failed" and failed.error_code == "internal_error"
     assert "the cluster is gone" in failed.error_message
+
+
+def test_a_thread_finishes_on_the_pipeline_version_it_was_accepted_under(backend, tmp_path):
+    settings = backend.settings(checkpoint_tasks=True)
+    store = backend.store()
+    store.create_domain("acme")
+    blobs = LocalBlobStore(settings.blob_path)
+    path = tmp_path / "versioned.yaml"
+    stages = ("stages:\n  - {name: decode, operator: decode}\n"
+              "  - {name: shifter, operator: shifter, params: {resize: {width: %d}}}\n"
+              "  - {name: encoder, operator: encoder, params: {format: png}}\n")
+    path.write_text("pipeline: versioned\nversion: '1'\n" + stages % 16)
+    v1 = Catalog.load(settings, extra=[path])
+    Conductor(store, blobs, v1, LocalBackend(settings))  # v1 deployed: its definition kept
+    image_key = blobs.put(encode(photo(64, 48), "PNG"))
+    rec, _ = store.create_thread(NewThread(
+        domain="acme", account="acme", idem_key="v1", pipeline="versioned",
+        fingerprint=v1.pipeline("versioned").fingerprint, meta_parts=[],
+        image_sha256=image_key, input_key=image_key, output_format="png",
+        envelope={"adjustments": {}},
+        tasks=[("decode", "decode"), ("shifter", "shifter"), ("encoder", "encoder")]))
+
+    path.write_text("pipeline: versioned\nversion: '2'\n" + stages % 24)  # a deploy
+    v2 = Catalog.load(settings, extra=[path])
+    assert v2.pipeline("versioned").fingerprint != rec.fingerprint
+    assert Conductor(store, blobs, v2, LocalBackend(settings)).run_thread(rec.id) == "done"
+    assert store.get_thread(rec.id).result.width == 16  # v1's definition, not v2's

@@ -37,7 +37,7 @@ def test_ray_gives_the_same_bytes_as_in_process(denoised, ray_backend):
     assert on_ray.qc[0].pick == in_process.qc[0].pick
     assert on_ray.qc[0].scores == pytest.approx(in_process.qc[0].scores)
     workers = {s.pid for s in on_ray.stats.values()}
-    assert len(workers) == len(graph.tasks)  # every operator is its own actor
+    assert len(workers) == len(on_ray.stats)  # every operator that ran is its own actor
 
 
 def test_two_branches_of_t_seconds_take_about_t(tmp_path, ray_backend):

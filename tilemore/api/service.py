@@ -85,6 +85,7 @@ class ApiService:
             settings.auth_failure_per_second)
         self.decoding = PixelBudget(settings.decode_budget, settings.decode_wait_seconds)
         self._prices = Cached(billing.prices, PRICES_SECONDS)
+        catalog.record_versions(threads)  # threads accepted now can finish after a deploy
 
     # Every method below may block (database, billing, blobs, image work): the HTTP layer
     # calls them on its thread pool, never on the event loop.

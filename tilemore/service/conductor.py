@@ -80,6 +80,7 @@ class Conductor:
         self._sweeper: threading.Thread | None = None
         self._max_attempts = max_attempts
         self._attempts: dict[str, int] = {}  # errors that were not the task's own, by thread
+        catalog.record_versions(threads)  # what it runs now, kept for after the next deploy
         self._hold_sweep_seconds = hold_sweep_seconds
         self._hold_grace = hold_grace_seconds
         self._batch_hold_grace = batch_hold_grace_seconds
@@ -225,12 +226,10 @@ class Conductor:
             self.threads.mark_canceled(thread_id)
             return "canceled"
         try:
-            pipeline = self.catalog.pipeline(rec.pipeline)
-            if pipeline.fingerprint != rec.fingerprint:
-                # Its checkpoints were made by other operator versions: mixing them would
-                # give a result neither version gives.
-                raise TilemoreError(f"pipeline '{rec.pipeline}' changed since the thread was "
-                                    "accepted; submit it again", code="pipeline_changed")
+            # The version it was accepted under, kept when a newer one was deployed: its
+            # checkpoints were made by those operators, and mixing versions would give a
+            # result neither gives.
+            pipeline = self.catalog.version(rec.pipeline, rec.fingerprint, self.threads)
             graph = build_graph(pipeline, rec.envelope["adjustments"], rec.output_format)
         except TilemoreError as exc:
             self.threads.fail_thread(thread_id, exc.code, exc.message)

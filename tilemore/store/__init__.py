@@ -104,6 +104,13 @@ class ThreadRepository(Protocol):
     def tasks_skipped(self, thread_id: str, reasons: dict[str, str]) -> None:
         """Mark pending tasks ``skipped`` (task id → why): a selector ruled them out."""
 
+    def record_pipeline(self, fingerprint: str, name: str, path: str,
+                        document: dict[str, Any]) -> None:
+        """Keep a pipeline version's definition, once."""
+
+    def pipeline_version(self, fingerprint: str) -> tuple[str, str, dict[str, Any]] | None:
+        """(name, path, document) of a kept pipeline version."""
+
     def set_qc(self, thread_id: str, qc: list[dict[str, Any]]) -> None: ...
 
     def finish_thread(self, thread_id: str, result: ResultInfo) -> None: ...

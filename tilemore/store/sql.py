@@ -70,6 +70,13 @@ CREATE TABLE IF NOT EXISTS threads (
     trace_id TEXT
 );
 CREATE INDEX IF NOT EXISTS threads_unfinished ON threads(status) WHERE status = 'processing';
+CREATE TABLE IF NOT EXISTS pipeline_versions (
+    fingerprint TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    path TEXT NOT NULL,
+    document TEXT NOT NULL,
+    created_at {real} NOT NULL
+);
 """ + """CREATE TABLE IF NOT EXISTS tasks (
     thread_id TEXT NOT NULL REFERENCES threads(id),
     task_id TEXT NOT NULL,
@@ -247,6 +254,24 @@ class SQLStore:
                        " megapixels = ?, checkpoint_key = ? WHERE thread_id = ? AND task_id = ?",
                        (started_at, finished_at, megapixels, checkpoint_key, thread_id, task_id))
             _touch(db, thread_id)
+
+    def record_pipeline(self, fingerprint: str, name: str, path: str,
+                        document: dict[str, Any]) -> None:
+        """Keep a pipeline version's definition (once), so that threads accepted under it
+        can finish on it after a newer one is deployed."""
+        with self._tx() as db:
+            db.execute("INSERT INTO pipeline_versions VALUES (?, ?, ?, ?, ?)"
+                       " ON CONFLICT (fingerprint) DO NOTHING",
+                       (fingerprint, name, path, json.dumps(document, sort_keys=True),
+                        time.time()))
+
+    def pipeline_version(self, fingerprint: str) -> tuple[str, str, dict[str, Any]] | None:
+        """(name, path, document) of a recorded pipeline version."""
+        rows = self._query("SELECT name, path, document FROM pipeline_versions"
+                           " WHERE fingerprint = ?", (fingerprint,))
+        if not rows:
+            return None
+        return rows[0]["name"], rows[0]["path"], json.loads(rows[0]["document"])
 
     def tasks_skipped(self, thread_id: str, reasons: dict[str, str]) -> None:
         """Branches a selector ruled out: they will not run (and are not charged)."""
