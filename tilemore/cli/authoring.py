@@ -15,7 +15,7 @@ from tilemore.pipeline.parse import PipelineDoc, Problem
 from tilemore.pipeline.validate import pipeline_problems
 from tilemore.registry import OperatorRegistry
 
-SCHEMA_ID = "https://tilemore.dev/schemas/pipeline.json"
+SCHEMA_ID = "urn:tilemore:schema:pipeline"  # a name, not a download location
 MAX_FILES = 1000  # one command line's worth; a bigger set is a folder for `pipelines`
 
 
@@ -53,11 +53,8 @@ def validate_cmd(ctx: click.Context, files: tuple[Path, ...], as_json: bool) -> 
 
 def problem_line(p: Problem) -> str:
     """``file: stage 's': field 'f': what`` (the parts that apply)."""
-    message = p.message
-    if p.field and message.startswith(f"{p.field}: "):
-        message = message[len(p.field) + 2:]
     where = p.path + (f": stage '{p.stage}'" if p.stage else "")
-    return where + (f": field '{p.field}'" if p.field else "") + f": {message}"
+    return where + (f": field '{p.field}'" if p.field else "") + f": {p.text}"
 
 
 @click.group("schema")

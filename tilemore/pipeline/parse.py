@@ -35,9 +35,16 @@ class Problem:
     def __str__(self) -> str:
         return str(self.error())
 
+    @property
+    def text(self) -> str:
+        """The message without the field it starts with (that is in ``field``)."""
+        if self.field and self.message.startswith(f"{self.field}: "):
+            return self.message[len(self.field) + 2:]
+        return self.message
+
     def to_dict(self) -> dict[str, str | None]:
         return {"file": self.path, "stage": self.stage, "field": self.field,
-                "message": self.message}
+                "message": self.text}
 
 
 class _Doc(BaseModel):
@@ -137,6 +144,7 @@ def document_problems(path: Path, data: dict[str, Any], exc: ValidationError) ->
             stage = stage if isinstance(stage, str) and stage else f"#{loc[1] + 1}"
             loc = loc[2:]
         field = ".".join(str(p) for p in loc)
-        message = f"{field}: {err['msg']}" if field else err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")  # a model validator's own words
+        message = f"{field}: {msg}" if field else msg
         out.append(Problem(str(path), message, stage, field or None))
     return out
