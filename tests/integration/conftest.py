@@ -20,7 +20,10 @@ def ray_session():
     # readiness check; the cluster's processes inherit this from the driver.
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
     # The dashboard's head writes the service-discovery file the Prometheus test scrapes by.
-    ray.init(num_cpus=SESSION_CPUS, include_dashboard=True, logging_level=logging.WARNING)
+    # address="local": always a cluster of its own, never one a `ray start` (another test
+    # tier, a benchmark) left on this machine.
+    ray.init(address="local", num_cpus=SESSION_CPUS, include_dashboard=True,
+             logging_level=logging.WARNING)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
