@@ -44,6 +44,7 @@ class Entry:
     reference: str | None = None
     traced_for: str | None = None  # a sub-account's charge shows in this parent's traced total
     hold: str | None = None  # a charge draws down this reservation (not part of the entry)
+    epoch: int | None = None  # a charge is made only while its thread's lease is at this
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from tilemore.billing.entries import (
 )
 from tilemore.billing.holds import Holds, balance_in, held_in
 from tilemore.billing.money import CTX, ZERO, add, check_range, fmt
+from tilemore.store.leases import fence
 from tilemore.store.sqlite_db import SQLiteDatabase
 
 __all__ = [
@@ -193,6 +194,8 @@ class Ledger(Holds):
             return self._append_one(db, into, False)
 
     def _append_one(self, db: Any, e: Entry, allow_negative: bool) -> Appended:
+        if e.kind == "charge" and e.thread_id is not None:
+            fence(db, e.thread_id, e.epoch)  # a conductor that lost the thread charges nothing
         existing = self._existing(db, e)
         if existing is not None:
             if Decimal(existing["amount"]) != e.amount:

@@ -70,9 +70,13 @@ class Billing:
         return self.ledger.sweep_holds(grace_seconds, batch_grace_seconds, limit)
 
     def charge(self, *, account: str, traced_for: str | None, thread_id: str, task_id: str,
-               operator: str, megapixels: float, cost: Decimal, hold: str | None) -> Appended:
+               operator: str, megapixels: float, cost: Decimal, hold: str | None,
+               epoch: int | None = None) -> Appended:
+        """Charge a finished task once (keyed by thread and task); with ``epoch``, only while
+        the thread's lease is at it (:class:`~tilemore.store.leases.LeaseLost` otherwise)."""
         return self.writer.append(Entry(account, "charge", CTX.minus(cost), thread_id, task_id,
-                                        operator, megapixels, traced_for=traced_for, hold=hold))
+                                        operator, megapixels, traced_for=traced_for, hold=hold,
+                                        epoch=epoch))
 
     def thread_cost(self, thread_id: str) -> Decimal:
         return self.ledger.thread_cost(thread_id)

@@ -12,6 +12,8 @@ class PostgresStore(SQLStore, PostgresDatabase):
     inserts of one idempotency key from many processes meet at the UNIQUE constraint
     (``ON CONFLICT DO NOTHING`` waits for the other transaction), so one thread exists."""
 
+    skip_locked = " FOR UPDATE OF threads SKIP LOCKED"  # conductors claim without waiting
+
     def __init__(self, url: str) -> None:
         PostgresDatabase.__init__(self, url, SCHEMA, added_columns=ADDED_COLUMNS,
                                   migrate=migrate_postgres)

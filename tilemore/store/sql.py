@@ -23,6 +23,7 @@ from tilemore.store import (
     ThreadRecord,
     TokenInfo,
 )
+from tilemore.store.leases import LEASE_COLUMNS, Leases, fence
 
 Row = Any  # sqlite3.Row or psycopg's dict row: both read by column name
 
@@ -103,6 +104,7 @@ OLD_TASK_COLUMNS = ("thread_id, task_id, position, operator, status, started_at,
 # existing table as it was); each backend adds only what is missing.
 ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("threads", "trace_id", "TEXT"),
+    *LEASE_COLUMNS,
 )
 
 
@@ -132,7 +134,7 @@ def migrate_postgres(db: Any) -> None:
     db.execute("ALTER TABLE tasks ADD COLUMN IF NOT EXISTS note TEXT")
 
 
-class SQLStore:
+class SQLStore(Leases):
     """Implements both :class:`ThreadRepository` and :class:`TokenRepository` over a
     database the subclass supplies (``_tx``, ``_read``, ``_query``)."""
 
@@ -241,15 +243,19 @@ class SQLStore:
                                (rows[0]["id"],)).fetchall()
         return _thread(rows[0], [_task(t) for t in tasks])
 
-    def task_started(self, thread_id: str, task_id: str, at: float) -> None:
+    def task_started(self, thread_id: str, task_id: str, at: float, *,
+                     epoch: int | None = None) -> None:
         with self._tx() as db:
+            fence(db, thread_id, epoch)
             db.execute("UPDATE tasks SET status = 'running', started_at = ? WHERE thread_id = ?"
                        " AND task_id = ? AND status = 'pending'", (at, thread_id, task_id))
             _touch(db, thread_id)
 
     def task_done(self, thread_id: str, task_id: str, started_at: float, finished_at: float,
-                  megapixels: float, checkpoint_key: str | None) -> None:
+                  megapixels: float, checkpoint_key: str | None, *,
+                  epoch: int | None = None) -> None:
         with self._tx() as db:
+            fence(db, thread_id, epoch)
             db.execute("UPDATE tasks SET status = 'done', started_at = ?, finished_at = ?,"
                        " megapixels = ?, checkpoint_key = ? WHERE thread_id = ? AND task_id = ?",
                        (started_at, finished_at, megapixels, checkpoint_key, thread_id, task_id))
@@ -273,28 +279,35 @@ class SQLStore:
             return None
         return rows[0]["name"], rows[0]["path"], json.loads(rows[0]["document"])
 
-    def tasks_skipped(self, thread_id: str, reasons: dict[str, str]) -> None:
+    def tasks_skipped(self, thread_id: str, reasons: dict[str, str], *,
+                      epoch: int | None = None) -> None:
         """Branches a selector ruled out: they will not run (and are not charged)."""
         with self._tx() as db:
+            fence(db, thread_id, epoch)
             db.executemany("UPDATE tasks SET status = 'skipped', note = ? WHERE thread_id = ?"
                            " AND task_id = ? AND status = 'pending'",
                            [(why[:500], thread_id, task) for task, why in reasons.items()])
             _touch(db, thread_id)
 
-    def set_qc(self, thread_id: str, qc: list[dict[str, Any]]) -> None:
+    def set_qc(self, thread_id: str, qc: list[dict[str, Any]], *,
+               epoch: int | None = None) -> None:
         with self._tx() as db:
+            fence(db, thread_id, epoch)
             db.execute("UPDATE threads SET qc = ? WHERE id = ?", (json.dumps(qc), thread_id))
 
-    def finish_thread(self, thread_id: str, result: ResultInfo) -> None:
+    def finish_thread(self, thread_id: str, result: ResultInfo, *,
+                      epoch: int | None = None) -> None:
         with self._tx() as db:
+            fence(db, thread_id, epoch)
             db.execute("UPDATE threads SET status = 'done', result = ?, finished_at = ?"
                        " WHERE id = ? AND status = 'processing'",
                        (json.dumps(result.__dict__), time.time(), thread_id))
             _touch(db, thread_id)
 
     def fail_thread(self, thread_id: str, code: str, message: str,
-                    task_id: str | None = None) -> None:
+                    task_id: str | None = None, *, epoch: int | None = None) -> None:
         with self._tx() as db:
+            fence(db, thread_id, epoch)
             if task_id is not None:
                 db.execute("UPDATE tasks SET status = 'failed', error = ?, finished_at = ?"
                            " WHERE thread_id = ? AND task_id = ?",
@@ -316,8 +329,9 @@ class SQLStore:
         rows = self._query("SELECT cancel_requested FROM threads WHERE id = ?", (thread_id,))
         return bool(rows and rows[0]["cancel_requested"])
 
-    def mark_canceled(self, thread_id: str) -> None:
+    def mark_canceled(self, thread_id: str, *, epoch: int | None = None) -> None:
         with self._tx() as db:
+            fence(db, thread_id, epoch)
             db.execute("UPDATE tasks SET status = 'canceled' WHERE thread_id = ?"
                        " AND status IN ('pending', 'running')", (thread_id,))
             db.execute("UPDATE threads SET status = 'canceled', finished_at = ? WHERE id = ?"
@@ -333,9 +347,11 @@ class SQLStore:
         rows = self._query("SELECT status, COUNT(*) AS n FROM threads GROUP BY status")
         return {r["status"]: int(r["n"]) for r in rows}
 
-    def set_trace_id(self, thread_id: str, trace_id: str) -> None:
+    def set_trace_id(self, thread_id: str, trace_id: str, *,
+                     epoch: int | None = None) -> None:
         # Not a state change: updated_at stays as it was.
         with self._tx() as db:
+            fence(db, thread_id, epoch)
             db.execute("UPDATE threads SET trace_id = ? WHERE id = ?", (trace_id, thread_id))
 
 
