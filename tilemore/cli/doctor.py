@@ -24,8 +24,9 @@ from tilemore.settings import Settings
 Status = Literal["ok", "warn", "fail"]
 KEY_PACKAGES = ("tilemore", "ray", "numpy", "pillow", "pydantic", "fastapi", "uvicorn",
                 "click", "torch", "psycopg", "boto3")
-# Tables the service creates on first open; a file without them is not its database.
-CORE_TABLES = ("domains", "accounts", "tokens", "threads", "tasks", "ledger", "balances")
+# Tables the store creates when it is first opened; a file without them is not its database.
+# (The ledger's own tables come when billing first opens it.)
+CORE_TABLES = ("domains", "accounts", "tokens", "threads", "tasks")
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,8 @@ def _tables_check(where: str, tables: set[str]) -> Check:
     if missing:
         return Check("database", "fail", f"{where}: tables missing: {', '.join(missing)}",
                      "not a Tilemore database (or a partial one): check the setting")
-    return Check("database", "ok", f"{where}: schema present ({len(tables)} tables)")
+    ledger = "with" if "ledger" in tables else "no ledger yet,"
+    return Check("database", "ok", f"{where}: schema present ({ledger} {len(tables)} tables)")
 
 
 def check_blobs(settings: Settings) -> Check:
