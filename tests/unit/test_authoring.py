@@ -104,6 +104,11 @@ def test_validate_json_and_success(capsys, tmp_path):
     code, out, err = run(capsys, "validate", *files)
     assert code == 0, out + err
     assert out.count(": ok") == len(files)
+    code, out, _ = run(capsys, "validate", str(TESTS / "data"))  # a folder: its files
+    assert code == 0 and out.count(": ok") == len(list((TESTS / "data").glob("*.yaml")))
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, "validate", str(tmp_path / "empty"))
+    assert code == 1 and "no pipeline files" in err
 
 
 def test_the_first_problem_is_what_load_pipeline_raises(tmp_path):

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from tilemore.catalog import PIPELINE_SUFFIXES
 from tilemore.cli.errors import CLIError
 from tilemore.cli.format import echo_json
 from tilemore.pipeline.parse import PipelineDoc, Problem
@@ -24,8 +25,19 @@ MAX_FILES = 1000  # one command line's worth; a bigger set is a folder for `pipe
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
 @click.pass_context
 def validate_cmd(ctx: click.Context, files: tuple[Path, ...], as_json: bool) -> None:
-    """Check pipeline FILES (YAML or TOML) and report every problem of every file, each with
-    its file, stage and field. Exit 1 when any file has a problem."""
+    """Check pipeline FILES (YAML or TOML; a folder: the pipeline files in it) and report
+    every problem of every file, each with its file, stage and field. Exit 1 when any file
+    has a problem."""
+    expanded: list[Path] = []
+    for path in files:
+        if not path.is_dir():
+            expanded.append(path)
+            continue
+        found = sorted(p for p in path.iterdir() if p.suffix in PIPELINE_SUFFIXES)
+        if not found:
+            raise CLIError(f"{path}: no pipeline files ({', '.join(PIPELINE_SUFFIXES)}) in it")
+        expanded.extend(found)
+    files = tuple(expanded)
     if len(files) > MAX_FILES:
         raise CLIError(f"at most {MAX_FILES} files at once")
     results = []

@@ -93,9 +93,13 @@ def check_ray(start: bool) -> Check:
     if ray.is_initialized():
         return Check("ray", "ok", f"{version}, already running in this process")
     began = time.monotonic()
+    address = os.environ.get("RAY_ADDRESS")
     try:
-        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        if address:  # the cluster this installation is told to use
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        else:  # a fresh local instance, never another process's running one
+            ray.init(address="local", num_cpus=1, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
         ok = ray.get(ray.remote(lambda: 42).remote(), timeout=120) == 42
     except Exception as exc:  # noqa: BLE001
         return Check("ray", "fail", f"{version} did not start: {exc}",
@@ -103,7 +107,8 @@ def check_ray(start: bool) -> Check:
     finally:
         ray.shutdown()
     took = time.monotonic() - began
-    return Check("ray", "ok" if ok else "fail", f"{version} started and ran a task in "
+    where = f"connected to {address}" if address else "started locally"
+    return Check("ray", "ok" if ok else "fail", f"{version} {where} and ran a task in "
                  f"{took:.1f} s")
 
 
