@@ -186,9 +186,10 @@ class Attacker:
         self.names = itertools.cycle(sorted(set(EXPECTED) - set(skip)))
         self.lock = threading.Lock()
 
-    def fire(self) -> None:
+    def fire(self, name: str | None = None) -> None:
+        """The next attack in turn, or ``name``."""
         with self.lock:
-            self.proc.stdin.write(next(self.names) + "\n")  # type: ignore[union-attr]
+            self.proc.stdin.write((name or next(self.names)) + "\n")  # type: ignore[union-attr]
             self.proc.stdin.flush()  # type: ignore[union-attr]
 
     def finish(self) -> list[tuple[str, int | None, float]]:
@@ -233,6 +234,21 @@ def run_round(child: Child, attacker: Attacker, images: list[bytes], clients: in
             "attack_outcomes": outcomes, "healthz_worst_s": health.worst}
 
 
+def cpu_per_attack(child: Child, attacker: Attacker, names: list[str],
+                   repeat: int) -> tuple[dict[str, float], list]:
+    """The service's CPU time per attack of each kind (ms), ``repeat`` sent at once and the
+    service otherwise idle: what each costs it, beside the throughput figures (and their
+    answers, checked with the rest)."""
+    out, outcomes = {}, []
+    for name in names:
+        cpu = child.cpu_seconds()
+        for _ in range(repeat):
+            attacker.fire(name)
+        outcomes += attacker.finish()
+        out[name] = (child.cpu_seconds() - cpu) / repeat * 1000
+    return out, outcomes
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--submissions", type=int, default=300, help="legitimate, per round")
@@ -272,6 +288,8 @@ def main() -> None:
                       f"{result['cpu_ms_per_thread']:.1f} ms CPU each, "
                       f"{result['attacks']} attacks, /healthz worst "
                       f"{result['healthz_worst_s'] * 1000:.0f} ms)", flush=True)
+        names = sorted(set(EXPECTED) - set(args.skip))
+        attack_cpu, probes = cpu_per_attack(child, attacker, names, 2 if args.smoke else 20)
     finally:
         if attacker is not None:
             attacker.close()
@@ -282,8 +300,9 @@ def main() -> None:
     # capacity, much less sensitive than wall time to other work on a shared machine.
     cpu_quiet = statistics.median(r["cpu_ms_per_thread"] for r in rounds if not r["hostile"])
     cpu_hostile = statistics.median(r["cpu_ms_per_thread"] for r in rounds if r["hostile"])
-    outcomes = [o for r in rounds for o in r.pop("attack_outcomes")]
+    outcomes = [o for r in rounds for o in r.pop("attack_outcomes")] + probes
     by_kind = {name: {"count": sum(1 for o in outcomes if o[0] == name),
+                      "service_cpu_ms_each": attack_cpu[name],
                       "statuses": dict(Counter(str(o[1]) for o in outcomes if o[0] == name)),
                       "expected": EXPECTED[name],
                       "worst_s": max((o[2] for o in outcomes if o[0] == name), default=None)}
@@ -315,6 +334,8 @@ def main() -> None:
     print(f"  service CPU per legitimate thread: quiet {cpu_quiet:.1f} ms; hostile "
           f"{cpu_hostile:.1f} ms (attacks included); capacity ratio "
           f"{cpu_quiet / cpu_hostile:.3f}")
+    print("  service CPU per attack (ms): " + ", ".join(
+        f"{n} {k['service_cpu_ms_each']:.1f}" for n, k in by_kind.items()))
     print(f"  attacks: {sum(k['count'] for k in by_kind.values())}, answers as expected: "
           f"{'yes' if not wrong else wrong}; /healthz worst "
           f"{result['healthz_worst_s'] * 1000:.0f} ms")
