@@ -42,7 +42,10 @@ def test_registry_refuses_two_operators_with_one_name():
     class A(Operator):
         name = "same"
 
-    class B(Operator):
+        def process(self, params, image):
+            return image
+
+    class B(A):
         name = "same"
 
     reg = OperatorRegistry([A])
@@ -56,6 +59,8 @@ def test_registry_loads_a_customer_file(tmp_path):
         "from tilemore import Operator\n"
         "class Sharpen(Operator):\n"
         "    name = 'sharpen'\n"
+        "    def process(self, params, image):\n"
+        "        return image\n"
         "class _Base(Operator):\n"  # no name: an abstract helper, not registered
         "    pass\n"
     )
