@@ -109,11 +109,15 @@ def import_operator_module(ref: str, *, relative_to: Path | None = None) -> Modu
         raise FileNotFoundError(f"operator module {ref} not found (looked at {path})")
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:10]
     name = f"tilemore_user_ops.{path.stem}_{digest}"
-    if name in sys.modules:
-        return sys.modules[name]
+    stat = path.stat()
+    stamp = (stat.st_mtime_ns, stat.st_size)  # an edited file is imported again
+    known = sys.modules.get(name)
+    if known is not None and getattr(known, "__tilemore_stamp__", None) == stamp:
+        return known
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    module.__tilemore_stamp__ = stamp  # type: ignore[attr-defined]
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)

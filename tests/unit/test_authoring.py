@@ -309,6 +309,9 @@ def test_validate_reports_a_wrong_signature_in_an_operator_module(capsys, tmp_pa
                     "  - {name: encoder, operator: encoder}\n")
     code, out, _ = run(capsys, "validate", str(pipe))
     assert code == 1 and "field 'operator_modules.0'" in out and "operator 'wrong'" in out
+    (tmp_path / "ops.py").write_text("raise RuntimeError('no licence file')\n")
+    code, out, _ = run(capsys, "validate", str(pipe))
+    assert code == 1 and "importing it raised RuntimeError: no licence file" in out
 
 
 def test_requirements_become_the_replicas_runtime_env(tmp_path):

@@ -125,6 +125,9 @@ def _resolve(doc: PipelineDoc, path: Path, registry: OperatorRegistry,
             fail(f"cannot load operator module '{ref}': {exc}", field=f"operator_modules.{i}")
         except ValueError as exc:  # two operators with one name, a wrong `process`
             fail(str(exc), field=f"operator_modules.{i}")
+        except Exception as exc:  # noqa: BLE001 - the module's own code failed at import
+            fail(f"cannot load operator module '{ref}': importing it raised "
+                 f"{type(exc).__name__}: {exc}", field=f"operator_modules.{i}")
 
     def step(ref: OperatorRef, stage: str, roles: tuple[Role, ...], what: str,
              at: str) -> Step | None:
