@@ -22,6 +22,8 @@ from typing import Any
 from tilemore.errors import UnknownOperator
 from tilemore.operator import Operator
 
+_USER_PACKAGE = "tilemore_user_ops"  # where modules loaded from a path are registered
+
 BUILTIN_MODULES = (
     "tilemore_operators.decode",
     "tilemore_operators.denoise",
@@ -108,7 +110,7 @@ def import_operator_module(ref: str, *, relative_to: Path | None = None) -> Modu
     if not path.is_file():
         raise FileNotFoundError(f"operator module {ref} not found (looked at {path})")
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:10]
-    name = f"tilemore_user_ops.{path.stem}_{digest}"
+    name = f"{_USER_PACKAGE}.{path.stem}_{digest}"
     stat = path.stat()
     stamp = (stat.st_mtime_ns, stat.st_size)  # an edited file is imported again
     known = sys.modules.get(name)
@@ -128,6 +130,12 @@ def import_operator_module(ref: str, *, relative_to: Path | None = None) -> Modu
 
 
 def _where(op: type[Operator]) -> str:
+    """Where ``op`` is defined: its file for a module loaded by path (its module name is
+    made up), else its dotted name."""
+    module = sys.modules.get(op.__module__)
+    file = getattr(module, "__file__", None)
+    if op.__module__.startswith(f"{_USER_PACKAGE}.") and file:
+        return f"{file}: class {op.__qualname__}"
     return f"{op.__module__}.{op.__qualname__}"
 
 
