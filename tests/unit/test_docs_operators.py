@@ -9,11 +9,13 @@ import sys
 import types
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 import yaml
 from PIL import Image as PILImage
 
+from tilemore.cli.authoring import pipeline_schema
 from tilemore.engine import LocalBackend
 from tilemore.pipeline import build_graph, load_pipeline, run_graph
 from tilemore.pipeline.validate import pipeline_problems
@@ -53,7 +55,9 @@ def test_yaml_pipeline_runs_with_the_doc_operators(tmp_path):
     (tmp_path / "my_ops.py").write_text("\n\n".join(operators))
     path = tmp_path / "soft.yaml"
     path.write_text(yaml_text)
-    assert yaml.safe_load(yaml_text)["operator_modules"] == ["./my_ops.py"]
+    doc = yaml.safe_load(yaml_text)
+    assert doc["operator_modules"] == ["./my_ops.py"]
+    jsonschema.validate(doc, pipeline_schema())  # what editors check it against
     assert pipeline_problems(path, OperatorRegistry.with_builtins()) == []
     pipeline = load_pipeline(path, OperatorRegistry.with_builtins())
     buf = io.BytesIO()
