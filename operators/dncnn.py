@@ -2,9 +2,10 @@
 deblock: the same network trained on JPEG artifacts (blocking, ringing, noise re-encoded).
 
 On CPU the network runs in bfloat16 where the processor computes it natively (AVX512-BF16 or
-AMX: about 2.5× the float32 throughput, at under 0.05 dB; ``benchmarks/cnn_tiling.py``), else
-in float32; on CUDA in float32. Large images go through it in tiles sized from the device's free memory (CUDA) or the
-``tile_memory_bytes`` setting (CPU) and the declared memory per megapixel; the network is
+AMX: about twice the float32 throughput, 0.01 dB lower; ``benchmarks/cnn_tiling.py``), else
+in float32; on CUDA in float32. Large images go through it in tiles sized from the device's
+free memory (CUDA) or the ``tile_memory_bytes`` setting (CPU) and the declared memory per
+megapixel; the network is
 exactly local within its depth, so the stitched result equals the whole-image one. Weights
 load once per replica, at start-up, from the repository (never from the network); a missing
 or corrupt file stops the replica there, with a clear error.

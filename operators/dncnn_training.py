@@ -6,11 +6,16 @@ weights come from two stages:
     python -m tilemore_operators.dncnn_training --init s1.pt --steps STEPS2 --seed 1 --lr 5e-4
 
 ``--damage jpeg`` (the deblocker, ``deblock``): JPEG compression at qualities 5–95 (4:2:0 or
-4:4:4 chroma), a third of the patches first given Gaussian noise of deviation up to 30 (noise
-then re-encoding). Fine-tuned from the denoiser's weights, on one thread:
+4:4:4 chroma), some patches first given Gaussian noise of deviation up to 30 (noise then
+re-encoding): a third in stage 1, 60 % in stage 2. Fine-tuned from the denoiser's weights,
+on one thread, in bfloat16 autocast (stage 1's schedule spans 10000 steps; it was stopped
+at its 4500-step checkpoint for time, which ``--stop`` reproduces):
 
     python -m tilemore_operators.dncnn_training --damage jpeg \
-        --init operators/weights/dncnn-rgb.pt --steps 10000 --seed 2 --lr 5e-4 --threads 1 --bf16
+        --init operators/weights/dncnn-rgb.pt --steps 10000 --stop 4500 --seed 2 --lr 5e-4 \
+        --threads 1 --bf16 --out deblock-s1.pt
+    python -m tilemore_operators.dncnn_training --damage jpeg --init deblock-s1.pt \
+        --steps 2500 --seed 3 --lr 2e-4 --noisy 0.6 --threads 1 --bf16
 
 (the step counts are in benchmarks/README.md; a run given ``--minutes`` instead of ``--steps``
 trains for that long and prints the step count it reached.)
@@ -66,12 +71,14 @@ def jpeg(patch: np.ndarray, quality: int, subsampling: int) -> np.ndarray:
     return np.asarray(PILImage.open(buf).convert("RGB"), np.float32) / 255.0
 
 
-def damage_jpeg(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def damage_jpeg(clean: np.ndarray, rng: np.random.Generator, noisy_share: float = 1 / 3
+                ) -> np.ndarray:
     """Each patch (N×3×H×W) compressed at its own quality, low ones drawn more often (that is
-    where the artifacts are); a third noised first, as a noisy photo saved as JPEG is."""
+    where the artifacts are); a share ``noisy_share`` noised first, as a noisy photo saved as
+    JPEG is."""
     out = np.empty_like(clean)
     for i, p in enumerate(clean.transpose(0, 2, 3, 1)):
-        if rng.random() < 1 / 3:
+        if rng.random() < noisy_share:
             sigma = rng.uniform(0, 30) / 255.0
             p = np.clip(p + rng.standard_normal(p.shape).astype(np.float32) * sigma, 0, 1)
         quality = int(np.clip(round(np.exp(rng.uniform(np.log(5), np.log(96)))), 5, 95))
@@ -80,7 +87,7 @@ def damage_jpeg(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def batches(images: list[np.ndarray], size: int, patch: int, rng: np.random.Generator,
-            damage: str = "gaussian"):
+            damage: str = "gaussian", noisy_share: float = 1 / 3):
     while True:
         clean = np.empty((size, 3, patch, patch), np.float32)
         for i in range(size):
@@ -93,7 +100,8 @@ def batches(images: list[np.ndarray], size: int, patch: int, rng: np.random.Gene
                 p = p[:, ::-1]
             clean[i] = p.transpose(2, 0, 1)
         if damage == "jpeg":
-            yield torch.from_numpy(damage_jpeg(clean, rng)), torch.from_numpy(clean)
+            damaged = damage_jpeg(clean, rng, noisy_share)
+            yield torch.from_numpy(damaged), torch.from_numpy(clean)
             continue
         sigma = rng.uniform(5, 50, size=(size, 1, 1, 1)).astype(np.float32) / 255.0
         noisy = clean + rng.standard_normal(clean.shape).astype(np.float32) * sigma
@@ -109,6 +117,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--steps", type=int, help="train this many steps (reproducible) instead")
+    ap.add_argument("--stop", type=int,
+                    help="stop after this many steps; the learning-rate schedule still spans "
+                    "--steps (the checkpoint every 500 steps is this run's weights there)")
+    ap.add_argument("--noisy", type=float, default=1 / 3,
+                    help="--damage jpeg: the share of patches given Gaussian noise first")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--patch", type=int, default=48)
@@ -131,7 +144,7 @@ def main() -> None:
         model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     names = TRAIN if args.photos == "base" else TRAIN + TRAIN_MORE
-    stream = batches(photos(names), args.batch, args.patch, rng, args.damage)
+    stream = batches(photos(names), args.batch, args.patch, rng, args.damage, args.noisy)
     args.out = args.out or (DEBLOCK_WEIGHTS if args.damage == "jpeg" else WEIGHTS)
     budget = args.minutes * 60
     started = time.monotonic()
@@ -142,7 +155,7 @@ def main() -> None:
             return step / args.steps
         return (time.monotonic() - started) / budget
 
-    while progress() < 1:
+    while progress() < 1 and step != args.stop:
         elapsed = time.monotonic() - started
         lr = 1e-5 + 0.5 * (args.lr - 1e-5) * (1 + math.cos(math.pi * progress()))
         for group in opt.param_groups:
