@@ -23,12 +23,16 @@ from tilemore.store import open_store
 from tilemore.store.errors import open_error_index
 
 NAME = "tilemore-conductor"
+ON_DEMAND = "on_demand"  # the custom resource of nodes that are not spot or preemptible
 NAMESPACE = "tilemore"
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
 class ConductorActor:
-    def __init__(self, settings: Settings) -> None:
+    """Conductor ``slot`` of ``settings.conductors``. Slot 0 also watches the cluster (its
+    gauges, draining nodes) and starts the other slots."""
+
+    def __init__(self, settings: Settings, slot: int = 0) -> None:
         settings = settings.model_copy(update={"checkpoint_tasks": True})
         store = open_store(settings)
         catalog = Catalog.load(settings)
@@ -43,8 +47,11 @@ class ConductorActor:
                                    errors=open_error_index(settings),
                                    error_log=EcsErrorLog(settings.errors_log_path),
                                    tracer=Tracer.from_settings(settings),
-                                   metrics=metrics)
+                                   metrics=metrics, name=conductor_name(slot),
+                                   lease_seconds=settings.conductor_lease_seconds)
         self.conductor.start_sweeping()
+        if slot != 0:
+            return
         self.gauges = ClusterGauges(metrics, store, backend)
         self.gauges.start()
         # Replicas leave draining nodes (a preemption notice, an autoscaler's drain) at once.
@@ -52,6 +59,7 @@ class ConductorActor:
                                settings.preemption_metadata_url,
                                settings.preemption_poll_seconds)
         self.guard.start()
+        self.others = [get_conductor(settings, i) for i in range(1, settings.conductors)]
 
     def submit(self, thread_id: str) -> bool:
         return self.conductor.submit(thread_id)
@@ -59,11 +67,25 @@ class ConductorActor:
     def active(self) -> int:
         return self.conductor.active()
 
+    def name(self) -> str:
+        return self.conductor.name
 
-def get_conductor(settings: Settings):
-    """The service's conductor, started if it is not running yet."""
-    # On the head node (Ray gives it this resource), never on a spot worker: the tile
-    # coordinators it starts sit beside it, and a lost worker then costs only tiles.
-    return ConductorActor.options(name=NAME, namespace=NAMESPACE, get_if_exists=True,
-                                  lifetime="detached",
-                                  resources={"node:__internal_head__": 0.001}).remote(settings)
+
+def conductor_name(slot: int) -> str:
+    return NAME if slot == 0 else f"{NAME}-{slot}"
+
+
+def get_conductor(settings: Settings, slot: int = 0):
+    """Conductor ``slot``, started if it is not running yet (slot 0 starts the others)."""
+    return ConductorActor.options(name=conductor_name(slot), namespace=NAMESPACE,
+                                  get_if_exists=True, lifetime="detached",
+                                  resources=_placement(slot)).remote(settings, slot)
+
+
+def _placement(slot: int) -> dict[str, float]:
+    # The first on the head node (Ray gives it this resource), never on a spot worker: the
+    # tile coordinators it starts sit beside it, and a lost worker then costs only tiles.
+    # The others on on-demand nodes where the cluster has them: their loss costs a lease.
+    if slot and ray.cluster_resources().get(ON_DEMAND):
+        return {ON_DEMAND: 0.001}
+    return {"node:__internal_head__": 0.001}

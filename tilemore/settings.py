@@ -118,6 +118,15 @@ class Settings(BaseModel):
         "(links are never taken from the request's Host header)")
     ingress_replicas: int = Field(1, ge=1, description="ingress replicas, when not autoscaled")
     conductor_concurrency: int = Field(16, ge=1, description="threads one conductor runs at once")
+    conductors: int = Field(
+        1, ge=1, le=64, description="conductors sharing the threads through leases; the first "
+        "on the head node, the others on nodes with the `on_demand` resource (else the head)")
+    conductor_lease_seconds: float = Field(
+        10.0, ge=1, le=600, description="a thread's lease: how long a dead conductor's threads "
+        "wait before another takes them (renewed every third of it)")
+    max_backlog: int = Field(
+        100_000, ge=1, description="unfinished threads beyond which new submissions are "
+        "refused with 503 backlog_full and Retry-After")
 
     # Shutdown
     shutdown_grace_seconds: float = Field(

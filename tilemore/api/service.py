@@ -36,7 +36,7 @@ from tilemore.billing.pricing import estimate
 from tilemore.billing.service import Billing
 from tilemore.blobs import BlobStore
 from tilemore.catalog import Catalog
-from tilemore.errors import Conflict, Forbidden, ImageTooLarge, NotFound
+from tilemore.errors import Conflict, Forbidden, ImageTooLarge, NotFound, ServiceUnavailable
 from tilemore.pipeline.graph import TaskGraph, build_graph
 from tilemore.settings import Settings
 from tilemore.store import (
@@ -50,6 +50,7 @@ from tilemore.store import (
 log = logging.getLogger("tilemore.api")
 
 REPLAYED = "Idempotent-Replayed"
+BACKLOG_SECONDS = 1.0  # how stale the admission check's count of unfinished threads may be
 PRICES_SECONDS = 5.0  # an admin's new price reaches estimates within this
 GRAPH_CACHE_KEY = 4096  # adjustments longer than this (as JSON) are validated every time
 
@@ -85,6 +86,7 @@ class ApiService:
             settings.auth_failure_per_second)
         self.decoding = PixelBudget(settings.decode_budget, settings.decode_wait_seconds)
         self._prices = Cached(billing.prices, PRICES_SECONDS)
+        self._backlog = Cached(lambda: sum(threads.backlog().values()), BACKLOG_SECONDS)
         catalog.record_versions(threads)  # threads accepted now can finish after a deploy
 
     # Every method below may block (database, billing, blobs, image work): the HTTP layer
@@ -145,6 +147,9 @@ class ApiService:
         existing = self.threads.get_thread_by_key(sub.key)
         if existing is not None:
             return self._answer(existing, replayed=True)
+        if self._backlog() >= self.settings.max_backlog:
+            raise BacklogFull(f"{self.settings.max_backlog:,} threads are waiting or running; "
+                              "new work is refused until some finish")
         header = read_header(upload.image, self.settings.max_input_pixels)
         check_output_sizes(sub.graph, header.width, header.height,
                            self.settings.output_pixel_limit)
@@ -254,6 +259,11 @@ def check_output_sizes(graph: TaskGraph, width: int, height: int, limit: int) ->
             stage = graph.task(task_id).stage
             raise OutputTooLarge(f"stage '{stage}' would make a {w}x{h} = {w * h:,} pixel "
                                  f"image; the limit is {limit:,}")
+
+
+class BacklogFull(ServiceUnavailable):
+    code = "backlog_full"
+    retry_after = 5
 
 
 class OutputTooLarge(ImageTooLarge):

@@ -4,6 +4,12 @@ Every state change is written to the thread registry as it happens; every finish
 output is a checkpoint in the blob store. A thread picked up again (after the conductor, a
 worker or the whole service died) skips the tasks whose checkpoints exist.
 
+Any number of conductors share the threads through leases in the registry
+(:mod:`tilemore.store.leases`): a conductor runs a thread only while it holds its lease,
+renews it while the thread runs, names its epoch in every write and charge, and gives it back
+when the thread ends. A conductor that dies loses its leases when they run out, and another
+claims its threads; one restarted under the same name takes its own back at once.
+
 Credits set aside for a thread (its hold) go back on every way it ends: done, failed,
 canceled, given up on. A release the database refused then, and a hold whose thread was never
 recorded (the ingress died in between), are given back by the hold sweep that runs beside
@@ -42,6 +48,7 @@ from tilemore.service.ecs import EcsErrorLog
 from tilemore.service.failures import FailureRecorder
 from tilemore.service.tracing import NO_TRACE, ThreadTrace, Tracer
 from tilemore.store import ErrorIndex, ResultInfo, TaskRecord, ThreadRecord, ThreadRepository
+from tilemore.store.leases import Lease, LeaseLost
 
 log = logging.getLogger("tilemore.conductor")
 
@@ -56,7 +63,8 @@ class Conductor:
                  errors: ErrorIndex | None = None, error_log: EcsErrorLog | None = None,
                  tracer: Tracer | None = None, metrics: Metrics = NO_METRICS,
                  hold_sweep_seconds: float = 15.0, hold_grace_seconds: float = 120.0,
-                 batch_hold_grace_seconds: float = 6 * 3600.0) -> None:
+                 batch_hold_grace_seconds: float = 6 * 3600.0, name: str = "conductor",
+                 lease_seconds: float = 10.0, claim_seconds: float = 1.0) -> None:
         """``errors`` indexes every failed run of a task for search, and ``error_log`` writes
         it as an ECS line (default: to the ``tilemore.errors.ecs`` logger only). ``tracer``
         gets a trace per thread and a span per task (default: none); ``metrics`` records
@@ -66,8 +74,18 @@ class Conductor:
         of ended threads at once, those no thread was recorded for after
         ``hold_grace_seconds`` (longer than an ingress takes from reserving to recording),
         a batch's after ``batch_hold_grace_seconds`` (a batch releases its own; this is for
-        one that died)."""
+        one that died).
+
+        ``name`` is the lease owner: unique among running conductors, and the same again
+        when one restarts (it then takes its own threads back without waiting). Leases last
+        ``lease_seconds`` and are renewed every third of that; unleased threads are claimed
+        every ``claim_seconds``."""
         self.threads, self.blobs, self.catalog, self.backend = threads, blobs, catalog, backend
+        self.name = name
+        self._lease_seconds, self._claim_seconds = lease_seconds, claim_seconds
+        self._concurrency = concurrency
+        self._leases: dict[str, Lease] = {}  # thread id → the lease this conductor holds
+        self._lost: set[str] = set()  # threads whose lease another conductor took
         self.billing = billing
         self.tracer = tracer or Tracer(None)
         self.metrics = metrics
@@ -88,17 +106,77 @@ class Conductor:
     # -- scheduling ------------------------------------------------------------------------
 
     def submit(self, thread_id: str) -> bool:
-        """Queue a thread unless it is already queued or running here."""
+        """Run a thread here if its lease can be had (a hand-off from the ingress): False
+        when it is already running here, this conductor is full, the thread is leased to
+        another conductor, or finished."""
         with self._lock:
-            if thread_id in self._active:
-                return False
+            full = self._sweeper is not None and len(self._active) >= self._concurrency
+            if thread_id in self._active or full:
+                return False  # full here: the next claim (here or elsewhere) takes it
             self._active.add(thread_id)
-        self._pool.submit(self._run_guarded, thread_id)
+        try:
+            lease = self.threads.claim_thread(self.name, thread_id, self._lease_seconds,
+                                              owner_may_reclaim=True)
+        except Exception:
+            self._forget(thread_id)
+            raise
+        if lease is None:
+            self._forget(thread_id)
+            return False
+        self._start(lease)
         return True
 
+    def claim(self, *, own: bool = False) -> int:
+        """Claim as many unleased threads as there are free slots here (``own``: also those
+        leased under this conductor's name, as after a restart), and start them."""
+        with self._lock:
+            free = self._concurrency - len(self._active)
+            running = set(self._active)
+        leases = self.threads.claim_threads(self.name, free, self._lease_seconds,
+                                            owner_may_reclaim=own, exclude=running)
+        for lease in leases:
+            with self._lock:
+                self._active.add(lease.thread_id)
+            self._start(lease)
+        return len(leases)
+
     def resume_unfinished(self) -> int:
-        """Queue every thread the registry says is still processing."""
-        return sum(self.submit(tid) for tid in self.threads.unfinished_threads())
+        """Take back this conductor's own threads, then any others free (at start-up)."""
+        return self.claim(own=True)
+
+    def _start(self, lease: Lease) -> None:
+        with self._lock:
+            self._leases[lease.thread_id] = lease
+            self._lost.discard(lease.thread_id)
+        self._pool.submit(self._run_guarded, lease.thread_id)
+
+    def _forget(self, thread_id: str) -> None:
+        with self._lock:
+            self._active.discard(thread_id)
+            self._leases.pop(thread_id, None)
+            self._lost.discard(thread_id)
+
+    def epoch(self, thread_id: str) -> int | None:
+        """The epoch this conductor holds the thread's lease at (None: not leased here)."""
+        with self._lock:
+            if thread_id in self._lost:
+                raise LeaseLost(f"thread {thread_id} was taken by another conductor")
+            lease = self._leases.get(thread_id)
+        return None if lease is None else lease.epoch
+
+    def renew(self) -> list[Lease]:
+        """Extend every lease held here; a lost one stops its run at the next step."""
+        with self._lock:
+            held = list(self._leases.values())
+        lost = self.threads.renew_leases(held, self._lease_seconds) if held else []
+        with self._lock:
+            for lease in lost:
+                if self._leases.get(lease.thread_id) == lease:
+                    self._lost.add(lease.thread_id)
+        for lease in lost:
+            log.warning("thread %s: lease lost (epoch %d); it stops here", lease.thread_id,
+                        lease.epoch)
+        return lost
 
     def sweep_holds(self) -> int:
         """Give back holds no work owns any more, a few batches at most; how many."""
@@ -115,17 +193,23 @@ class Conductor:
         return released
 
     def start_sweeping(self) -> None:
-        """Pick up unfinished threads now and every few seconds: a hand-off lost between the
-        ingress recording a thread and calling us is only delayed, never dropped. Holds are
-        swept on a thread of their own (a billing actor restarting must not hold up the
-        threads' sweep)."""
+        """Take this conductor's own threads back now, then claim free ones every
+        ``claim_seconds`` (a hand-off lost between the ingress and us only delays a thread;
+        a dead conductor's threads come here once their leases run out), and renew the
+        leases held. Holds are swept on a thread of their own (a billing actor restarting
+        must not hold up the threads' sweep)."""
         def loop() -> None:
+            own, renewed = True, time.monotonic()
             while not self._stop.is_set():
                 try:
-                    self.resume_unfinished()
+                    if time.monotonic() - renewed >= self._lease_seconds / 3:
+                        renewed = time.monotonic()
+                        self.renew()
+                    self.claim(own=own)
+                    own = False
                 except Exception:  # noqa: BLE001 - the registry may be briefly unreachable
                     log.exception("sweep failed")
-                self._stop.wait(self._sweep_seconds)
+                self._stop.wait(self._claim_seconds)
 
         def holds() -> None:
             while not self._stop.is_set():
@@ -152,6 +236,8 @@ class Conductor:
         try:
             self.run_thread(thread_id)
             self._attempts.pop(thread_id, None)
+        except LeaseLost as exc:  # another conductor runs it now: nothing more to do here
+            log.info("thread %s: %s", thread_id, exc.message)
         except ServiceUnavailable as exc:  # a full disk, a database down: not the thread's
             log.error("thread %s waits: %s (%s); the next sweep retries it", thread_id,
                       exc.message, exc.code)
@@ -165,13 +251,25 @@ class Conductor:
                 self._attempts.pop(thread_id, None)
                 self._give_up(thread_id, f"gave up after {attempts} attempts: {exc}")
         finally:
-            with self._lock:
-                self._active.discard(thread_id)
+            self._give_back(thread_id)
+
+    def _give_back(self, thread_id: str) -> None:
+        """The run here is over (ended, waiting for a store, or lost): its lease goes back,
+        so that the next claim — here or elsewhere — can take it at once."""
+        with self._lock:
+            lease = None if thread_id in self._lost else self._leases.get(thread_id)
+        try:
+            if lease is not None:
+                self.threads.release_lease(lease)
+        except Exception as exc:  # noqa: BLE001 - it runs out by itself
+            log.warning("thread %s: lease not given back (%s); it runs out", thread_id, exc)
+        self._forget(thread_id)
 
     def _give_up(self, thread_id: str, message: str) -> None:
         """Fail the thread ``internal_error`` and give back its hold."""
         try:
-            self.threads.fail_thread(thread_id, "internal_error", message)
+            self.threads.fail_thread(thread_id, "internal_error", message,
+                                     epoch=self.epoch(thread_id))
             rec = self.threads.get_thread(thread_id)
         except Exception as exc:  # noqa: BLE001 - still processing: the next sweep retries
             log.error("thread %s: could not be failed (%s); the next sweep runs it again",
@@ -183,7 +281,21 @@ class Conductor:
     # -- running ---------------------------------------------------------------------------
 
     def run_thread(self, thread_id: str) -> str:
-        """Run one thread to its end; return its final status."""
+        """Run one thread to its end; return its final status. Claims the thread's lease
+        first unless it holds it ("leased": another conductor has it)."""
+        if self.epoch(thread_id) is None:
+            lease = self.threads.claim_thread(self.name, thread_id, self._lease_seconds,
+                                              owner_may_reclaim=True)
+            if lease is None:
+                rec = self.threads.get_thread(thread_id)
+                return "unknown" if rec is None else (
+                    "leased" if rec.status == "processing" else rec.status)
+            with self._lock:
+                self._leases[thread_id] = lease
+            try:
+                return self.run_thread(thread_id)
+            finally:
+                self._give_back(thread_id)
         rec = self.threads.get_thread(thread_id)
         if rec is None:
             return "unknown"
@@ -201,7 +313,8 @@ class Conductor:
         with self.tracer.thread_span(rec.id, trace_id=rec.trace_id, **attributes) as trace:
             if trace.trace_id is not None and trace.trace_id != rec.trace_id:
                 try:
-                    self.threads.set_trace_id(rec.id, trace.trace_id)
+                    self.threads.set_trace_id(rec.id, trace.trace_id,
+                                              epoch=self.epoch(rec.id))
                 except Exception as exc:  # noqa: BLE001 - tracing never fails a thread
                     log.warning("thread %s: trace id not recorded: %s", rec.id, exc)
             status = self._run(rec, trace)
@@ -222,8 +335,9 @@ class Conductor:
 
     def _run(self, rec: ThreadRecord, trace: ThreadTrace = NO_TRACE) -> str:
         thread_id = rec.id
+        epoch = self.epoch(thread_id)  # every write names it: a lost lease refuses them
         if rec.cancel_requested:
-            self.threads.mark_canceled(thread_id)
+            self.threads.mark_canceled(thread_id, epoch=epoch)
             return "canceled"
         try:
             # The version it was accepted under, kept when a newer one was deployed: its
@@ -232,7 +346,7 @@ class Conductor:
             pipeline = self.catalog.version(rec.pipeline, rec.fingerprint, self.threads)
             graph = build_graph(pipeline, rec.envelope["adjustments"], rec.output_format)
         except TilemoreError as exc:
-            self.threads.fail_thread(thread_id, exc.code, exc.message)
+            self.threads.fail_thread(thread_id, exc.code, exc.message, epoch=epoch)
             return "failed"
         ids = {t.id for t in graph.tasks}
         ops = {t.id: t.operator for t in graph.tasks}
@@ -246,7 +360,8 @@ class Conductor:
             data = self.blobs.get(rec.input_key) if left else b""
         except BlobNotFound as exc:  # lost (expired, deleted): no retry brings it back
             self.threads.fail_thread(thread_id, exc.code, "the thread's input image is no "
-                                     f"longer stored ({exc.message}); submit it again")
+                                     f"longer stored ({exc.message}); submit it again",
+                                     epoch=epoch)
             return "failed"
 
         handed: dict[str, float] = {}  # task id → when it went to the backend
@@ -257,7 +372,7 @@ class Conductor:
                 self.metrics.thread_started(rec.pipeline, now - rec.created_at)
             handed[task.id] = now
             trace.task_started(task.id, now)  # a retried task's span starts at its first run
-            self.threads.task_started(thread_id, task.id, now)
+            self.threads.task_started(thread_id, task.id, now, epoch=epoch)
 
         def finished(p: Progress) -> None:
             s = p.task
@@ -270,10 +385,10 @@ class Conductor:
                     account=rec.account,
                     traced_for=rec.domain if rec.account != rec.domain else None,
                     thread_id=thread_id, task_id=s.task_id, operator=op.name,
-                    megapixels=s.megapixels, cost=cost, hold=rec.idem_key)
+                    megapixels=s.megapixels, cost=cost, hold=rec.idem_key, epoch=epoch)
                 self.metrics.charged(rec.domain, float(cost))
             self.threads.task_done(thread_id, s.task_id, s.started, s.finished, s.megapixels,
-                                   s.checkpoint)
+                                   s.checkpoint, epoch=epoch)
             trace.task_span(s)  # the worker's own times, tiles and megapixels
 
         def planned(plan: BranchPlan) -> None:
@@ -281,7 +396,7 @@ class Conductor:
             hold given back (they are never charged)."""
             if not plan.skipped:
                 return
-            self.threads.tasks_skipped(thread_id, plan.skipped)
+            self.threads.tasks_skipped(thread_id, plan.skipped, epoch=epoch)
             if self.billing is not None and plan.size is not None:
                 mp = plan.size[0] * plan.size[1] / 1e6
                 saved = add(*(price_of(ops[t], prices).cost(mp) for t in plan.skipped))
@@ -305,9 +420,9 @@ class Conductor:
                                on_start=started, on_retry=retrying, on_plan=planned,
                                skipped=skipped,
                                reload=lambda st: checkpoint.load(self.blobs.get(st.checkpoint)),
-                               should_stop=lambda: self.threads.cancel_requested(thread_id))
+                               should_stop=lambda: self._should_stop(thread_id))
         except RunCanceled:
-            self.threads.mark_canceled(thread_id)
+            self.threads.mark_canceled(thread_id, epoch=epoch)
             return "canceled"
         except TaskFailed as exc:
             if isinstance(exc.error, ServiceUnavailable):
@@ -316,16 +431,23 @@ class Conductor:
             trace.task_failed(exc, time.time())  # the task's span, in error
             code = exc.error.code if isinstance(exc.error, TilemoreError) else "operator_failed"
             tries = f" (after {exc.attempts} attempts)" if exc.attempts > 1 else ""
-            self.threads.fail_thread(thread_id, code, f"{exc.error}{tries}", exc.task_id)
+            self.threads.fail_thread(thread_id, code, f"{exc.error}{tries}", exc.task_id,
+                                   epoch=epoch)
             return "failed"
         out = result.output
         key = self.blobs.put(out.data)
-        self.threads.set_qc(thread_id, [asdict(q) for q in result.qc])
+        self.threads.set_qc(thread_id, [asdict(q) for q in result.qc], epoch=epoch)
         for q in result.qc:
             self.metrics.qc_pick(rec.pipeline, q.stage, q.pick)
         self.threads.finish_thread(thread_id, ResultInfo(key, key, len(out.data),
-                                                         out.content_type, out.width, out.height))
+                                                         out.content_type, out.width, out.height),
+                                   epoch=epoch)
         return "done"
+
+    def _should_stop(self, thread_id: str) -> bool:
+        """Between steps: stop for a cancel; raise when the lease went elsewhere."""
+        self.epoch(thread_id)  # raises LeaseLost
+        return self.threads.cancel_requested(thread_id)
 
     def _completed(self, t: TaskRecord) -> Completed:
         key = t.checkpoint_key

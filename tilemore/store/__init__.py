@@ -96,33 +96,41 @@ class ThreadRepository(Protocol):
 
     def get_thread_by_key(self, idem_key: str) -> ThreadRecord | None: ...
 
-    def task_started(self, thread_id: str, task_id: str, at: float) -> None: ...
+    def task_started(self, thread_id: str, task_id: str, at: float, *,
+                     epoch: int | None = None) -> None: ...
 
     def task_done(self, thread_id: str, task_id: str, started_at: float, finished_at: float,
-                  megapixels: float, checkpoint_key: str | None) -> None: ...
+                  megapixels: float, checkpoint_key: str | None, *,
+                  epoch: int | None = None) -> None: ...
 
-    def tasks_skipped(self, thread_id: str, reasons: dict[str, str]) -> None:
+    def tasks_skipped(self, thread_id: str, reasons: dict[str, str], *,
+                      epoch: int | None = None) -> None:
         """Mark pending tasks ``skipped`` (task id → why): a selector ruled them out."""
 
     def record_pipeline(self, fingerprint: str, name: str, path: str,
                         document: dict[str, Any]) -> None:
         """Keep a pipeline version's definition, once."""
 
+    # Leases (tilemore.store.leases): claim_threads, claim_thread, renew_leases,
+    # release_lease, backlog; and every write above takes ``epoch=`` to be fenced by one.
+
     def pipeline_version(self, fingerprint: str) -> tuple[str, str, dict[str, Any]] | None:
         """(name, path, document) of a kept pipeline version."""
 
-    def set_qc(self, thread_id: str, qc: list[dict[str, Any]]) -> None: ...
+    def set_qc(self, thread_id: str, qc: list[dict[str, Any]], *,
+               epoch: int | None = None) -> None: ...
 
-    def finish_thread(self, thread_id: str, result: ResultInfo) -> None: ...
+    def finish_thread(self, thread_id: str, result: ResultInfo, *,
+                      epoch: int | None = None) -> None: ...
 
     def fail_thread(self, thread_id: str, code: str, message: str,
-                    task_id: str | None = None) -> None: ...
+                    task_id: str | None = None, *, epoch: int | None = None) -> None: ...
 
     def request_cancel(self, thread_id: str) -> None: ...
 
     def cancel_requested(self, thread_id: str) -> bool: ...
 
-    def mark_canceled(self, thread_id: str) -> None: ...
+    def mark_canceled(self, thread_id: str, *, epoch: int | None = None) -> None: ...
 
     def unfinished_threads(self) -> list[str]: ...
 
@@ -130,7 +138,8 @@ class ThreadRepository(Protocol):
         """How many threads the registry holds, by status (for the ``tilemore_threads``
         gauge)."""
 
-    def set_trace_id(self, thread_id: str, trace_id: str) -> None:
+    def set_trace_id(self, thread_id: str, trace_id: str, *,
+                     epoch: int | None = None) -> None:
         """Remember the thread's OpenTelemetry trace, so its answer points to it."""
 
 

@@ -15,7 +15,7 @@ LOCKED``, so conductors claiming at once take different threads without waiting.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -28,10 +28,12 @@ LEASE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("threads", "lease_until", "{real}"),
 )
 
-# The unfinished threads free to claim, ranked so that every domain's oldest comes first.
-_CLAIMABLE = """
+# The unfinished threads free to claim (unleased, run out, or — after a restart — held under
+# the claimer's own name), ranked so that every domain's oldest comes first.
+_FREE = "(lease_until IS NULL OR lease_until < ? OR lease_owner = ?)"
+_CLAIMABLE = f"""
 SELECT id, ROW_NUMBER() OVER (PARTITION BY domain ORDER BY created_at) AS turn, created_at
-FROM threads WHERE status = 'processing' AND (lease_until IS NULL OR lease_until < ?)
+FROM threads WHERE status = 'processing' AND {_FREE}
 """
 
 
@@ -65,29 +67,35 @@ class Leases:
     _query: Callable[..., list[Any]]
     skip_locked: str = ""  # PostgreSQL: " FOR UPDATE OF threads SKIP LOCKED"
 
-    def claim_threads(self, owner: str, limit: int, seconds: float,
+    def claim_threads(self, owner: str, limit: int, seconds: float, *,
+                      owner_may_reclaim: bool = False, exclude: Collection[str] = (),
                       now: float | None = None) -> list[Lease]:
-        """Take up to ``limit`` unfinished threads whose lease is free or expired, fairly
-        between domains, for ``seconds``."""
+        """Take up to ``limit`` unfinished threads whose lease is free or run out, fairly
+        between domains, for ``seconds``; with ``owner_may_reclaim``, also those leased to
+        ``owner`` (its previous life), but never those in ``exclude`` (running here)."""
         if limit <= 0:
             return []
         now = time.time() if now is None else now
+        mine = owner if owner_may_reclaim else None
         with self._tx() as db:
             rows = db.execute(
                 f"SELECT threads.id FROM threads JOIN ({_CLAIMABLE}) AS free"
                 " ON free.id = threads.id ORDER BY free.turn, free.created_at LIMIT ?"
-                f"{self.skip_locked}", (now, limit)).fetchall()
-            return [self._take(db, r["id"], owner, now + seconds) for r in rows]
+                f"{self.skip_locked}", (now, mine, limit + len(exclude))).fetchall()
+            ids = [r["id"] for r in rows if r["id"] not in exclude][:limit]
+            return [self._take(db, i, owner, now + seconds) for i in ids]
 
-    def claim_thread(self, owner: str, thread_id: str, seconds: float,
+    def claim_thread(self, owner: str, thread_id: str, seconds: float, *,
+                     owner_may_reclaim: bool = False,
                      now: float | None = None) -> Lease | None:
-        """Take one named thread, if it is unfinished and its lease is free or expired."""
+        """Take one named thread, if it is unfinished and its lease is free or run out (or,
+        with ``owner_may_reclaim``, held under ``owner``)."""
         now = time.time() if now is None else now
+        mine = owner if owner_may_reclaim else None
         with self._tx() as db:
             row = db.execute(
-                "SELECT id FROM threads WHERE id = ? AND status = 'processing' AND"
-                f" (lease_until IS NULL OR lease_until < ?){self.skip_locked}",
-                (thread_id, now)).fetchone()
+                f"SELECT id FROM threads WHERE id = ? AND status = 'processing' AND {_FREE}"
+                f"{self.skip_locked}", (thread_id, now, mine)).fetchone()
             return None if row is None else self._take(db, thread_id, owner, now + seconds)
 
     @staticmethod
