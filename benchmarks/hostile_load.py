@@ -270,6 +270,9 @@ def main() -> None:
         return
     if args.smoke:
         args.submissions, args.rounds, args.clients = 20, 1, 4
+    # The commit measured: read before the service imports the code.
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=Path(__file__).parent).stdout.strip()
     child = Child(Path(tempfile.mkdtemp(prefix="tilemore-hostile-")))
     rounds: list[dict] = []
     attacker = None
@@ -309,8 +312,6 @@ def main() -> None:
                for name in sorted(EXPECTED) if name not in args.skip}
     wrong = {n: k["statuses"] for n, k in by_kind.items()
              if set(k["statuses"]) - {str(k["expected"])}}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=Path(__file__).parent).stdout.strip()
     result = {"machine": machine(), "commit": commit, "smoke": args.smoke,
               "pipeline": PIPELINE, "size": f"{SIZE[0]}x{SIZE[1]}", "clients": args.clients,
               "submissions_per_round": args.submissions, "attack_every": ATTACK_EVERY,
