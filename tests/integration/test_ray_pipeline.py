@@ -72,8 +72,8 @@ def test_replicas_are_long_lived(tmp_path, ray_backend):
 
 
 def test_only_small_values_come_back_to_the_conductor(denoised):
-    """Images stay in the object store: the conductor fetches stats, the verdict and the
-    encoded result, never a decoded image."""
+    """Images stay in the object store: the conductor fetches stats, QC's plan and verdict
+    and the encoded result, never a decoded image."""
     fetched: list[type] = []
 
     class Spy(RayBackend):
@@ -88,7 +88,7 @@ def test_only_small_values_come_back_to_the_conductor(denoised):
     finally:
         backend.close()
     assert Image not in fetched
-    assert set(fetched) == {TaskStats, Selection, Encoded}
+    assert set(fetched) == {TaskStats, dict, Selection, Encoded}  # dict: the branch plan
 
 
 def test_declared_resources_are_held(ray_backend):
