@@ -27,7 +27,9 @@ REPAIRS: dict[str, Damage] = {
 }
 
 IMPULSE_MIN = 0.01  # share of samples that are impulses
-JPEG_QUALITY_MAX = 80  # a JPEG saved at this quality or lower has artifacts worth repairing
+# a JPEG saved at this quality or lower has artifacts worth repairing; above it, it is a
+# photo as cameras and the web save them, left alone unless its grid shows (blockiness)
+JPEG_QUALITY_MAX = 50
 BLOCKINESS_MIN = 0.5  # with no JPEG quality to go by: the grid's excess step
 SIGMA_MIN = 3.4  # grey levels of noise worth removing
 _MAX_LINES = 512  # rows (and columns) sampled for blockiness
