@@ -35,6 +35,7 @@ SIGMA_MIN = 3.4  # grey levels of noise worth removing
 _MAX_LINES = 512  # rows (and columns) sampled for blockiness
 _MAX_IMPULSE_PIXELS = 1_000_000
 _CLIP = 24.0  # steps larger than this are edges, not blocking
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 # the 2 % quantile of 8×8 blocks' estimates is low by about this much for Gaussian noise
 _QUANTILE_BIAS = 1.08
 
@@ -44,16 +45,17 @@ def blockiness(rgb: np.ndarray) -> float:
     0 for no grid, about 1 when the grid's steps are twice the others. The grid's phase is
     found, not assumed, so a cropped JPEG still shows. Steps are clipped so that a photo's
     edges, which fall anywhere, weigh no more than blocking does."""
-    grey = rgb[:, :, :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    h, w = grey.shape
+    h, w = rgb.shape[:2]
     if h < 16 and w < 16:
         return 0.0
     ratios = []
-    for lines in (grey, grey.T):
+    # steps along rows from at most _MAX_LINES rows, then along columns likewise: only the
+    # sampled lines are converted, so a 100 MP image costs what a small one does
+    for lines in (rgb, rgb.transpose(1, 0, 2)):
         if lines.shape[1] < 16:
             continue
-        rows = lines[np.linspace(0, lines.shape[0] - 1, min(lines.shape[0], _MAX_LINES))
-                     .astype(int)]
+        picked = np.linspace(0, lines.shape[0] - 1, min(lines.shape[0], _MAX_LINES)).astype(int)
+        rows = lines[picked, :, :3].astype(np.float32) @ _LUMA
         steps = np.minimum(np.abs(np.diff(rows, axis=1)), _CLIP).mean(axis=0)
         n = steps.size // 8 * 8
         phase = steps[:n].reshape(-1, 8).mean(axis=0)  # mean step by position mod 8
