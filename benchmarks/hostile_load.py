@@ -3,8 +3,9 @@ funded domain, while one submission in ten is an unpaid attack of issue 13 (huge
 parameters, a decompression bomb, an oversized envelope or meta, a huge output, a slow or
 half-sent upload) from a zero-credit sub-account; against the same load without attacks,
 in the same run. Target: hostile / quiet ≥ 0.9 (medians of threads done per second). Also
-reported: the service process's CPU time per legitimate thread, attacks included (its
-capacity under attack, steadier than wall time on a machine shared with other work).
+reported: the median of each round pair's ratio, and the service process's CPU time per
+legitimate thread, attacks included (its capacity under attack: steadier than wall time on a
+machine shared with other work), and per attack of each kind.
 
 The service is the real HTTP service in a child process (uvicorn, SQLite, local blobs, the
 conductor on threads: ``tests/service_harness.py``), so the load generator does not share
@@ -303,6 +304,10 @@ def main() -> None:
     # capacity, much less sensitive than wall time to other work on a shared machine.
     cpu_quiet = statistics.median(r["cpu_ms_per_thread"] for r in rounds if not r["hostile"])
     cpu_hostile = statistics.median(r["cpu_ms_per_thread"] for r in rounds if r["hostile"])
+    # Each round's pair (quiet and hostile back to back): drift between pairs cancels.
+    paired = statistics.median(
+        (b if b["hostile"] else a)["per_second"] / (a if b["hostile"] else b)["per_second"]
+        for a, b in zip(rounds[::2], rounds[1::2], strict=True))
     outcomes = [o for r in rounds for o in r.pop("attack_outcomes")] + probes
     by_kind = {name: {"count": sum(1 for o in outcomes if o[0] == name),
                       "service_cpu_ms_each": attack_cpu[name],
@@ -317,7 +322,8 @@ def main() -> None:
               "submissions_per_round": args.submissions, "attack_every": ATTACK_EVERY,
               "skipped": args.skip,
               "rounds": rounds, "quiet_per_second": quiet, "hostile_per_second": hostile,
-              "ratio": hostile / quiet, "cpu_ms_per_thread_quiet": cpu_quiet,
+              "ratio": hostile / quiet, "paired_ratio_median": paired,
+              "cpu_ms_per_thread_quiet": cpu_quiet,
               "cpu_ms_per_thread_hostile": cpu_hostile,
               "capacity_ratio": cpu_quiet / cpu_hostile, "attacks": by_kind,
               "unexpected_answers": wrong,
@@ -331,7 +337,8 @@ def main() -> None:
     print(f"{args.submissions} legitimate submissions × {args.rounds} rounds each, "
           f"{args.clients} clients, {PIPELINE} at {SIZE[0]}x{SIZE[1]}, on {machine()}")
     print(f"  quiet: {quiet:.2f} threads/s; hostile (1 in {ATTACK_EVERY} an attack): "
-          f"{hostile:.2f} threads/s; ratio {hostile / quiet:.3f} (target ≥ 0.9)")
+          f"{hostile:.2f} threads/s; ratio {hostile / quiet:.3f} (target ≥ 0.9); median of "
+          f"the rounds' pairs {paired:.3f}")
     print(f"  service CPU per legitimate thread: quiet {cpu_quiet:.1f} ms; hostile "
           f"{cpu_hostile:.1f} ms (attacks included); capacity ratio "
           f"{cpu_quiet / cpu_hostile:.3f}")
