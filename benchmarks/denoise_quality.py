@@ -16,13 +16,10 @@ classical denoiser by ≥ 1.0 dB at σ 25 and QC stay within 0.3 dB of the oracl
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
-from _common import machine, save
+from _common import arguments, finish, machine
 from tilemore_operators.damage import DAMAGES
 from tilemore_operators.denoise import Bilateral, Guided, Impulse, Keep, NLMeans
 from tilemore_operators.dncnn import Deblock, DnCNNDenoise
@@ -89,10 +86,7 @@ def met(case: str, t: dict) -> tuple[float, bool]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--smoke", action="store_true", help="one photo, 96×128 crops: seconds")
-    ap.add_argument("--out", type=Path, help="also write the figures here (JSON)")
-    args = ap.parse_args()
+    args = arguments(__doc__).parse_args()  # --smoke: one photo, a 96×128 crop
     clean = [np.clip(p * 255 + 0.5, 0, 255).astype(np.uint8) for p in photos(HELD_OUT)]
     if args.smoke:
         clean = [clean[0][100:196, 150:278]]
@@ -119,10 +113,6 @@ def main() -> None:
         result["cnn_gain_sigma25_db"] = gaussian[25]["psnr"]["dncnn"] - classical
         result["qc_gap_db"] = float(np.mean([gaussian[s]["oracle"] - gaussian[s]["qc"]
                                              for s in gaussian]))
-    if not args.smoke:
-        save("denoise_quality", result)
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
     print(f"mean PSNR (dB) on {', '.join(result['held_out'])} (held out); "
           f"{'SMOKE: tiny crops, ' if args.smoke else ''}{result['seconds']:.0f} s")
     head = f"{'damage':16s}{'input':>8s}" + "".join(f"{n:>10s}" for n in names)
@@ -142,6 +132,13 @@ def main() -> None:
         print(f"CNN − best classical at σ=25: {result['cnn_gain_sigma25_db']:+.2f} dB "
               f"(target ≥ +1.0); oracle − QC over σ: {result['qc_gap_db']:.2f} dB "
               f"(target ≤ 0.3)")
+    every = [*gaussian.values(), *damages.values()]
+    finish("denoise_quality", args, result, {
+        "every PSNR is a number": all(np.isfinite(v) for t in every for v in t["psnr"].values()),
+        "QC's pick never beats the oracle": all(t["qc"] <= t["oracle"] + 1e-9 for t in every),
+        "keep gives back the input": all(t["psnr"]["keep"] == t["input"] for t in every),
+        "QC classes the clean photo clean": set(damages["clean"]["damage_measured"])
+        == {"clean"}})
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ def test_denoise_quality_smoke(tmp_path):
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["smoke"] is True and result["held_out"] == ["chelsea"]
+    assert result["checks_failed"] == [] and result["commit"]
     damages = result["damages"]
     assert list(damages) == ["jpeg10", "salt_pepper5", "sigma15_jpeg30", "sigma25", "clean"]
     picks = {case: t["picks"][0] for case, t in damages.items()}
