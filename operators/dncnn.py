@@ -49,7 +49,8 @@ class DnCNNDenoise(Operator):
     description = "residual CNN (DnCNN-style), CUDA when present, tiled to fit memory"
     # A GPU operator; on a cluster without GPUs its replicas run on CPU instead. Half a GPU:
     # the network is small, and the denoiser and the deblocker share one card.
-    resources = Resources(num_cpus=1, num_gpus=0.5, gpu_optional=True,
+    # Without a GPU, 2 CPUs: on one thread the network takes twice as long.
+    resources = Resources(num_cpus=1, num_gpus=0.5, gpu_optional=True, cpu_fallback_cpus=2,
                           memory_per_megapixel=448 * 2**20)
     halo = DEPTH
     Params = DnCNNParams
@@ -73,6 +74,8 @@ class DnCNNDenoise(Operator):
         except Exception as exc:  # noqa: BLE001 - any way a file can be broken
             raise WeightsError(f"{self.name}: weights file {path} is corrupt: {exc}") from None
         self.device = torch.device(self.context.device)
+        if self.context.cpus:  # intra-op threads: the CPUs this replica holds, no more
+            torch.set_num_threads(max(1, int(self.context.cpus)))
         self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
         self.precision: Precision = (
             "bfloat16" if self.device.type == "cpu" and cpu_has_bf16() else "float32")

@@ -55,10 +55,20 @@ class Resources(BaseModel):
     gpu_optional: bool = Field(
         False, description="runs on CPU where the cluster has no GPU (num_gpus then 0)"
     )
+    cpu_fallback_cpus: float | None = Field(
+        None, ge=0, description="the CPUs a replica holds when it runs on CPU for want of a "
+        "GPU (gpu_optional): work a GPU would do then needs more cores; default num_cpus"
+    )
     custom: dict[str, float] = Field(
         default_factory=dict, description="custom Ray resources a replica holds, e.g. a node "
         "kind such as {'a100': 1} declared by the cluster config's worker types"
     )
+
+    def cpus_without_gpu(self) -> float:
+        """The CPUs a replica holds where it gets no GPU: its CPU fallback's, if declared."""
+        if self.gpu_optional and self.num_gpus and self.cpu_fallback_cpus is not None:
+            return self.cpu_fallback_cpus
+        return self.num_cpus
 
 
 class Price(BaseModel):
@@ -95,12 +105,18 @@ class OperatorContext:
     max_input_pixels: int = 250_000_000
     options: Mapping[str, Any] = field(default_factory=dict)
     """This operator's own settings: ``TILEMORE_OPERATOR_SETTINGS`` under its name."""
+    cpus: float | None = None
+    """The CPUs this replica holds (on Ray, what its actor was given): size thread pools to
+    it. ``None`` where it has no share of its own (the in-process backend shares one
+    process between operators)."""
 
     @classmethod
-    def for_operator(cls, operator: type[Operator], settings: Settings) -> OperatorContext:
+    def for_operator(cls, operator: type[Operator], settings: Settings,
+                     cpus: float | None = None) -> OperatorContext:
         return cls(device=_device(operator), tile_memory_bytes=settings.tile_memory_bytes,
                    max_input_pixels=settings.max_input_pixels,
-                   options=MappingProxyType(settings.operator_options(operator.name)))
+                   options=MappingProxyType(settings.operator_options(operator.name)),
+                   cpus=cpus)
 
 
 def _device(operator: type[Operator]) -> Literal["cpu", "cuda"]:

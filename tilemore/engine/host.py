@@ -54,11 +54,14 @@ class TaskStats:
 class OperatorHost:
     """One long-lived replica of an operator: ``setup`` once, then ``run`` per task."""
 
-    def __init__(self, operator: type[Operator], settings: Settings | None = None) -> None:
+    def __init__(self, operator: type[Operator], settings: Settings | None = None,
+                 cpus: float | None = None) -> None:
+        """``cpus``: what the replica holds (the Ray backend passes what its actor was
+        given), for the operator's ``context.cpus``."""
         settings = settings or Settings()
         return_large_buffers_to_the_os()
         self.operator = operator()
-        self.operator.context = OperatorContext.for_operator(operator, settings)
+        self.operator.context = OperatorContext.for_operator(operator, settings, cpus)
         self.operator.setup()
         self.blobs = open_blob_store(settings) if settings.checkpoint_tasks else None
 

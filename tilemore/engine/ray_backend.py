@@ -77,7 +77,10 @@ def local_cpus(operators: Iterable[type[Operator]], replicas: int = 1, *,
         auto = autoscaling_for(op, settings)
         if auto is not None:
             counts[op] = max(Counter(operators)[op], auto.max_replicas)
-    declared = sum(op.resources.num_cpus * n for op, n in counts.items())
+    # a GPU operator's CPU fallback may hold more CPUs (whether the GPU is there is unknown
+    # before Ray starts): count the larger
+    declared = sum(max(op.resources.num_cpus, op.resources.cpus_without_gpu()) * n
+                   for op, n in counts.items())
     return max(os.cpu_count() or 1, math.ceil(declared))
 
 
@@ -144,19 +147,23 @@ class RayBackend:
             return []
         ship_by_value(operator)
         res = operator.resources
-        gpus = res.num_gpus
+        gpus, cpus = res.num_gpus, res.num_cpus
         if gpus and res.gpu_optional and not ray.cluster_resources().get("GPU"):
-            gpus = 0  # no GPU anywhere: the operator's CPU fallback
+            # no GPU anywhere: the operator's CPU fallback, with the CPUs it declares for it
+            gpus, cpus = 0, res.cpus_without_gpu()
         # A replica that dies (its node lost) is restarted, on another node if need be.
         # Calls go to replicas that are up and fail fast with a lost one (then run again
         # on another); only when none is up does a call wait for a restart, which Ray's
         # task retries do (a call to a restarting actor would otherwise fail at once).
+        # SPREAD: replicas of an operator on different nodes where they fit, so a lost node
+        # takes one of them, not all (the calls then go to the others at once).
         actor_cls = ray.remote(OperatorHost).options(
-            num_cpus=res.num_cpus, num_gpus=gpus, resources=dict(res.custom) or None,
+            num_cpus=cpus, num_gpus=gpus, resources=dict(res.custom) or None,
+            scheduling_strategy="SPREAD",
             max_restarts=-1, max_task_retries=LOST_REPLICA_RETRIES,
             runtime_env=runtime_env_for(operator),  # its module's REQUIREMENTS
         )
-        return [actor_cls.remote(operator, self.settings) for _ in range(n)]
+        return [actor_cls.remote(operator, self.settings, cpus) for _ in range(n)]
 
     def _install(self, operator: type[Operator], hosts: list[Any]) -> None:
         """Make ``hosts`` the pool; replicas set aside as lost stay set aside."""
