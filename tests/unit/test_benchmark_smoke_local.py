@@ -14,7 +14,11 @@ ROOT = Path(__file__).parents[2]
 
 def test_every_benchmark_has_a_smoke_test():
     scripts = {p.stem for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_")}
-    assert scripts == set(SMOKE_TESTS), "a benchmark without a smoke test, or a stale entry"
+    missing, stale = scripts - set(SMOKE_TESTS), set(SMOKE_TESTS) - scripts
+    assert not missing, (f"benchmarks without a smoke test: {sorted(missing)}: give each "
+                         "--smoke (benchmarks/_common.py) and a test, listed in "
+                         "tests/benchmark_smoke.py's SMOKE_TESTS")
+    assert not stale, f"SMOKE_TESTS lists benchmarks that are gone: {sorted(stale)}"
     for name, test in SMOKE_TESTS.items():
         text = (ROOT / test).read_text()
         assert name in text and "smoke" in text, f"{test} does not run {name} --smoke"
