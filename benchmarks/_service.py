@@ -22,16 +22,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_service(port: int | None = None,
-                  extra_apps: dict | None = None) -> tuple[Settings, dict]:
+def start_service(port: int | None = None, extra_apps: dict | None = None,
+                  **overrides: object) -> tuple[Settings, dict]:
     """(settings, auth headers) of a fresh service, on ``port`` or a free one (so that a run
     never meets another service on this machine); ``extra_apps`` maps a route prefix to
-    another Serve application to run beside it (a baseline)."""
+    another Serve application to run beside it (a baseline); ``overrides`` are further
+    settings (a benchmark's own pipeline files)."""
     port = port or free_port()
     from ray import serve
     from tilemore_deployments.ingress import build_app
 
-    settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="tilemore-bench-")), port=port)
+    settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="tilemore-bench-")), port=port,
+                        **overrides)
     store = open_store(settings)
     store.create_domain("bench")
     _, token = store.issue_token("bench")

@@ -27,6 +27,7 @@ SMOKE_TESTS = {
     "billing_history": "tests/unit/test_benchmark_smoke_local.py",
     "chaos": "tests/cluster/test_benchmark_smoke_chaos.py",
     "cnn_tiling": "tests/unit/test_benchmark_smoke_local.py",
+    "control_plane": "tests/integration/test_benchmark_smoke_control_plane.py",
     "denoise_quality": "tests/unit/test_denoise_quality_smoke.py",
     "hostile_load": "tests/unit/test_benchmark_smoke.py",
     "ledger_appends": "tests/unit/test_benchmark_smoke_local.py",
