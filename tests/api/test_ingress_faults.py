@@ -110,3 +110,18 @@ def test_a_client_that_leaves_mid_upload_is_one_log_line(service, caplog):
             time.sleep(0.05)
     assert not any(r.exc_info for r in caplog.records)  # no traceback
     assert service.store.unfinished_threads() == []
+
+
+def test_an_upload_over_the_decode_budget_waits_then_gets_503(tmp_path):
+    svc = Service(tmp_path / "svc", decode_pixel_budget=10_000, decode_wait_seconds=0.3)
+    try:
+        with svc.api.decoding.hold(10_000):  # other uploads are decoding the whole budget
+            started = time.monotonic()
+            got = svc.submit(image(6))
+            waited = time.monotonic() - started
+        assert (got.status, got.code) == (503, "decode_busy"), got.body
+        assert got.headers["retry-after"] == "2" and 0.3 <= waited < 3
+        assert svc.billing.balance("acme").held == 0  # its reservation went back
+        assert svc.submit(image(6)).status == 202  # room again: the same request goes in
+    finally:
+        svc.close()

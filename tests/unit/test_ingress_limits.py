@@ -182,3 +182,14 @@ def test_failed_authentications_are_throttled_per_client():
     assert auth("Token good Domain acme", "someone-else").domain == "acme"
     clock.now += 2  # one attempt earned back
     assert auth("Token good Domain acme", "attacker").domain == "acme"
+
+
+def test_a_service_exposed_beyond_loopback_must_be_told_its_address():
+    from tilemore.settings import Settings
+
+    with pytest.raises(TilemoreError, match="TILEMORE_PUBLIC_URL must be set"):
+        Settings.from_env({"TILEMORE_HOST": "0.0.0.0"})
+    assert Settings.from_env({"TILEMORE_HOST": "::1"}).base_url == "http://::1:8000"
+    exposed = Settings.from_env({"TILEMORE_HOST": "0.0.0.0",
+                                 "TILEMORE_PUBLIC_URL": "https://api.example.com/"})
+    assert exposed.base_url == "https://api.example.com"
