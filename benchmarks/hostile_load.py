@@ -36,7 +36,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _common import OUT, machine, photo_jpeg, save
+from _common import arguments, commit, finish, machine, parse, photo_jpeg, positive
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 import attacks  # noqa: E402
@@ -251,29 +251,23 @@ def cpu_per_attack(child: Child, attacker: Attacker, names: list[str],
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = arguments(__doc__)
     ap.add_argument("--submissions", type=int, default=300, help="legitimate, per round")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=5, help="rounds of each kind")
-    ap.add_argument("--smoke", action="store_true", help="20 submissions, 1 round each")
     ap.add_argument("--skip", action="append", default=[], choices=sorted(EXPECTED),
                     help="leave this attack out (to see what each costs)")
-    ap.add_argument("--out", type=Path, default=OUT / "hostile_load.json")
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--attack", help=argparse.SUPPRESS)
     ap.add_argument("--token", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = parse(ap, submissions=20, rounds=1, clients=4)
     if args.serve:
         serve(args.serve)
         return
     if args.attack:
         attack_forever(args.attack, args.token, args.skip)
         return
-    if args.smoke:
-        args.submissions, args.rounds, args.clients = 20, 1, 4
-    # The commit measured: read before the service imports the code.
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=Path(__file__).parent).stdout.strip()
+    measured_at = commit()  # before the service imports the code
     child = Child(Path(tempfile.mkdtemp(prefix="tilemore-hostile-")))
     rounds: list[dict] = []
     attacker = None
@@ -317,7 +311,7 @@ def main() -> None:
                for name in sorted(EXPECTED) if name not in args.skip}
     wrong = {n: k["statuses"] for n, k in by_kind.items()
              if set(k["statuses"]) - {str(k["expected"])}}
-    result = {"machine": machine(), "commit": commit, "smoke": args.smoke,
+    result = {"commit": measured_at, "machine": machine(),
               "pipeline": PIPELINE, "size": f"{SIZE[0]}x{SIZE[1]}", "clients": args.clients,
               "submissions_per_round": args.submissions, "attack_every": ATTACK_EVERY,
               "skipped": args.skip,
@@ -327,13 +321,11 @@ def main() -> None:
               "cpu_ms_per_thread_hostile": cpu_hostile,
               "capacity_ratio": cpu_quiet / cpu_hostile, "attacks": by_kind,
               "unexpected_answers": wrong,
-              "checks_failed": [f"{n}: answered {st}, expected {EXPECTED[n]}"
-                                for n, st in wrong.items()],
               "healthz_worst_s": max(r["healthz_worst_s"] for r in rounds)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    if args.out == OUT / "hostile_load.json":
-        save("hostile_load", result)
+    checks = {f"{n} answered {st}, expected {EXPECTED[n]}": False for n, st in wrong.items()}
+    checks["throughputs are positive"] = positive(quiet, hostile, cpu_quiet, cpu_hostile)
+    checks["every round had its attacks"] = all(r["attacks"] > 0 for r in rounds
+                                                if r["hostile"])
     print(f"{args.submissions} legitimate submissions × {args.rounds} rounds each, "
           f"{args.clients} clients, {PIPELINE} at {SIZE[0]}x{SIZE[1]}, on {machine()}")
     print(f"  quiet: {quiet:.2f} threads/s; hostile (1 in {ATTACK_EVERY} an attack): "
@@ -347,8 +339,7 @@ def main() -> None:
     print(f"  attacks: {sum(k['count'] for k in by_kind.values())}, answers as expected: "
           f"{'yes' if not wrong else wrong}; /healthz worst "
           f"{result['healthz_worst_s'] * 1000:.0f} ms")
-    if wrong:
-        sys.exit(1)
+    print(f"  figures: {finish('hostile_load', args, result, checks)}")
 
 
 if __name__ == "__main__":
