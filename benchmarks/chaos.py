@@ -5,7 +5,8 @@ fresh one joins), against the same 100-thread load undisturbed, in the same run.
 Targets: 100 % of threads done, 0 duplicate charges, total time ≤ 2× undisturbed; recovery
 (from a node's loss to each affected task running again elsewhere) ≤ 5 s + Ray's
 failure-detection timeout (here 1 s health checks × 3 misses). Also reported: the time until
-every replica of the lost node is alive on another node.
+every replica of the lost node is alive on another node, and the nodes each operator's
+replicas start on (``SPREAD``: as many as it has replicas; checked).
 
     python benchmarks/chaos.py [--threads 100] [--kill-every 10] [--max-kills N]
     python benchmarks/chaos.py --smoke   # 4 threads, one kill: a minute, most of it start-up
@@ -26,7 +27,7 @@ from ray.cluster_utils import Cluster
 TESTS = Path(__file__).parents[1] / "tests"
 sys.path.insert(0, str(TESTS))  # the tests' service harness and images
 
-from cluster.nodes import WORKER_CPUS, add_worker, kill_and_replace  # noqa: E402
+from cluster.nodes import WORKER_CPUS, add_worker, kill_and_replace, node_of  # noqa: E402
 from images import encode, noisy, photo  # noqa: E402
 from service_harness import Service, http  # noqa: E402
 
@@ -127,6 +128,9 @@ def main() -> None:
     try:
         graph = build_graph(svc.catalog.pipeline("chaos"), {}, "png")
         svc.backend.prepare([t.operator for t in graph.tasks])
+        pools = {op.name: svc.backend.replicas(op) for op in {t.operator for t in graph.tasks}}
+        nodes = {name: len({node_of(a) for a in pool}) for name, pool in pools.items()}
+        replicas = {name: len(pool) for name, pool in pools.items()}
         rng = random.Random(2026)
         calm = run(svc, cluster, args.threads, 1, None, rng)
         chaos = run(svc, cluster, args.threads, 2, args.kill_every, rng, args.max_kills)
@@ -138,9 +142,12 @@ def main() -> None:
     rec = chaos["recovery_s"]
     worst = max(rec) if rec else float("nan")
     result = {"machine": machine(), "undisturbed": calm, "chaos": chaos, "ratio": ratio,
-              "detection_timeout_s": DETECTION_S, "kill_every_s": args.kill_every}
+              "detection_timeout_s": DETECTION_S, "kill_every_s": args.kill_every,
+              "replica_nodes": nodes, "replicas": replicas}
     print(f"{args.threads} threads, {len(WORKERS)} worker nodes × {WORKER_CPUS} logical CPUs, "
           f"on {machine()}")
+    print(f"  nodes each operator's replicas started on: "
+          f"{', '.join(f'{k} {v}/{replicas[k]}' for k, v in sorted(nodes.items()))}")
     print(f"  undisturbed: {calm['seconds']:.1f} s, {calm['done']} done")
     print(f"  a node killed every {args.kill_every:g} s: {chaos['seconds']:.1f} s, "
           f"{chaos['done']} done, {chaos['kills']} kills, {chaos['duplicate_charges']} duplicate"
@@ -154,7 +161,9 @@ def main() -> None:
           f"{sum(rec) / max(len(rec), 1):.1f} s over {len(rec)} kills")
     checks = {"the ratio is finite and positive": positive(ratio),
               f"at least one kill (at most {args.max_kills}), not {chaos['kills']}":
-                  1 <= chaos["kills"] <= (args.max_kills or chaos["kills"])}
+                  1 <= chaos["kills"] <= (args.max_kills or chaos["kills"]),
+              f"each operator's replicas on as many nodes (SPREAD): {nodes}":
+                  nodes == replicas}
     for name, r in (("undisturbed", calm), ("chaos", chaos)):
         checks[f"{name}: {r['done']}/{args.threads} done"] = r["done"] == args.threads
         checks[f"{name}: {r['duplicate_charges']} duplicate charges"] = not r["duplicate_charges"]
