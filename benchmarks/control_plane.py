@@ -169,6 +169,7 @@ class Sides:
     def __init__(self, base: str, auth: dict, poll_s: float) -> None:
         self.base, self.auth, self.poll_s = base, auth, poll_s
         self.gets = 0  # status reads made by Tilemore's clients (what polling costs)
+        self.last_done = ""  # a thread that ended done (the status reads' subject)
 
     async def floor(self, s: aiohttp.ClientSession, item: tuple[bytes, str, str]) -> str:
         body, ctype, _ = item
@@ -194,7 +195,14 @@ class Sides:
             self.gets += 1
             async with s.get(url, headers=self.auth) as r:
                 answer = await r.json()
+        if answer["status"] == "done":
+            self.last_done = url
         return answer["status"]
+
+    async def status(self, s: aiohttp.ClientSession, item: object) -> str:
+        async with s.get(self.last_done, headers=self.auth) as r:
+            answer = await r.json()
+            return answer["status"] if r.status == 200 else f"HTTP {r.status}"
 
     async def peer(self, s: aiohttp.ClientSession, item: tuple[bytes, str, str]) -> str:
         body, ctype, _ = item
@@ -294,12 +302,16 @@ def main() -> None:
                     help="how often Tilemore's clients poll under load")
     ap.add_argument("--idle", type=int, default=40, help="idle threads (median of these)")
     ap.add_argument("--idle-poll-ms", type=float, default=5.0)
-    args = parse(ap, threads=16, clients=4, rounds=1, idle=3)
+    ap.add_argument("--quiet-s", type=float, default=10.0,
+                    help="seconds without load over which each process's own CPU is read")
+    args = parse(ap, threads=16, clients=4, rounds=1, idle=3, quiet_s=1.0)
     for name in ("threads", "clients", "rounds", "idle"):
         if not 1 <= getattr(args, name) <= 100_000:
             ap.error(f"--{name} must be between 1 and 100000")
     if not 1 <= args.poll_ms <= 10_000 or not 1 <= args.idle_poll_ms <= 10_000:
         ap.error("poll intervals must be between 1 and 10000 ms")
+    if not 0.5 <= args.quiet_s <= 600:
+        ap.error("--quiet-s must be between 0.5 and 600")
 
     peer = PeerIngress.bind(PeerDecode.bind(), PeerEncode.bind())
     settings, auth = start_service(extra_apps={"/floor": Floor.bind(), "/peer": peer},
@@ -331,6 +343,12 @@ def main() -> None:
             rounds["peer"].append(await per_side["peer"].measure(
                 closed_loop(sides.peer, images.take(n), c)))
         gets = sides.gets - gets_before
+        # What one status read costs, alone (so polling can be told from the rest), and
+        # what each process spends doing nothing (timers, health checks, lease renewals).
+        reads_meter = CpuMeter({**SERVICE, **OTHERS})
+        reads = await reads_meter.measure(closed_loop(sides.status, [None] * n, c))
+        quiet_meter = CpuMeter({**SERVICE, **OTHERS})
+        await quiet_meter.measure(asyncio.sleep(args.quiet_s))
         idle_poll = args.idle_poll_ms / 1000
 
         async def one_thread(s: aiohttp.ClientSession, item: tuple) -> str:
@@ -340,19 +358,29 @@ def main() -> None:
                    "floor": await idle(sides.floor, images.take(args.idle)),
                    "peer": await idle(sides.peer, images.take(args.idle))}
         return {"rounds": rounds, "tilemore_cpu": tilemore_meter, "per_side": per_side,
-                "gets": gets, "latency": latency}
+                "gets": gets, "latency": latency, "reads": reads, "reads_cpu": reads_meter,
+                "quiet_cpu": quiet_meter}
 
     got = asyncio.run(run())
     rounds, latency = got["rounds"], got["latency"]
     rate = {side: statistics.median(r["per_s"] for r in rs) for side, rs in rounds.items()}
     threads = n * args.rounds
 
-    def per_unit(meter: CpuMeter, groups: dict[str, str]) -> dict[str, float]:
-        return {name: round(1000 * meter.spent[name] / threads, 3) for name in groups
+    def per_unit(meter: CpuMeter, groups: dict[str, str], units: int = threads
+                 ) -> dict[str, float]:
+        return {name: round(1000 * meter.spent[name] / units, 3) for name in groups
                 if meter.pids.get(name)}
 
     cpu = per_unit(got["tilemore_cpu"], SERVICE)
     cpu_total = sum(cpu.values())
+    per_read = per_unit(got["reads_cpu"], SERVICE, n)
+    gets_per_thread = got["gets"] / threads
+    # The same thread fetched by a client that reads its status once (a long poll, a
+    # webhook's one fetch): the measured cost less the extra reads, each at its own cost.
+    one_read = {k: round(max(0.0, v - (gets_per_thread - 1) * per_read.get(k, 0.0)), 3)
+                for k, v in cpu.items()}
+    quiet = {k: round(100 * v / args.quiet_s, 2)
+             for k, v in got["quiet_cpu"].spent.items() if got["quiet_cpu"].pids.get(k)}
     result = {
         "machine": machine(), "load_average": os.getloadavg(), "threads_per_round": n,
         "clients": c, "rounds": args.rounds, "poll_ms": args.poll_ms,
@@ -360,9 +388,13 @@ def main() -> None:
         "peer_images_per_s": rate["peer"],
         "floor_ratio": rate["tilemore"] / rate["floor"], "floor_target": 0.8,
         "peer_ratio": rate["tilemore"] / rate["peer"], "peer_target": 1.2,
-        "gets_per_thread": got["gets"] / threads,
+        "gets_per_thread": gets_per_thread,
         "cpu_ms_per_thread": cpu, "cpu_ms_per_thread_total": cpu_total, "cpu_target_ms": 10,
         "cpu_ms_per_thread_others": per_unit(got["tilemore_cpu"], OTHERS),
+        "status_reads_per_s": got["reads"]["per_s"], "cpu_ms_per_status_read": per_read,
+        "cpu_ms_per_thread_one_read": one_read,
+        "cpu_ms_per_thread_one_read_total": round(sum(one_read.values()), 3),
+        "idle_cpu_percent_of_a_core": quiet, "quiet_s": args.quiet_s,
         "cpu_ms_per_floor_cycle": per_unit(got["per_side"]["floor"], {**SERVICE, **OTHERS}),
         "cpu_ms_per_peer_image": per_unit(got["per_side"]["peer"], {**SERVICE, **OTHERS}),
         "idle": latency, "idle_poll_ms": args.idle_poll_ms, "idle_target_ms": 25,
@@ -377,6 +409,12 @@ def main() -> None:
     print(f"  peer (Serve + Pillow composition):       {rate['peer']:7.1f} images/s")
     print(f"  CPU per thread: {cpu_total:.1f} ms (≤ 10): "
           + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
+    print(f"  status reads alone: {got['reads']['per_s']:.0f}/s, "
+          f"{sum(per_read.values()):.1f} ms each; per thread read once: "
+          f"{result['cpu_ms_per_thread_one_read_total']:.1f} ms: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in one_read.items()))
+    print("  doing nothing, % of a core: " + ", ".join(f"{k} {v:.1f}" for k, v in quiet.items()
+                                                     if k in SERVICE))
     print("  idle, submit to done seen: " + ", ".join(
         f"{k} {v['median_ms']:.1f} ms" for k, v in latency.items())
         + f" (Tilemore ≤ 25 ms, polling every {args.idle_poll_ms:g} ms)")
@@ -384,6 +422,8 @@ def main() -> None:
                 for i, r in enumerate(rs)}
     expected = {"floor": "200", "tilemore": "done", "peer": "200"}
     wrong = {k: o for k, o in outcomes.items() if o != {expected[k.split()[0]]: n}}
+    if got["reads"]["outcomes"] != {"done": n}:
+        wrong["status reads"] = got["reads"]["outcomes"]
     wrong |= {f"idle {k}": v["outcomes"] for k, v in latency.items()
               if v["outcomes"] != {expected[k]: args.idle}}
     finish("control_plane", args, result, {

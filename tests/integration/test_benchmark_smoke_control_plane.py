@@ -25,3 +25,8 @@ def test_control_plane_smoke(tmp_path):
     assert r["cpu_ms_per_thread_total"] == pytest.approx(sum(r["cpu_ms_per_thread"].values()))
     assert r["gets_per_thread"] >= 1  # a submission answers processing: done is polled for
     assert all(positive(r["idle"][side]["median_ms"]) for side in ("tilemore", "floor", "peer"))
+    # Status reads alone, and the per-thread cost with one read, per service process.
+    assert positive(r["status_reads_per_s"])
+    assert set(r["cpu_ms_per_status_read"]) == set(r["cpu_ms_per_thread_one_read"]) \
+        == set(r["cpu_ms_per_thread"])
+    assert r["cpu_ms_per_thread_one_read_total"] <= r["cpu_ms_per_thread_total"] + 1e-6
