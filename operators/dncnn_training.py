@@ -8,16 +8,18 @@ weights come from two stages:
 ``--damage jpeg`` (the deblocker, ``deblock``): JPEG compression at qualities 5–95 (4:2:0 or
 4:4:4 chroma), some patches first given Gaussian noise of deviation up to 30 (noise then
 re-encoding): a third in stage 1, 60 % in stage 2. Fine-tuned from the denoiser's weights,
-on one thread, in bfloat16 autocast (stage 1's schedule spans 10000 steps; it was stopped
-at its 4500-step checkpoint for time, which ``--stop`` reproduces):
+on one thread, in bfloat16 autocast. Both stages were stopped early for time, at a
+checkpoint (every 500 steps) of a longer schedule, which ``--stop`` reproduces:
 
     python -m tilemore_operators.dncnn_training --damage jpeg \
         --init operators/weights/dncnn-rgb.pt --steps 10000 --stop 4500 --seed 2 --lr 5e-4 \
         --threads 1 --bf16 --out deblock-s1.pt
     python -m tilemore_operators.dncnn_training --damage jpeg --init deblock-s1.pt \
-        --steps 2500 --seed 3 --lr 2e-4 --noisy 0.6 --threads 1 --bf16
+        --steps 2500 --stop 1000 --seed 3 --lr 2e-4 --noisy 0.6 --threads 1 --bf16
 
-(the step counts are in benchmarks/README.md; a run given ``--minutes`` instead of ``--steps``
+(sha256 of the result ``2aae5eb9…``).
+
+(dncnn's STEPS2 is in benchmarks/README.md; a run given ``--minutes`` instead of ``--steps``
 trains for that long and prints the step count it reached.)
 
 Held out for evaluation (never seen in training): chelsea, coffee and astronaut.
