@@ -66,7 +66,7 @@ def test_submission_runs_on_operator_actors(api):
     assert sent.status == 202, sent.body
     body = wait(api, sent.json()["thread_id"])
     assert body["status"] == "done", body
-    assert {t["status"] for t in body["tasks"]} == {"done"}
+    assert {t["status"] for t in body["tasks"]} <= {"done", "skipped"}  # QC's plan skips
     assert body["qc"][0]["pick"] in ("nlmeans", "bilateral", "guided", "dncnn")
     got = http("GET", body["result"]["url"], headers=api[1])
     assert got.status == 200 and got.headers["content-type"] == "image/webp"

@@ -86,6 +86,7 @@ class Conductor:
         self._concurrency = concurrency
         self._leases: dict[str, Lease] = {}  # thread id → the lease this conductor holds
         self._lost: set[str] = set()  # threads whose lease another conductor took
+        self._claiming = threading.Lock()
         self.billing = billing
         self.tracer = tracer or Tracer(None)
         self.metrics = metrics
@@ -109,36 +110,30 @@ class Conductor:
         """Run a thread here if its lease can be had (a hand-off from the ingress): False
         when it is already running here, this conductor is full, the thread is leased to
         another conductor, or finished."""
-        with self._lock:
-            full = self._sweeper is not None and len(self._active) >= self._concurrency
-            if thread_id in self._active or full:
-                return False  # full here: the next claim (here or elsewhere) takes it
-            self._active.add(thread_id)
-        try:
-            lease = self.threads.claim_thread(self.name, thread_id, self._lease_seconds,
-                                              owner_may_reclaim=True)
-        except Exception:
-            self._forget(thread_id)
-            raise
-        if lease is None:
-            self._forget(thread_id)
-            return False
-        self._start(lease)
-        return True
+        with self._claiming:  # one claim at a time here: a thread is never started twice
+            with self._lock:
+                full = self._sweeper is not None and len(self._active) >= self._concurrency
+                if thread_id in self._active or full:
+                    return False  # full here: the next claim (here or elsewhere) takes it
+            lease = self.threads.claim_thread(self.name, thread_id, self._lease_seconds)
+            if lease is None:
+                return False
+            self._start(lease)
+            return True
 
     def claim(self, *, own: bool = False) -> int:
         """Claim as many unleased threads as there are free slots here (``own``: also those
-        leased under this conductor's name, as after a restart), and start them."""
-        with self._lock:
-            free = self._concurrency - len(self._active)
-            running = set(self._active)
-        leases = self.threads.claim_threads(self.name, free, self._lease_seconds,
-                                            owner_may_reclaim=own, exclude=running)
-        for lease in leases:
+        leased under this conductor's name — its previous life, at start-up), and start
+        them."""
+        with self._claiming:
             with self._lock:
-                self._active.add(lease.thread_id)
-            self._start(lease)
-        return len(leases)
+                free = self._concurrency - len(self._active)
+                running = set(self._active)
+            leases = self.threads.claim_threads(self.name, free, self._lease_seconds,
+                                                owner_may_reclaim=own, exclude=running)
+            for lease in leases:
+                self._start(lease)
+            return len(leases)
 
     def resume_unfinished(self) -> int:
         """Take back this conductor's own threads, then any others free (at start-up)."""
@@ -146,6 +141,7 @@ class Conductor:
 
     def _start(self, lease: Lease) -> None:
         with self._lock:
+            self._active.add(lease.thread_id)
             self._leases[lease.thread_id] = lease
             self._lost.discard(lease.thread_id)
         self._pool.submit(self._run_guarded, lease.thread_id)
@@ -206,7 +202,7 @@ class Conductor:
                         renewed = time.monotonic()
                         self.renew()
                     self.claim(own=own)
-                    own = False
+                    own = False  # its previous life's threads: once, at start-up
                 except Exception:  # noqa: BLE001 - the registry may be briefly unreachable
                     log.exception("sweep failed")
                 self._stop.wait(self._claim_seconds)
