@@ -1,0 +1,200 @@
+"""The registry's writes for one thread of the two-stage pipeline, as the ingress and a
+conductor make them today (create with its tasks, claim the lease, each task started and
+done, finish, give the lease back: 8 write transactions, each fenced by the lease), from
+concurrent writers, on SQLite and on PostgreSQL with durable commits; and the ledger's
+group-committed charges on PostgreSQL. These rates bound the threads/s one database carries
+(docs/scaling.md). No target: a measurement for the scale plan.
+
+PostgreSQL: the server ``--postgres-dsn`` names (a scratch database: tables are created), else
+a throwaway cluster started with the installed PostgreSQL's ``initdb``, with fsync and
+synchronous commit on (as a production server runs), on this machine's disk.
+
+    python benchmarks/registry_writes.py [--threads 2000] [--writers 16]
+    python benchmarks/registry_writes.py --smoke   # 40 threads, 4 writers: seconds
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+
+from _common import arguments, finish, machine, parse, positive
+
+from tilemore.billing.ledger import Entry, open_ledger
+from tilemore.billing.writer import LedgerWriter
+from tilemore.settings import Settings
+from tilemore.store import NewThread, ResultInfo, open_store
+
+WRITES_PER_THREAD = 8
+TASKS = [("decode", "decode"), ("encoder", "encoder")]
+
+
+def one_thread(store, owner: str) -> None:
+    """What the ingress and a conductor write for one two-stage thread, in their order."""
+    key = uuid.uuid4().hex
+    record, _ = store.create_thread(NewThread(
+        "bench", "bench", key, "control-plane", "f" * 16, [], "0" * 64, f"in/{key}", "jpeg",
+        {"adjustments": {}}, TASKS))
+    lease = store.claim_thread(owner, record.id, 10.0)
+    assert lease is not None
+    for task, _ in TASKS:
+        started = time.time()
+        store.task_started(record.id, task, started, epoch=lease.epoch)
+        store.task_done(record.id, task, started, time.time(), 0.004, None,
+                        epoch=lease.epoch)
+    store.finish_thread(record.id, ResultInfo(f"out/{key}", "0" * 64, 1000,
+                                                     "image/jpeg", 64, 64), epoch=lease.epoch)
+    store.release_lease(lease)
+
+
+def own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of this process
+    return usage.ru_utime + usage.ru_stime
+
+
+def server_cpu_s(data_dir: Path | None) -> float:
+    """CPU seconds of the PostgreSQL server (the postmaster and its backends, read from
+    /proc), or 0 without a local cluster: the database's own cost, apart from the client's."""
+    if data_dir is None:
+        return 0.0
+    postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == postmaster or int(fields[1]) == postmaster:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def registry_rate(settings: Settings, threads: int, writers: int,
+                  server: Path | None = None) -> dict:
+    store = open_store(settings)
+    store.create_domain("bench")
+    one_thread(store, "warm-up")
+    cpu, server_cpu = own_cpu_s(), server_cpu_s(server)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(writers) as pool:
+        list(pool.map(lambda i: one_thread(store, f"conductor-{i % writers}"), range(threads)))
+    wall = time.perf_counter() - started
+    cpu, server_cpu = own_cpu_s() - cpu, server_cpu_s(server) - server_cpu
+    done = store.thread_counts().get("done", 0)
+    return {"threads_per_s": threads / wall,
+            "write_transactions_per_s": WRITES_PER_THREAD * threads / wall,
+            # SQLite runs in the writers' process: its cost is in the client's column.
+            "client_cpu_ms_per_thread": 1000 * cpu / threads,
+            "server_cpu_ms_per_thread": 1000 * server_cpu / threads,
+            "threads_done": done, "expected_done": threads + 1}
+
+
+def ledger_rate(settings: Settings, charges: int, writers: int,
+                server: Path | None = None) -> dict:
+    """Charges through the ledger's single group-committing writer, as the billing actor
+    appends them."""
+    with open_ledger(settings) as ledger:
+        ledger.append([Entry("bench", "order", Decimal("1000000"), reference="seed")])
+        writer = LedgerWriter(ledger)
+        entries = [Entry("bench", "charge", Decimal("-0.00012"), f"t{i // 2}", f"task{i % 2}",
+                         "decode", 0.004) for i in range(charges)]
+        cpu, server_cpu = own_cpu_s(), server_cpu_s(server)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(writers) as pool:
+            list(pool.map(writer.append, entries))
+        rate = charges / (time.perf_counter() - started)
+        cpu, server_cpu = own_cpu_s() - cpu, server_cpu_s(server) - server_cpu
+        writer.close()
+        report = ledger.verify()
+    return {"charges_per_s": rate, "client_cpu_ms_per_charge": 1000 * cpu / charges,
+            "server_cpu_ms_per_charge": 1000 * server_cpu / charges,
+            "entries_verified": report.entries,
+            "expected_entries": charges + 1, "ok": report.ok}
+
+
+def durable_postgres():
+    """A throwaway cluster as tests/postgres.py starts one, but with fsync and synchronous
+    commit on; None when PostgreSQL is not installed."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+    from postgres import Cluster, find_bindir
+
+    class Durable(Cluster):
+        def start(self) -> None:
+            options = (f"-c listen_addresses=127.0.0.1 -c port={self.port}"
+                       f" -c unix_socket_directories={self.root} -c max_connections=300"
+                       " -c fsync=on -c synchronous_commit=on")
+            self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"),
+                      "-o", options, "-w", "-t", "60", "start")
+
+    bindir = find_bindir()
+    return Durable(bindir) if bindir else None
+
+
+def main() -> None:
+    ap = arguments(__doc__)
+    ap.add_argument("--threads", type=int, default=2000)
+    ap.add_argument("--writers", type=int, default=16)
+    ap.add_argument("--charges", type=int, default=10_000)
+    ap.add_argument("--postgres-dsn", help="a scratch PostgreSQL database (default: a "
+                    "throwaway cluster)")
+    args = parse(ap, threads=40, writers=4, charges=200)
+    for name in ("threads", "writers", "charges"):
+        if not 1 <= getattr(args, name) <= 1_000_000:
+            ap.error(f"--{name} must be between 1 and 1000000")
+
+    result: dict = {"machine": machine(), "threads": args.threads, "writers": args.writers,
+                    "writes_per_thread": WRITES_PER_THREAD}
+    sqlite = Settings(data_dir=Path(tempfile.mkdtemp(prefix="tilemore-registry-")))
+    result["sqlite"] = registry_rate(sqlite, args.threads, args.writers)
+    cluster = None if args.postgres_dsn else durable_postgres()
+    dsn = args.postgres_dsn or (cluster.dsn if cluster else None)
+    try:
+        if dsn:
+            pg = Settings(database_url=dsn)
+            data = cluster.data if cluster else None
+            result["postgres"] = registry_rate(pg, args.threads, args.writers, data)
+            result["postgres_ledger"] = ledger_rate(pg, args.charges, args.writers, data)
+            result["postgres_source"] = "--postgres-dsn" if args.postgres_dsn else \
+                "throwaway cluster, fsync and synchronous_commit on"
+    finally:
+        if cluster:
+            cluster.destroy()
+
+    print(f"{args.threads} two-stage threads' registry writes ({WRITES_PER_THREAD} "
+          f"transactions each) from {args.writers} writers on {machine()}")
+    for db in ("sqlite", "postgres"):
+        if db in result:
+            r = result[db]
+            print(f"  {db:9s} {r['threads_per_s']:7.0f} threads/s  "
+                  f"({r['write_transactions_per_s']:.0f} write transactions/s); CPU per "
+                  f"thread: client {r['client_cpu_ms_per_thread']:.1f} ms, server "
+                  f"{r['server_cpu_ms_per_thread']:.1f} ms")
+    if "postgres_ledger" in result:
+        print(f"  PostgreSQL ledger, group commits: "
+              f"{result['postgres_ledger']['charges_per_s']:.0f} charges/s; CPU per charge: "
+              f"client {result['postgres_ledger']['client_cpu_ms_per_charge']:.2f} ms, server "
+              f"{result['postgres_ledger']['server_cpu_ms_per_charge']:.2f} ms")
+    else:
+        print("  PostgreSQL: not installed, not measured")
+    checks = {f"every thread done on {db}": result[db]["threads_done"] ==
+              result[db]["expected_done"] for db in ("sqlite", "postgres") if db in result}
+    checks["rates finite and positive"] = positive(
+        *(result[db]["threads_per_s"] for db in ("sqlite", "postgres") if db in result))
+    if "postgres_ledger" in result:
+        led = result["postgres_ledger"]
+        checks["the PostgreSQL ledger verifies, every charge once"] = led["ok"] and \
+            led["entries_verified"] == led["expected_entries"]
+    finish("registry_writes", args, result, checks)
+
+
+if __name__ == "__main__":
+    main()
