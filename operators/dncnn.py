@@ -41,6 +41,16 @@ class DnCNNParams(OperatorParams):
     strength: float = Field(1.0, ge=0.0, le=2.0, description="scales the removed residual")
     tile: int | None = Field(None, ge=2 * DEPTH, le=16384,
                              description="tile side in pixels (default: from free memory)")
+    ensemble: Literal[1, 2, 4, 8] = Field(
+        1, description="geometric self-ensemble: the mean of the network over this many "
+        "flipped and transposed views (each costs one more pass)")
+
+
+class DeblockParams(DnCNNParams):
+    # two views (as is, mirrored): +0.04 dB on JPEG q10 over one, for twice the compute
+    ensemble: Literal[1, 2, 4, 8] = Field(
+        2, description="geometric self-ensemble: the mean of the network over this many "
+        "flipped and transposed views (each costs one more pass)")
 
 
 class DnCNNDenoise(Operator):
@@ -85,7 +95,8 @@ class DnCNNDenoise(Operator):
             return image
         side = params.tile or self.tile_side()
         rgb = image.rgb()
-        out = process_tiled(rgb, lambda w: self._run(w, params.strength), side, self.halo)
+        out = process_tiled(rgb, lambda w: self._run(w, params.strength, params.ensemble),
+                            side, self.halo)
         return image.with_rgb(out)
 
     def tile_side(self) -> int:
@@ -98,7 +109,7 @@ class DnCNNDenoise(Operator):
         return self.context.tile_memory_bytes
 
     @torch.inference_mode()
-    def _run(self, window: np.ndarray, strength: float) -> np.ndarray:
+    def _run(self, window: np.ndarray, strength: float, ensemble: int = 1) -> np.ndarray:
         # torch wants writable memory even to read; a read-only tile (Ray's shared objects)
         # is copied, which costs a few MB against the network's hundreds
         window = np.ascontiguousarray(window)
@@ -110,7 +121,9 @@ class DnCNNDenoise(Operator):
             # a few grey levels, carries bfloat16's 8-bit mantissa
             with torch.autocast("cpu", dtype=torch.bfloat16,
                                 enabled=self.precision == "bfloat16"):
-                y = self.model(x) if strength == 1 else x - strength * (x - self.model(x))
+                y = sum(_unview(self.model(_view(x, v)).float(), v) for v in range(ensemble))
+                y = y / ensemble if ensemble > 1 else y
+                y = y if strength == 1 else x - strength * (x - y)
             y = y.float()
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
@@ -122,10 +135,26 @@ class DnCNNDenoise(Operator):
 class Deblock(DnCNNDenoise):
     name = "deblock"
     version = "1"
+    Params = DeblockParams
     description = ("residual CNN trained on JPEG artifacts (blocking, ringing, noise "
                    "re-encoded), CUDA when present, tiled to fit memory")
     weights = DEBLOCK_WEIGHTS
     training = "python -m tilemore_operators.dncnn_training --damage jpeg"
+
+
+def _view(x: torch.Tensor, v: int) -> torch.Tensor:
+    """The ``v``-th of eight flips and transposes of an N×C×H×W batch (0: as it is)."""
+    if v & 4:
+        x = x.transpose(2, 3)
+    dims = [d for d, bit in ((3, 1), (2, 2)) if v & bit]
+    x = torch.flip(x, dims) if dims else x
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _unview(y: torch.Tensor, v: int) -> torch.Tensor:
+    dims = [d for d, bit in ((3, 1), (2, 2)) if v & bit]
+    y = torch.flip(y, dims) if dims else y
+    return y.transpose(2, 3) if v & 4 else y
 
 
 def cpu_has_bf16() -> bool:

@@ -125,3 +125,20 @@ def test_bfloat16_on_cpu_stays_within_a_tenth_of_a_db_of_float32():
                                   clean)
     assert abs(results["float32"] - results["bfloat16"]) < 0.1
     assert results["float32"] > psnr(dirty.pixels, clean) + 5
+
+
+@pytest.mark.parametrize("ensemble", [2, 8])
+def test_self_ensemble_tiles_exactly_and_undoes_its_views(weights, ensemble):
+    h = host(weights)
+    rgb = np.random.default_rng(5).integers(0, 255, (41, 57, 3)).astype(np.uint8)
+    tiled, _ = h.run("t", DnCNNDenoise.Params(tile=24, ensemble=ensemble), Image(rgb))
+    whole, _ = h.run("w", DnCNNDenoise.Params(tile=4096, ensemble=ensemble), Image(rgb))
+    assert np.array_equal(tiled.pixels, whole.pixels)
+    # on a mirror-symmetric input the two views' mean is mirror-symmetric (one pass is not:
+    # the network's kernels are not), which only a correctly undone view gives
+    sym = np.concatenate([rgb[:, :28], rgb[:, :28][:, ::-1]], axis=1)
+    two, _ = h.run("2", DnCNNDenoise.Params(tile=4096, ensemble=2), Image(sym))
+    assert np.abs(two.pixels.astype(int) - two.pixels[:, ::-1]).max() <= 1
+    one, _ = h.run("1", DnCNNDenoise.Params(tile=4096), Image(sym))
+    assert np.abs(one.pixels.astype(int) - one.pixels[:, ::-1]).max() > 1
+    assert Deblock.Params().ensemble == 2 and DnCNNDenoise.Params().ensemble == 1
