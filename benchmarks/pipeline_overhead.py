@@ -20,10 +20,11 @@ import math
 import statistics
 from concurrent.futures import ThreadPoolExecutor
 
+import ray
 from _common import arguments, finish, machine, median_time, parse, photo_jpeg, positive
 
 from tilemore.catalog import Catalog
-from tilemore.engine.ray_backend import RayBackend, ensure_ray
+from tilemore.engine.ray_backend import RayBackend, local_cpus
 from tilemore.operator import Operator, OperatorContext
 from tilemore.pipeline import build_graph, run_graph
 from tilemore.settings import Settings
@@ -81,7 +82,10 @@ def main() -> None:
     ops = set_up(graph, settings)
     expected, ran_direct = direct(graph, ops, data, pool)  # warm-up
 
-    ensure_ray(settings, [t.operator for t in graph.tasks], quiet=True)
+    # A Ray of its own: ray.init() without an address joins any other on the machine.
+    ray.init(address="local", num_cpus=settings.ray_num_cpus or local_cpus(
+                 [t.operator for t in graph.tasks]),
+             include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     backend = RayBackend(settings)
     backend.prepare([t.operator for t in graph.tasks])
     warm = run_graph(graph, data, backend)  # warm-up
