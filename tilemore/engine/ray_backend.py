@@ -57,6 +57,7 @@ def ensure_ray(
         ray.init(address=settings.ray_address, logging_level=level, log_to_driver=not quiet)
         return
     ray.init(
+        address="local",  # a cluster of its own, never one a `ray start` left on the machine
         num_cpus=settings.ray_num_cpus or local_cpus(operators, settings.replicas,
                                                      settings=settings),
         include_dashboard=dashboard,
