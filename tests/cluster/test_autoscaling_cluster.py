@@ -27,6 +27,7 @@ from images import photo
 from ray.cluster_utils import AutoscalingCluster, Cluster
 from service_harness import free_port
 from test_ops import Nap, SpinParams
+from waits import until
 
 from tilemore import Resources
 from tilemore.engine.ray_backend import RayBackend, ship_by_value
@@ -182,15 +183,6 @@ def launched_types() -> set[str]:
     types = {*report.get("active_nodes", {}), *report.get("pending_launches", {}),
              *(node_type for _, node_type, _ in report.get("pending_nodes", []))}
     return types - {HEAD_TYPE}
-
-
-def until(predicate, timeout: float, step: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step)
-    return True
 
 
 def backlog(backend: RayBackend, operator: type, replicas: int, calls_in_flight: int,

@@ -12,6 +12,7 @@ import ray
 from images import photo
 from service_harness import free_port, http
 from test_ops import Nap, SpinParams
+from waits import until
 
 from tilemore.engine.ray_backend import RayBackend
 from tilemore.image import Image
@@ -26,15 +27,6 @@ def elastic(ray_session):
     backend = RayBackend(Settings(operator_autoscaling={"nap": QUICK}))
     yield backend
     backend.close()
-
-
-def until(predicate, timeout: float, step: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step)
-    return True
 
 
 def alive(actor) -> bool:
