@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
@@ -45,9 +47,15 @@ def run_smoke(name: str, out_dir: Path, timeout: float = 240) -> dict:
     out = out_dir / f"{name}.json"
     env = {k: v for k, v in os.environ.items() if k != "TILEMORE_RAY_ADDRESS"}
     env["RAY_ADDRESS"] = "local"
-    run = subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), "--smoke",
-                          "--out", str(out)], capture_output=True, text=True, timeout=timeout,
-                         cwd=BENCHMARKS, env=env)
+    # Its Ray under a temp root of its own: a session's files (the service-discovery file
+    # Prometheus reads) stay the tests' own session's. Short: Ray's socket paths must fit.
+    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray-smoke-", dir="/tmp")
+    try:
+        run = subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), "--smoke",
+                              "--out", str(out)], capture_output=True, text=True,
+                             timeout=timeout, cwd=BENCHMARKS, env=env)
+    finally:
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
     assert run.returncode == 0, f"{name} --smoke exited {run.returncode}:\n" \
         + run.stdout[-3000:] + run.stderr[-3000:]
     assert out.exists(), f"{name} --smoke wrote no figures"

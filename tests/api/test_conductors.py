@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from images import encode, noisy, photo
+from pipelines import one_stage
 from service_harness import Service
 
 from tilemore.billing.ledger import Entry, open_ledger
@@ -96,9 +97,10 @@ def test_a_huge_backlog_of_one_domain_does_not_starve_another(tmp_path):
 
 
 def test_work_past_the_backlog_bound_is_refused_with_503(tmp_path):
-    svc = Service(tmp_path / "svc", max_backlog=2, pipeline_paths=[DATA / "slow.yaml"])
+    one_stage(tmp_path, "nap", "nap", ", params: {seconds: 4}")  # waits without the GIL
+    svc = Service(tmp_path / "svc", max_backlog=2, pipeline_paths=[tmp_path / "t.yaml"])
     try:
-        env = {"adjustments": {}, "pipeline": "slow"}
+        env = {"adjustments": {}, "pipeline": "t"}
         for i in range(2):
             assert svc.submit(encode(photo(32, 24 + i), "PNG"), env).status == 202
         time.sleep(1.1)  # the admission count is at most a second old

@@ -12,6 +12,7 @@ import pytest
 from images import encode, noisy, photo
 from prometheus import load_dashboards, panel_queries, running_prometheus, without_data
 from service_harness import Service
+from waits import until
 
 from tilemore.engine.ray_backend import RayBackend
 from tilemore.engine.ray_metrics import ClusterGauges
@@ -57,7 +58,8 @@ def wait_for_data(prom, queries, timeout: float = 90.0) -> list[str]:
 
 
 def test_prometheus_finds_ray_through_its_service_discovery_file(scraped):
-    assert scraped.targets_up() >= 1
+    # Ray's dashboard rewrites the file every few seconds; Prometheus rereads it every second.
+    assert until(lambda: scraped.targets_up() >= 1, timeout=30)
 
 
 def test_every_metric_of_every_dashboard_panel_has_data(scraped):
