@@ -78,10 +78,15 @@ class Leases:
         now = time.time() if now is None else now
         mine = owner if owner_may_reclaim else None
         with self._tx() as db:
+            # The outer row is checked again: PostgreSQL re-reads a row it locks after a
+            # concurrent claim committed, and must then see it taken (the subquery's snapshot
+            # would not).
             rows = db.execute(
                 f"SELECT threads.id FROM threads JOIN ({_CLAIMABLE}) AS free"
-                " ON free.id = threads.id ORDER BY free.turn, free.created_at LIMIT ?"
-                f"{self.skip_locked}", (now, mine, limit + len(exclude))).fetchall()
+                " ON free.id = threads.id WHERE threads.status = 'processing' AND"
+                f" {_FREE.replace('lease_', 'threads.lease_')}"
+                " ORDER BY free.turn, free.created_at LIMIT ?"
+                f"{self.skip_locked}", (now, mine, now, mine, limit + len(exclude))).fetchall()
             ids = [r["id"] for r in rows if r["id"] not in exclude][:limit]
             return [self._take(db, i, owner, now + seconds) for i in ids]
 
