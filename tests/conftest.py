@@ -48,3 +48,16 @@ def backend(request, tmp_path):
     db = backends.Backend(request.param, tmp_path, dsn)
     yield db
     db.close()
+
+
+def pytest_unconfigure(config):
+    """A CI run once hung after the summary, on a thread that kept the process alive. Name the
+    threads that can hold the exit; if leaving takes minutes, print every stack and fail."""
+    import faulthandler
+    import threading
+
+    holding = [t.name for t in threading.enumerate()
+               if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+    if holding:
+        print(f"\nthreads that hold the exit: {', '.join(holding)}", file=sys.stderr)
+    faulthandler.dump_traceback_later(120, exit=True)
