@@ -7,7 +7,7 @@ from typing import Any
 import ray
 
 from tilemore.billing.ledger import open_ledger
-from tilemore.billing.service import Billing
+from tilemore.billing.service import Billing, BillingReads
 from tilemore.settings import Settings
 
 NAME = "tilemore-billing"
@@ -24,21 +24,27 @@ class BillingActor:
 
 
 class BillingProxy:
-    """Looks like :class:`Billing`; every call runs in the billing actor. Safe to retry
+    """Looks like :class:`Billing`; every write runs in the billing actor. Safe to retry
     (``max_task_retries``): charges are keyed by (thread, task), orders by order id and
     payment notification, sub-account payments (transfers) by payment id, reservations by
-    idempotency key; releasing and sweeping holds can be repeated."""
+    idempotency key; releasing and sweeping holds can be repeated. Reads go to ``reads``, this
+    process's own view of the ledger, when given: a thread's status costs no round trip."""
 
-    def __init__(self, handle: Any) -> None:
+    def __init__(self, handle: Any, reads: BillingReads | None = None) -> None:
         self._handle = handle
+        self._reads = reads
 
     def __getattr__(self, method: str):
+        if self._reads is not None and method in BillingReads.READS:
+            return getattr(self._reads, method)
+
         def call(*args: Any, **kwargs: Any) -> Any:
             return ray.get(self._handle.call.remote(method, args, kwargs))
         return call
 
 
 def get_billing(settings: Settings) -> BillingProxy:
+    """The billing actor (started if it is not running), with reads from this process."""
     handle = BillingActor.options(name=NAME, namespace=NAMESPACE, get_if_exists=True,
                                   lifetime="detached").remote(settings)
-    return BillingProxy(handle)
+    return BillingProxy(handle, BillingReads(open_ledger(settings)))

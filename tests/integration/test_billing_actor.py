@@ -44,3 +44,26 @@ def test_credits_transfers_and_holds_through_the_actor(billing):
     billing.reserve("acme", "orphan", D("1"))
     assert billing.sweep_holds(0.0, 3600.0, 500) == 1  # no grace: no thread was recorded
     assert billing.balance("acme").available == D("6")
+
+
+def test_reads_come_from_this_process_and_see_the_actors_writes(tmp_path):
+    """A thread's status and a balance cost no round trip to the actor: the proxy reads its
+    own view of the ledger, which sees what the actor committed."""
+    from tilemore_deployments.billing import BillingActor, BillingProxy
+
+    from tilemore.billing.ledger import open_ledger
+    from tilemore.billing.service import BillingReads
+    from tilemore.store import open_store
+
+    settings = Settings(data_dir=tmp_path)
+    open_store(settings).create_domain("acme")
+    handle = BillingActor.options(name=f"billing-{uuid.uuid4().hex[:8]}").remote(settings)
+    billing = BillingProxy(handle, BillingReads(open_ledger(settings)))
+    billing.order("acme", "inv-1", D("10"))
+    billing.charge(account="acme", traced_for=None, thread_id="t1", task_id="a",
+                   operator="decode", megapixels=1.0, cost=D("0.25"), hold=None)
+    ray.kill(handle)  # writes would fail now; reads do not need the actor
+    assert billing.thread_cost("t1") == D("0.25")
+    assert billing.balance("acme").balance == D("9.75")
+    with pytest.raises(ray.exceptions.RayActorError):
+        billing.order("acme", "inv-2", D("1"))

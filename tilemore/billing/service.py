@@ -38,19 +38,39 @@ class Balance:
                 "available": fmt(self.available)}
 
 
-class Billing:
+class BillingReads:
+    """What billing answers without writing: any process may open the ledger and read it
+    (SQLite in WAL mode, PostgreSQL), so reads need no round trip to the one writer."""
+
+    READS = frozenset({"prices", "thread_cost", "balance", "history", "operations"})
+
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
-        self.writer = LedgerWriter(ledger)
-
-    def close(self) -> None:
-        self.writer.close()
-
-    # -- prices ----------------------------------------------------------------------------
 
     def prices(self) -> dict[str, tuple[Decimal, Decimal]]:
         """The admin's price overrides (operator → per call, per megapixel)."""
         return self.ledger.prices()
+
+    def thread_cost(self, thread_id: str) -> Decimal:
+        return self.ledger.thread_cost(thread_id)
+
+    def balance(self, account: str) -> Balance:
+        return Balance(account, self.ledger.balance(account), self.ledger.held(account))
+
+    def history(self, account: str, today: date) -> list[dict[str, Any]]:
+        return history.abbreviated(self.ledger, account, today)
+
+    def operations(self, account: str, day: date, today: date) -> list[dict[str, Any]]:
+        return history.detailed(self.ledger, account, day, today)
+
+
+class Billing(BillingReads):
+    def __init__(self, ledger: Ledger) -> None:
+        super().__init__(ledger)
+        self.writer = LedgerWriter(ledger)
+
+    def close(self) -> None:
+        self.writer.close()
 
     # -- work ------------------------------------------------------------------------------
 
@@ -77,9 +97,6 @@ class Billing:
         return self.writer.append(Entry(account, "charge", CTX.minus(cost), thread_id, task_id,
                                         operator, megapixels, traced_for=traced_for, hold=hold,
                                         epoch=epoch))
-
-    def thread_cost(self, thread_id: str) -> Decimal:
-        return self.ledger.thread_cost(thread_id)
 
     # -- credits in ------------------------------------------------------------------------
 
@@ -113,14 +130,3 @@ class Billing:
         done = self.ledger.transfer(domain, account, payment_id, amount)
         return {"payment_id": payment_id, "amount": fmt(amount), "from": domain,
                 "replayed": done.duplicate, **self.balance(account).to_dict()}
-
-    # -- reading ---------------------------------------------------------------------------
-
-    def balance(self, account: str) -> Balance:
-        return Balance(account, self.ledger.balance(account), self.ledger.held(account))
-
-    def history(self, account: str, today: date) -> list[dict[str, Any]]:
-        return history.abbreviated(self.ledger, account, today)
-
-    def operations(self, account: str, day: date, today: date) -> list[dict[str, Any]]:
-        return history.detailed(self.ledger, account, day, today)
