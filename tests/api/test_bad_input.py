@@ -136,7 +136,8 @@ def test_credentials(service):
     body = json.dumps(ENV).encode()
     cases = [
         ({}, 401, "missing_credentials"),
-        ({"Authorization": "Bearer abc"}, 401, "malformed_credentials"),
+        ({"Authorization": "Basic abc"}, 401, "malformed_credentials"),
+        ({"Authorization": "Bearer abc"}, 401, "invalid_token"),  # well formed, unknown
         ({"Authorization": "Token tm_nope Domain acme"}, 401, "invalid_token"),
         (service.auth(service.rival_token, "acme"), 403, "wrong_domain"),
     ]

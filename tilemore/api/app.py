@@ -30,7 +30,8 @@ DESCRIPTION = """Submit an image with its adjustments; get the result by link.
 Requests are idempotent on their parameters: the same image with the same adjustments and
 output format is one task thread, run and billed once, however often it is sent. Ask first
 with the JSON envelope alone; on `needs-file`, send it again as multipart (envelope part, then
-image part). Authenticate with `Authorization: Token <token> Domain <domain>`.
+image part). Authenticate with `Authorization: Bearer <token>` (or the guide's
+`Authorization: Token <token> Domain <domain>`).
 """
 
 
@@ -58,8 +59,11 @@ def create_app(api: ApiService | None = None) -> FastAPI:
     async def tilemore_error(request: Request, exc: TilemoreError) -> JSONResponse:
         # 429 and 503 are worth retrying: say when, so clients back off instead of hammering.
         retry_after = getattr(exc, "retry_after", None)
-        headers = ({"Retry-After": str(retry_after)}
-                   if exc.status in (429, 503) and retry_after else None)
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status in (429, 503) and retry_after:
+            headers["Retry-After"] = str(retry_after)
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="tilemore"'
         return JSONResponse({"error": exc.to_dict()}, status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
@@ -88,7 +92,7 @@ def create_app(api: ApiService | None = None) -> FastAPI:
 
     async def submit(request: Request, image_sha256: str) -> Response:
         api = service(request)
-        caller = await authenticated(api, request)
+        caller = await authenticated(api, request, "submit")
         raw = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
         head = raw.rsplit("/submitted/", 1)[0]
         meta_parts = check_meta_parts(head) if head.strip("/") else []
@@ -128,19 +132,19 @@ def create_app(api: ApiService | None = None) -> FastAPI:
     @app.get("/threads/{thread_id}", tags=["threads"])
     async def get_thread(request: Request, thread_id: str) -> JSONResponse:
         api = service(request)
-        caller = await authenticated(api, request)
+        caller = await authenticated(api, request, "read")
         return respond(await run_in_threadpool(api.thread, caller, thread_id))
 
     @app.post("/threads/{thread_id}/cancel", tags=["threads"])
     async def cancel_thread(request: Request, thread_id: str) -> JSONResponse:
         api = service(request)
-        caller = await authenticated(api, request)
+        caller = await authenticated(api, request, "submit")
         return respond(await run_in_threadpool(api.cancel, caller, thread_id))
 
     @app.get("/results/{thread_id}/{filename}", tags=["threads"])
     async def get_result(request: Request, thread_id: str, filename: str) -> Response:
         api = service(request)
-        caller = await authenticated(api, request)
+        caller = await authenticated(api, request, "read")
         kind, value = await run_in_threadpool(api.result, caller, thread_id, filename)
         if kind == "redirect":
             return RedirectResponse(value, status_code=307)

@@ -1,4 +1,9 @@
-"""``Authorization: Token <token> Domain <domain>``: who is calling, for which domain.
+"""Who is calling, for which domain, and what the token may do.
+
+Two forms of the ``Authorization`` header: ``Bearer <token>`` (RFC 6750; the token names
+its domain) and the guide's ``Token <token> Domain <domain>``. A token carries scopes
+(:data:`~tilemore.store.SCOPES`); a route names the one it needs, and a token without it
+gets ``403 insufficient_scope``.
 
 Token look-ups are cached for a few seconds per ingress replica (a revoked token stops
 working within ``token_cache_seconds``), and failed attempts are throttled per client, so
@@ -21,20 +26,38 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from tilemore.errors import Forbidden, TooManyRequests, Unauthorized
-from tilemore.store import TokenInfo, TokenRepository
+from tilemore.store import SCOPES, TokenInfo, TokenRepository
 
 _HEADER = re.compile(r"^Token\s+(\S{1,200})\s+Domain\s+(\S{1,200})\s*$")
+_BEARER = re.compile(r"^bearer\s+(\S{1,200})\s*$", re.IGNORECASE)  # schemes have no case
 MAX_HEADER = 512
+FORMS = "'Bearer <token>' or 'Token <token> Domain <domain>'"
 
 
 @dataclass(frozen=True)
 class Caller:
     domain: str
     account: str  # the domain itself, or one of its sub-accounts (``domain/name``)
+    scopes: frozenset[str] = frozenset(SCOPES)
 
     @property
     def is_subaccount(self) -> bool:
         return self.account != self.domain
+
+    def require(self, scope: str) -> None:
+        if scope not in self.scopes:
+            raise InsufficientScope(scope)
+
+
+class InsufficientScope(Forbidden):
+    code = "insufficient_scope"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(f"this token lacks the '{scope}' scope")
+        self.scope = scope
+        # RFC 6750's answer for a token that may not do this.
+        self.headers = {"WWW-Authenticate": f'Bearer error="insufficient_scope", '
+                                            f'scope="{scope}"'}
 
 
 class TooManyAuthFailures(TooManyRequests):
@@ -61,29 +84,39 @@ class Authenticator:
 
     def _authenticate(self, header: str | None) -> Caller:
         if not header:
-            raise Unauthorized("send Authorization: Token <token> Domain <domain>",
-                               code="missing_credentials")
-        match = _HEADER.match(header[:MAX_HEADER])
-        if match is None or len(header) > MAX_HEADER:
-            raise Unauthorized("the Authorization header must read 'Token <token> Domain "
-                               "<domain>'", code="malformed_credentials")
-        secret, domain = match.groups()
+            raise Unauthorized(f"send Authorization: {FORMS}", code="missing_credentials")
+        secret, domain = _parse(header)
         token = self.cache.get(secret, self.tokens.find_token)
         if token is None:
             raise Unauthorized("unknown token", code="invalid_token")
         if token.revoked_at is not None:
             raise Unauthorized("this token was revoked", code="revoked_token")
-        if token.domain != domain:
+        if domain is not None and token.domain != domain:
             raise Forbidden(f"this token does not belong to domain '{domain}'",
                             code="wrong_domain")
-        return Caller(domain, token.account or domain)
+        return Caller(token.domain, token.account or token.domain, frozenset(token.scopes))
 
 
-async def authenticated(api: Any, request: Request) -> Caller:
+def _parse(header: str) -> tuple[str, str | None]:
+    """(secret, the domain the header names, None for a Bearer token)."""
+    if len(header) <= MAX_HEADER:
+        bearer = _BEARER.match(header)
+        if bearer is not None:
+            return bearer.group(1), None
+        match = _HEADER.match(header)
+        if match is not None:
+            return match.group(1), match.group(2)
+    raise Unauthorized(f"the Authorization header must read {FORMS}",
+                       code="malformed_credentials")
+
+
+async def authenticated(api: Any, request: Request, scope: str = "read") -> Caller:
     """The caller of an HTTP request, checked on the thread pool (a token look-up may read
-    the database, which the event loop must never wait for)."""
-    return await run_in_threadpool(api.authenticate, request.headers.get("authorization"),
-                                   client_of(request))
+    the database, which the event loop must never wait for), holding ``scope``."""
+    caller: Caller = await run_in_threadpool(
+        api.authenticate, request.headers.get("authorization"), client_of(request))
+    caller.require(scope)
+    return caller
 
 
 def client_of(request: Request) -> str:
@@ -159,5 +192,5 @@ class AuthThrottle:
                 self._buckets.popitem(last=False)
 
 
-__all__ = ["AuthThrottle", "Authenticator", "Caller", "authenticate", "authenticated",
-           "client_of"]
+__all__ = ["AuthThrottle", "Authenticator", "Caller", "InsufficientScope", "authenticate",
+           "authenticated", "client_of"]

@@ -29,6 +29,7 @@ from tilemore.api.envelope import META_PART, BadRequest
 from tilemore.billing import payments
 from tilemore.billing.money import InvalidAmount, parse_amount
 from tilemore.errors import Forbidden, NotFound, TilemoreError
+from tilemore.store import SCOPES, check_scopes
 
 MAX_BODY = payments.MAX_BODY  # every billing body is a few short fields
 BODY_SECONDS = 10.0  # to send one, whole
@@ -99,12 +100,19 @@ class BillingApi:
         return {"subaccounts": [{"name": a.name, **self.billing.balance(a.id).to_dict()}
                                 for a in self.accounts.subaccounts(caller.domain)]}
 
-    def subaccount_token(self, caller: Caller, name: str) -> dict:
+    def subaccount_token(self, caller: Caller, name: str, body: dict) -> dict:
+        """A token for the sub-account, with ``body["scopes"]`` (default: the caller's own);
+        never a scope the caller lacks."""
         self._domain_only(caller, "issue tokens")
         account = self.account_for(caller, name)
-        token_id, secret = self.accounts.issue_token(caller.domain, account)
+        scopes = check_scopes(body["scopes"]) if "scopes" in body else tuple(
+            s for s in SCOPES if s in caller.scopes)
+        for scope in scopes:
+            caller.require(scope)
+        token_id, secret = self.accounts.issue_token(caller.domain, account, scopes)
         return {"account": account, "token_id": token_id, "token": secret,
-                "authorization": f"Token {secret} Domain {caller.domain}"}
+                "scopes": list(scopes), "authorization": f"Token {secret} Domain "
+                f"{caller.domain}", "bearer": f"Bearer {secret}"}
 
     def payment(self, caller: Caller, name: str, body: dict) -> dict:
         self._domain_only(caller, "record payments")
@@ -143,9 +151,13 @@ async def _body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-async def _json(request: Request) -> dict:
+async def _json(request: Request, empty: dict | None = None) -> dict:
+    """The body as a JSON object; ``empty`` (when given) stands for no body at all."""
+    raw = await _body(request)
+    if empty is not None and not raw.strip():
+        return empty
     try:
-        value = json.loads(await _body(request), parse_float=_no_float)
+        value = json.loads(raw, parse_float=_no_float)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}", code="malformed_json") from None
     if not isinstance(value, dict):
@@ -158,9 +170,12 @@ def _no_float(text: str) -> float:
 
 
 def add_billing_routes(app: FastAPI, service: Callable[[Request], Any]) -> None:
-    async def api(request: Request) -> tuple[BillingApi, Caller]:
+    async def api(request: Request, scope: str = "read") -> tuple[BillingApi, Caller]:
+        """Balances and histories need ``read``; sub-accounts, their tokens and payments
+        ``billing``."""
         svc = service(request)
-        return BillingApi(svc), await authenticated(svc, request)  # off the loop, throttled
+        # off the loop, throttled
+        return BillingApi(svc), await authenticated(svc, request, scope)
 
     @app.get("/billing/balance", tags=["billing"])
     async def balance(request: Request, account: str | None = None) -> JSONResponse:
@@ -212,20 +227,24 @@ def add_billing_routes(app: FastAPI, service: Callable[[Request], Any]) -> None:
 
     @app.post("/billing/subaccounts", tags=["billing"])
     async def create_subaccount(request: Request) -> JSONResponse:
-        b, caller = await api(request)
+        b, caller = await api(request, "billing")
         body = await _json(request)
         status, out = await run_in_threadpool(b.create_subaccount, caller, body)
         return JSONResponse(out, status_code=status)
 
     @app.get("/billing/subaccounts", tags=["billing"])
     async def subaccounts(request: Request) -> JSONResponse:
-        b, caller = await api(request)
+        b, caller = await api(request, "billing")
         return JSONResponse(await run_in_threadpool(b.subaccounts, caller))
 
     @app.post("/billing/subaccounts/{name}/tokens", tags=["billing"])
     async def subaccount_token(request: Request, name: str) -> JSONResponse:
-        b, caller = await api(request)
-        return JSONResponse(await run_in_threadpool(b.subaccount_token, caller, name),
+        """A new token for the sub-account, shown once. Body (optional): `{"scopes":
+        ["submit", "read", "billing"]}`, by default the caller's own; a scope the caller
+        lacks is `403 insufficient_scope`, an unknown one `422 unknown_scope`."""
+        b, caller = await api(request, "billing")
+        body = await _json(request, empty={})
+        return JSONResponse(await run_in_threadpool(b.subaccount_token, caller, name, body),
                             status_code=201)
 
     @app.post("/billing/subaccounts/{name}/payments", tags=["billing"])
@@ -233,6 +252,6 @@ def add_billing_routes(app: FastAPI, service: Callable[[Request], Any]) -> None:
         """Record a payment the sub-account's owner made: `{"payment_id", "amount"}` moves
         that much from the domain's available credits to the sub-account (`402
         insufficient_credits` when the domain cannot cover it)."""
-        b, caller = await api(request)
+        b, caller = await api(request, "billing")
         body = await _json(request)
         return JSONResponse(await run_in_threadpool(b.payment, caller, name, body))

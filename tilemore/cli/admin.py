@@ -11,7 +11,9 @@ from tilemore.api.envelope import META_PART
 from tilemore.cli.errors import CLIError
 from tilemore.cli.format import echo_json, json_option
 from tilemore.cli.state import cli_ledger, cli_store
+from tilemore.errors import TilemoreError
 from tilemore.settings import Settings
+from tilemore.store import SCOPES, check_scopes
 
 
 @click.group("admin")
@@ -32,14 +34,20 @@ def create_domain(name: str) -> None:
 
 @admin_cmd.command("issue-token")
 @click.argument("domain")
-def issue_token(domain: str) -> None:
+@click.option("--scope", "scopes", multiple=True, metavar="SCOPE",
+              help=f"What the token may do: {', '.join(SCOPES)} (repeat; default: all).")
+def issue_token(domain: str, scopes: tuple[str, ...]) -> None:
     """Issue a token for DOMAIN; the token is shown once."""
     store = cli_store()
     if not store.domain_exists(domain):
         raise CLIError(f"no domain '{domain}' (create it with: tilemore admin create-domain)")
-    token_id, secret = store.issue_token(domain)
-    click.echo(f"token id: {token_id}\ntoken:    {secret}\n"
-               f"header:   Authorization: Token {secret} Domain {domain}")
+    try:
+        wanted = check_scopes(list(scopes)) if scopes else SCOPES
+    except TilemoreError as exc:
+        raise CLIError(exc.message) from None
+    token_id, secret = store.issue_token(domain, scopes=wanted)
+    click.echo(f"token id: {token_id}\ntoken:    {secret}\nscopes:   {' '.join(wanted)}\n"
+               f"header:   Authorization: Bearer {secret}")
 
 
 @admin_cmd.command("revoke-token")
@@ -61,14 +69,16 @@ def list_tokens(domain: str, as_json: bool) -> None:
         raise CLIError(f"no domain '{domain}'")
     from tilemore.api.views import iso
     if as_json:
-        echo_json([{"id": t.id, "created": iso(t.created_at), "revoked": iso(t.revoked_at)}
+        echo_json([{"id": t.id, "account": t.account, "scopes": list(t.scopes),
+                    "created": iso(t.created_at), "revoked": iso(t.revoked_at)}
                    for t in store.list_tokens(domain)])
         return
     table = Table(title=f"tokens of {domain}", title_justify="left")
-    for col in ("id", "created", "revoked"):
+    for col in ("id", "account", "scopes", "created", "revoked"):
         table.add_column(col)
     for t in store.list_tokens(domain):
-        table.add_row(t.id, iso(t.created_at), iso(t.revoked_at) or "")
+        table.add_row(t.id, t.account, " ".join(t.scopes), iso(t.created_at),
+                      iso(t.revoked_at) or "")
     Console().print(table)
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from tilemore.errors import TilemoreError
+
 ThreadStatus = Literal["processing", "done", "failed", "canceled"]
 TaskStatus = Literal["pending", "running", "done", "failed", "canceled", "skipped"]
 FINISHED: tuple[str, ...] = ("done", "failed", "canceled")
@@ -143,6 +145,35 @@ class ThreadRepository(Protocol):
         """Remember the thread's OpenTelemetry trace, so its answer points to it."""
 
 
+class UnknownScope(TilemoreError):
+    code = "unknown_scope"
+    status = 422
+
+
+# What a token may do: ``submit`` (submit and cancel threads), ``read`` (threads, results,
+# errors, balances and histories), ``billing`` (sub-accounts, their tokens, payments).
+SCOPES: tuple[str, ...] = ("submit", "read", "billing")
+MAX_SCOPES_TEXT = 200  # a scopes field, as sent, is parsed only up to this
+
+
+def check_scopes(scopes: object) -> tuple[str, ...]:
+    """``scopes`` as a list or a space-separated string, checked: known names only, at
+    least one, in the canonical order. Anything else is :class:`UnknownScope` (HTTP 422)."""
+    if isinstance(scopes, str):
+        names = scopes[:MAX_SCOPES_TEXT + 1].split()
+    elif isinstance(scopes, list | tuple) and len(scopes) <= len(SCOPES) * 4 and all(
+            isinstance(s, str) for s in scopes):
+        names = list(scopes)
+    else:
+        raise UnknownScope(f"scopes: a list of {', '.join(SCOPES)}, or one string of them "
+                           "separated by spaces")
+    unknown = sorted({n[:40] for n in names} - set(SCOPES))
+    if unknown or not names:
+        what = f"unknown scope '{unknown[0]}'" if unknown else "no scope given"
+        raise UnknownScope(f"{what}; a token's scopes are {', '.join(SCOPES)}")
+    return tuple(s for s in SCOPES if s in names)
+
+
 @dataclass(frozen=True)
 class TokenInfo:
     id: str
@@ -150,6 +181,7 @@ class TokenInfo:
     created_at: float
     revoked_at: float | None
     account: str = ""  # the domain itself, or one of its sub-accounts
+    scopes: tuple[str, ...] = SCOPES  # tokens made before scopes existed have all three
 
 
 @dataclass(frozen=True)
@@ -168,9 +200,10 @@ class TokenRepository(Protocol):
 
     def domain_exists(self, name: str) -> bool: ...
 
-    def issue_token(self, domain: str, account: str | None = None) -> tuple[str, str]:
-        """A new token for ``domain`` (or one of its sub-accounts): (token id, the secret,
-        shown once)."""
+    def issue_token(self, domain: str, account: str | None = None,
+                    scopes: tuple[str, ...] = SCOPES) -> tuple[str, str]:
+        """A new token for ``domain`` (or one of its sub-accounts) with ``scopes``: (token
+        id, the secret, shown once)."""
 
     def create_subaccount(self, domain: str, name: str) -> tuple[AccountInfo, bool]: ...
 

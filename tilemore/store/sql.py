@@ -16,12 +16,14 @@ from typing import Any
 
 from tilemore.errors import TilemoreError
 from tilemore.store import (
+    SCOPES,
     AccountInfo,
     NewThread,
     ResultInfo,
     TaskRecord,
     ThreadRecord,
     TokenInfo,
+    check_scopes,
 )
 from tilemore.store.leases import LEASE_COLUMNS, Leases, fence
 
@@ -45,7 +47,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     account TEXT NOT NULL REFERENCES accounts(id),
     token_hash TEXT NOT NULL UNIQUE,
     created_at {real} NOT NULL,
-    revoked_at {real}
+    revoked_at {real},
+    scopes TEXT NOT NULL DEFAULT 'submit read billing'
 );
 CREATE TABLE IF NOT EXISTS threads (
     id TEXT PRIMARY KEY,
@@ -104,6 +107,8 @@ OLD_TASK_COLUMNS = ("thread_id, task_id, position, operator, status, started_at,
 # existing table as it was); each backend adds only what is missing.
 ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("threads", "trace_id", "TEXT"),
+    # Tokens made before scopes keep all three (the column's default fills them in).
+    ("tokens", "scopes", "TEXT NOT NULL DEFAULT 'submit read billing'"),
     *LEASE_COLUMNS,
 )
 
@@ -174,7 +179,9 @@ class SQLStore(Leases):
                            " ORDER BY created_at", (domain,))
         return [_account(r) for r in rows]
 
-    def issue_token(self, domain: str, account: str | None = None) -> tuple[str, str]:
+    def issue_token(self, domain: str, account: str | None = None,
+                    scopes: tuple[str, ...] = SCOPES) -> tuple[str, str]:
+        scopes = check_scopes(scopes)
         account = account or domain
         info = self.account(account)
         if info is None or info.domain != domain:
@@ -183,8 +190,10 @@ class SQLStore(Leases):
         token_id = "tok_" + secrets.token_hex(6)
         secret = "tm_" + secrets.token_urlsafe(32)
         with self._tx() as db:
-            db.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?, NULL)",
-                       (token_id, domain, account, _hash(secret), time.time()))
+            db.execute("INSERT INTO tokens (id, domain, account, token_hash, created_at,"
+                       " scopes) VALUES (?, ?, ?, ?, ?, ?)",
+                       (token_id, domain, account, _hash(secret), time.time(),
+                        " ".join(scopes)))
         return token_id, secret
 
     def revoke_token(self, token_id: str) -> bool:
@@ -366,7 +375,7 @@ def _touch(db: Any, thread_id: str) -> None:
 
 def _token(row: Row) -> TokenInfo:
     return TokenInfo(row["id"], row["domain"], row["created_at"], row["revoked_at"],
-                     row["account"])
+                     row["account"], tuple(row["scopes"].split()))
 
 
 def _account(row: Row) -> AccountInfo:
