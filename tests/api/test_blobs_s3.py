@@ -10,9 +10,10 @@ import boto3
 import pytest
 from images import encode, photo
 from moto.server import ThreadedMotoServer
+from refusing_s3 import RefusingS3Proxy
 from service_harness import Service, free_port, http
 
-from tilemore.blobs import BlobNotFound, blob_key
+from tilemore.blobs import BlobNotFound, BlobStoreError, blob_key
 from tilemore.blobs.s3 import S3BlobStore
 from tilemore.settings import Settings
 
@@ -37,10 +38,48 @@ def monkeypatch_module():
         yield mp
 
 
-def store(endpoint: str) -> S3BlobStore:
+def store(endpoint: str, prefix: str = "t1/") -> S3BlobStore:
     return S3BlobStore.from_settings(Settings(blob_store="s3", s3_endpoint=endpoint,
-                                              s3_bucket="tilemore-test", s3_prefix="t1/",
+                                              s3_bucket="tilemore-test", s3_prefix=prefix,
                                               s3_region="us-east-1"))
+
+
+def test_delete_list_and_kind_tags(s3_endpoint):
+    blobs = store(s3_endpoint, "del/")
+    keys = [blobs.put(f"checkpoint {i}".encode()) for i in range(30)]
+    result = blobs.put(b"the result", kind="result")
+    listed = {b.key: b for b in blobs.list()}
+    assert set(listed) == set(keys) | {result}
+    assert listed[result].bytes == len(b"the result") and listed[result].modified > 0
+    one = keys[0][:1]
+    assert {b.key for b in blobs.list(one)} == {k for k in keys + [result] if k[0] == one}
+    assert [b.key for b in blobs.list(keys[7])] == [keys[7]]
+    raw = boto3.client("s3", endpoint_url=s3_endpoint)
+    tags = raw.get_object_tagging(Bucket="tilemore-test", Key=f"del/{result[:2]}/{result}")
+    assert tags["TagSet"] == [{"Key": "tilemore-kind", "Value": "result"}]  # for lifecycle rules
+
+    assert blobs.delete(keys[:10] + ["0" * 64]) == keys[:10] + ["0" * 64]
+    assert {b.key for b in blobs.list()} == set(keys[10:]) | {result}
+    assert not blobs.exists(keys[0])
+    assert blobs.delete(keys[:10]) == keys[:10]  # again: no error
+
+
+def test_a_bucket_refusing_deletes_keeps_its_blobs_and_says_so(s3_endpoint):
+    port = int(s3_endpoint.rsplit(":", 1)[1])
+    blobs = store(s3_endpoint, "refuse/")
+    keys = [blobs.put(f"kept {i}".encode()) for i in range(3)]
+    per_key = RefusingS3Proxy(port, mode="keys")
+    whole = RefusingS3Proxy(port, mode="request")
+    try:
+        assert store(per_key.url, "refuse/").delete(keys) == []  # none reported gone
+        with pytest.raises(BlobStoreError):
+            store(whole.url, "refuse/").delete(keys)
+        assert per_key.refused == 1 and whole.refused >= 1
+        assert all(blobs.exists(k) for k in keys)
+        assert {b.key for b in store(per_key.url, "refuse/").list()} == set(keys)
+    finally:
+        per_key.close()
+        whole.close()
 
 
 def test_content_addressed_roundtrip(s3_endpoint):

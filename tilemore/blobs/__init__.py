@@ -8,7 +8,10 @@ and any S3-compatible store through boto3.
 from __future__ import annotations
 
 import hashlib
-from typing import IO, Protocol
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, Literal, Protocol
 
 from tilemore.errors import ServiceUnavailable, TilemoreError
 from tilemore.settings import Settings
@@ -33,13 +36,40 @@ class BlobNotFound(TilemoreError):
     status = 404
 
 
-class BlobStore(Protocol):
-    def put(self, data: bytes) -> str:
-        """Store ``data``; return its key (the SHA-256 hex digest)."""
+BlobKind = Literal["input", "checkpoint", "result"]
+KINDS: tuple[BlobKind, ...] = ("input", "checkpoint", "result")
+_PREFIX = re.compile(r"^[0-9a-f]{0,64}$")
 
-    def put_file(self, source: IO[bytes], key: str) -> str:
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """One stored blob, as a listing sees it: ``modified`` is the store's own clock."""
+
+    key: str
+    bytes: int
+    modified: float
+
+
+class BlobStore(Protocol):
+    def put(self, data: bytes, kind: BlobKind = "checkpoint") -> str:
+        """Store ``data``; return its key (the SHA-256 hex digest). ``kind`` goes with the
+        object where the store can carry it (an S3 object tag), for lifecycle rules. A put
+        that finds the blob already stored refreshes its modification time, so a collector
+        that checks it keeps the blob (see :mod:`tilemore.lifecycle`)."""
+
+    def put_file(self, source: IO[bytes], key: str, kind: BlobKind = "input") -> str:
         """Store a seekable file whose SHA-256 (``key``) the caller computed as it arrived,
         without reading it whole into memory; return ``key``."""
+
+    def delete(self, keys: Sequence[str], *, modified_before: float | None = None) -> list[str]:
+        """Remove these blobs; return the keys that are gone now (one already absent
+        included). A blob the store refused to remove, or — with ``modified_before`` — one
+        written or refreshed since then (the store's clock), is left and not returned. A
+        store that cannot be reached at all raises :class:`BlobStoreError`."""
+
+    def list(self, prefix: str = "") -> Iterator[BlobInfo]:
+        """Every stored blob whose key starts with ``prefix`` (lower-case hex), in no set
+        order."""
 
     def get(self, key: str) -> bytes: ...
 
@@ -51,6 +81,13 @@ class BlobStore(Protocol):
 
 def blob_key(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def check_prefix(prefix: str) -> str:
+    """A listing prefix: lower-case hex, at most a whole key (nothing else names a blob)."""
+    if not _PREFIX.match(prefix):
+        raise ValueError(f"a blob prefix is lower-case hex, at most 64 digits: {prefix[:70]!r}")
+    return prefix
 
 
 def open_blob_store(settings: Settings) -> BlobStore:
@@ -76,4 +113,5 @@ def _open(settings: Settings) -> BlobStore:
     return LocalBlobStore(settings.blob_path)
 
 
-__all__ = ["BlobNotFound", "BlobStore", "BlobStoreError", "blob_key", "open_blob_store"]
+__all__ = ["KINDS", "BlobInfo", "BlobKind", "BlobNotFound", "BlobStore", "BlobStoreError",
+           "blob_key", "check_prefix", "open_blob_store"]

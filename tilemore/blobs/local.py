@@ -1,4 +1,8 @@
-"""Blobs as files: ``root/ab/abcdef…``, written beside their name and renamed into place."""
+"""Blobs as files: ``root/ab/abcdef…``, written beside their name and renamed into place.
+
+A file's modification time is when it was last put: a put that finds the file already there
+touches it, and a delete told ``modified_before`` leaves a file touched since (the put/delete
+race rule of :mod:`tilemore.lifecycle`)."""
 
 from __future__ import annotations
 
@@ -7,11 +11,22 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
-from tilemore.blobs import BlobNotFound, BlobStoreError, StorageFull, blob_key
+from tilemore.blobs import (
+    BlobInfo,
+    BlobKind,
+    BlobNotFound,
+    BlobStoreError,
+    StorageFull,
+    blob_key,
+    check_prefix,
+)
+
+log = logging.getLogger("tilemore.blobs")
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 
@@ -25,20 +40,25 @@ class LocalBlobStore:
             raise BlobNotFound(f"'{key}' is not a blob key")
         return self.root / key[:2] / key
 
-    def put(self, data: bytes) -> str:
+    def put(self, data: bytes, kind: BlobKind = "checkpoint") -> str:
         key = blob_key(data)
         self._write(key, lambda f: f.write(data))
         return key
 
-    def put_file(self, source: IO[bytes], key: str) -> str:
+    def put_file(self, source: IO[bytes], key: str, kind: BlobKind = "input") -> str:
         source.seek(0)
         self._write(key, lambda f: shutil.copyfileobj(source, f, 1 << 20))
         return key
 
     def _write(self, key: str, write: Callable[[IO[bytes]], object]) -> None:
         path = self._path(key)
-        if path.exists():
+        try:
+            os.utime(path)  # there already: refreshed, so a collector about to delete it keeps it
             return
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise BlobStoreError(f"cannot touch blob {key[:12]}…: {exc.strerror or exc}") from None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
@@ -69,6 +89,40 @@ class LocalBlobStore:
 
     def link(self, key: str, filename: str, content_type: str) -> str | None:
         return None  # the API streams local blobs itself
+
+    def delete(self, keys: Sequence[str], *, modified_before: float | None = None) -> list[str]:
+        gone = []
+        for key in keys:
+            path = self._path(key)
+            try:
+                if modified_before is not None and path.stat().st_mtime >= modified_before:
+                    continue  # put again meanwhile: someone relies on it
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # refused (permissions, a read-only disk): stays, counted
+                log.warning("blob %s… not deleted: %s", key[:12], exc.strerror or exc)
+                continue
+            gone.append(key)
+        return gone
+
+    def list(self, prefix: str = "") -> Iterator[BlobInfo]:
+        check_prefix(prefix)
+        if not self.root.is_dir():
+            return
+        for folder in sorted(self.root.iterdir()):
+            name = folder.name
+            if len(name) != 2 or not (name.startswith(prefix[:2])) or not folder.is_dir():
+                continue
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if not (_KEY.match(entry.name) and entry.name.startswith(prefix)):
+                        continue  # a write in progress (.tmp-…), or another prefix
+                    try:
+                        st = entry.stat()
+                    except FileNotFoundError:  # deleted while listed
+                        continue
+                    yield BlobInfo(entry.name, st.st_size, st.st_mtime)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -1,15 +1,34 @@
-"""Blobs in any S3-compatible store (AWS S3, MinIO, Ceph, GCS's S3 API) through boto3."""
+"""Blobs in any S3-compatible store (AWS S3, MinIO, Ceph, GCS's S3 API) through boto3.
+
+Objects are tagged ``tilemore-kind=input|checkpoint|result``, so a bucket lifecycle rule can
+expire one kind as a backstop to the collector. A put always writes the object again (its
+``LastModified`` is the put's time); S3 has no conditional delete on general buckets, so
+``modified_before`` is not checked here: the collector's database rule covers inputs and
+results, and a resumed thread re-runs a task whose checkpoint went missing."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tilemore.blobs import BlobNotFound, BlobStoreError, blob_key
+from tilemore.blobs import (
+    BlobInfo,
+    BlobKind,
+    BlobNotFound,
+    BlobStoreError,
+    blob_key,
+    check_prefix,
+)
 from tilemore.settings import Settings
+
+log = logging.getLogger("tilemore.blobs")
+DELETE_BATCH = 1000  # keys one DeleteObjects call takes (S3's own limit)
+KIND_TAG = "tilemore-kind"
 
 
 class S3BlobStore:
@@ -34,18 +53,20 @@ class S3BlobStore:
     def _key(self, key: str) -> str:
         return f"{self.prefix}{key[:2]}/{key}"
 
-    def put(self, data: bytes) -> str:
+    def put(self, data: bytes, kind: BlobKind = "checkpoint") -> str:
         key = blob_key(data)
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data,
+                                   Tagging=f"{KIND_TAG}={kind}")
         except (BotoCoreError, ClientError) as exc:
             raise BlobStoreError(f"cannot write blob {key[:12]}… to S3: {exc}") from None
         return key
 
-    def put_file(self, source: IO[bytes], key: str) -> str:
+    def put_file(self, source: IO[bytes], key: str, kind: BlobKind = "input") -> str:
         source.seek(0)
         try:  # multipart for large files, in parts of 8 MiB: never whole in memory
-            self.client.upload_fileobj(source, self.bucket, self._key(key))
+            self.client.upload_fileobj(source, self.bucket, self._key(key),
+                                       ExtraArgs={"Tagging": f"{KIND_TAG}={kind}"})
         except (BotoCoreError, ClientError) as exc:
             raise BlobStoreError(f"cannot write blob {key[:12]}… to S3: {exc}") from None
         return key
@@ -83,3 +104,35 @@ class S3BlobStore:
                     "ResponseContentDisposition": f'inline; filename="{filename}"'},
             ExpiresIn=self.presign_seconds,
         )
+
+    def delete(self, keys: Sequence[str], *, modified_before: float | None = None) -> list[str]:
+        gone: list[str] = []
+        for i in range(0, len(keys), DELETE_BATCH):
+            batch = list(keys[i:i + DELETE_BATCH])
+            try:
+                reply = self.client.delete_objects(Bucket=self.bucket, Delete={
+                    "Objects": [{"Key": self._key(k)} for k in batch], "Quiet": True})
+            except (BotoCoreError, ClientError) as exc:
+                raise BlobStoreError(f"cannot delete blobs from S3: {exc}") from None
+            refused = {e["Key"].rsplit("/", 1)[-1]: e.get("Code", "")
+                       for e in reply.get("Errors", [])}
+            for key, code in list(refused.items())[:3]:
+                log.warning("blob %s… not deleted by S3: %s", key[:12], code)
+            gone.extend(k for k in batch if k not in refused)
+        return gone
+
+    def list(self, prefix: str = "") -> Iterator[BlobInfo]:
+        check_prefix(prefix)
+        where = f"{self.prefix}{prefix[:2]}/{prefix}" if len(prefix) >= 2 else (
+            f"{self.prefix}{prefix}")
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=where)
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    name = obj["Key"][len(self.prefix):]
+                    folder, _, key = name.partition("/")
+                    if len(key) == 64 and folder == key[:2] and key.startswith(prefix):
+                        yield BlobInfo(key, int(obj["Size"]), obj["LastModified"].timestamp())
+        except (BotoCoreError, ClientError) as exc:
+            raise BlobStoreError(f"cannot list blobs in S3: {exc}") from None

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
 from typing import IO
 
-from tilemore.blobs import BlobStore
+from tilemore.blobs import BlobInfo, BlobKind, BlobStore
 from tilemore.metrics import Metrics
 
 
@@ -16,17 +17,17 @@ class TimedBlobStore:
     def _timed(self, op: str, started: float) -> None:
         self.metrics.blob(op, self.store, time.perf_counter() - started)
 
-    def put(self, data: bytes) -> str:
+    def put(self, data: bytes, kind: BlobKind = "checkpoint") -> str:
         started = time.perf_counter()
         try:
-            return self.inner.put(data)
+            return self.inner.put(data, kind)
         finally:
             self._timed("put", started)
 
-    def put_file(self, source: IO[bytes], key: str) -> str:
+    def put_file(self, source: IO[bytes], key: str, kind: BlobKind = "input") -> str:
         started = time.perf_counter()
         try:
-            return self.inner.put_file(source, key)
+            return self.inner.put_file(source, key, kind)
         finally:
             self._timed("put", started)
 
@@ -42,6 +43,16 @@ class TimedBlobStore:
 
     def link(self, key: str, filename: str, content_type: str) -> str | None:
         return self.inner.link(key, filename, content_type)
+
+    def delete(self, keys: Sequence[str], *, modified_before: float | None = None) -> list[str]:
+        started = time.perf_counter()
+        try:
+            return self.inner.delete(keys, modified_before=modified_before)
+        finally:
+            self._timed("delete", started)
+
+    def list(self, prefix: str = "") -> Iterator[BlobInfo]:
+        return self.inner.list(prefix)
 
     def __getattr__(self, name: str):  # anything else a backend offers (close, bucket…)
         return getattr(self.inner, name)
