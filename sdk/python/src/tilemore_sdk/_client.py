@@ -1,96 +1,87 @@
-"""The asyncio client. It asks before it uploads, uploads only on ``needs-file``, polls with
-backoff (honouring ``Retry-After``), and retries network failures and 5xx answers — safe,
-because the API is idempotent on the request's parameters."""
+"""The asyncio client. It asks before it uploads, uploads only on ``needs-file`` (streamed
+from disk), polls with backoff, honours ``Retry-After`` and the ``RateLimit`` headers, and
+retries network failures, 429 and 5xx answers — safe, because the API is idempotent on the
+request's parameters."""
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import io
 import json
 import logging
 import os
 import random
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
+from urllib.parse import quote, urlencode
 
 import aiohttp
 
 from tilemore_sdk._errors import (
     ConnectionFailed,
-    InputError,
     ServerError,
     TaskCanceledError,
     TaskFailedError,
     TilemoreError,
     UnsupportedFormatError,
+    WaitTimeout,
     error_for,
+)
+from tilemore_sdk._io import CHUNK, Input, Progress, Source, prepare
+from tilemore_sdk._ratelimit import RateLimit
+from tilemore_sdk._types import (
+    Balance,
+    HistoryDay,
+    Operation,
+    Payment,
+    Result,
+    SubAccount,
+    Thread,
+    ThreadPage,
+    Token,
 )
 
 FORMATS = ("jpeg", "png", "webp")
 RETRY_STATUSES = {429, 500, 502, 503, 504}
-Input = str | os.PathLike | bytes | bytearray | BinaryIO
+REDIRECTS = (301, 302, 303, 307, 308)
+ENV_ENDPOINT, ENV_TOKEN = "TILEMORE_API_ENDPOINT", "TILEMORE_API_TOKEN"
+ENV_DOMAIN = "TILEMORE_DOMAIN"
+MAX_ERROR_BODY = 64 * 1024  # an error answer is read at most this far
 
 log = logging.getLogger("tilemore_sdk")
-
-
-@dataclass
-class Result:
-    """A finished thread's output."""
-
-    thread_id: str
-    data: bytes
-    content_type: str
-    sha256: str
-    width: int
-    height: int
-    credits_charged: str | None
-    answer: dict[str, Any] = field(repr=False, default_factory=dict)
-
-    def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.part")
-        tmp.write_bytes(self.data)
-        tmp.replace(path)  # never half a file at `path`
-        return path
-
-    def stream(self) -> io.BytesIO:
-        return io.BytesIO(self.data)
-
-
-def read_input(value: Input) -> bytes:
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value)
-    if hasattr(value, "read"):
-        data = value.read()
-        if not isinstance(data, (bytes, bytearray)):
-            raise InputError("the file object must be opened in binary mode", code="input_error")
-        return bytes(data)
-    path = Path(value)
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file", code="input_not_found") from None
-    except IsADirectoryError:
-        raise InputError(f"{path} is a folder, not a file", code="input_unreadable") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})",
-                         code="input_unreadable") from None
+ThreadRef = Thread | str
 
 
 class AsyncTilemore:
-    def __init__(self, api_endpoint: str, api_token: str, domain: str,
-                 debug_mode: bool = False, *, meta_parts: tuple[str, ...] = ("sdk",),
-                 timeout: float = 120.0, max_retries: int = 4, backoff: float = 0.25,
-                 max_backoff: float = 8.0, poll_interval: float = 0.2,
+    """``AsyncTilemore(api_endpoint, api_token, domain=None)``; each argument defaults to its
+    environment variable (``TILEMORE_API_ENDPOINT``, ``TILEMORE_API_TOKEN``,
+    ``TILEMORE_DOMAIN``). Without a domain the token is sent as ``Bearer`` (it names its
+    domain); with one, as the guide's ``Token … Domain …``."""
+
+    def __init__(self, api_endpoint: str | None = None, api_token: str | None = None,
+                 domain: str | None = None, debug_mode: bool = False, *,
+                 meta_parts: tuple[str, ...] = ("sdk",), timeout: float = 120.0,
+                 max_retries: int = 4, backoff: float = 0.25, max_backoff: float = 8.0,
+                 max_rate_limit_wait: float = 60.0, poll_interval: float = 0.2,
                  max_poll_interval: float = 2.0, wait_timeout: float = 3600.0) -> None:
-        self.endpoint = api_endpoint.rstrip("/")
-        self.auth = {"Authorization": f"Token {api_token} Domain {domain}"}
+        endpoint = api_endpoint or os.environ.get(ENV_ENDPOINT)
+        token = api_token or os.environ.get(ENV_TOKEN)
+        domain = domain or os.environ.get(ENV_DOMAIN) or None
+        if not endpoint or not token:
+            raise TilemoreError(f"give api_endpoint and api_token, or set {ENV_ENDPOINT} and "
+                                f"{ENV_TOKEN}", code="not_configured")
+        self.endpoint = endpoint.rstrip("/")
+        self.auth = {"Authorization": f"Token {token} Domain {domain}" if domain
+                     else f"Bearer {token}"}
         self.meta_parts = tuple(meta_parts)
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        # No total: a large upload or download may take long; each read and connect may not.
+        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
         self.max_retries, self.backoff, self.max_backoff = max_retries, backoff, max_backoff
+        self.max_rate_limit_wait = max_rate_limit_wait
         self.poll_interval, self.max_poll_interval = poll_interval, max_poll_interval
         self.wait_timeout = wait_timeout
         self.debug_mode = debug_mode
@@ -100,6 +91,7 @@ class AsyncTilemore:
             log.addHandler(handler)
             log.setLevel(logging.DEBUG)
         self._session: aiohttp.ClientSession | None = None
+        self._not_before = 0.0  # loop time before which no request is sent (RateLimit)
 
     async def __aenter__(self) -> AsyncTilemore:
         return self
@@ -117,105 +109,232 @@ class AsyncTilemore:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
         return self._session
 
-    # -- the one call most people need -----------------------------------------------------
+    # -- threads ---------------------------------------------------------------------------
 
-    async def submit(self, input: Input, output_format: str, adjustments: Mapping[str, Any],
-                     meta: Mapping[str, Any] | None = None, *,
-                     output: str | os.PathLike | None = None, pipeline: str | None = None,
-                     account: str | None = None) -> Result:
-        """Run ``input`` through the pipeline and return the result (saved to ``output``
-        too, when given). However often this is called with the same input and parameters,
-        the work runs and is billed once."""
+    async def create(self, input: Input, output_format: str, adjustments: Mapping[str, Any],
+                     meta: Mapping[str, Any] | None = None, *, pipeline: str | None = None,
+                     account: str | None = None, progress: Progress | None = None) -> Thread:
+        """Start (or find) the thread for ``input`` and these parameters; returns at once.
+        The input is hashed, then uploaded from disk only if the service asks for it."""
         if output_format not in FORMATS:
             raise UnsupportedFormatError(
                 f"output format '{output_format}' is not one of {', '.join(FORMATS)}",
                 code="unsupported_output_format")
-        data = read_input(input)
-        sha = hashlib.sha256(data).hexdigest()
+        source = await prepare(input, progress)
+        try:
+            return await self._create(source, output_format, adjustments, meta, pipeline,
+                                      account, progress)
+        finally:
+            source.close()
+
+    async def _create(self, source: Source, output_format: str,
+                      adjustments: Mapping[str, Any], meta: Mapping[str, Any] | None,
+                      pipeline: str | None, account: str | None,
+                      progress: Progress | None) -> Thread:
         envelope: dict[str, Any] = {"output_format": output_format,
                                     "adjustments": dict(adjustments), "meta": dict(meta or {})}
         if pipeline is not None:
             envelope["pipeline"] = pipeline
         if account is not None:
             envelope["account"] = account
-        url = f"{self.endpoint}/{'/'.join(self.meta_parts)}/submitted/{sha}/"
+        url = f"{self.endpoint}/{'/'.join(self.meta_parts)}/submitted/{source.sha256}/"
         answer = await self._call("POST", url, json_body=envelope)
         if answer.get("status") == "needs-file":
             def form() -> aiohttp.FormData:  # a fresh body for every attempt
                 f = aiohttp.FormData()
                 f.add_field("envelope", json.dumps(envelope), content_type="application/json")
-                f.add_field("image", data, filename="input",
+                f.add_field("image", source.part(progress), filename="input",
                             content_type="application/octet-stream")
                 return f
             answer = await self._call("POST", url, body=form)
-        thread = await self._wait(answer)
-        result = await self._download(thread)
-        if output is not None:
-            result.save(output)
-        return result
+        return Thread.of(answer)
 
-    # -- the rest of the API ---------------------------------------------------------------
+    async def wait(self, thread: ThreadRef, *, timeout: float | None = None,
+                   check: bool = True) -> Thread:
+        """Poll until the thread ends. With ``check`` (the default) a failed or canceled
+        thread raises :class:`TaskFailedError` / :class:`TaskCanceledError`."""
+        current = thread if isinstance(thread, Thread) else await self.get(thread)
+        interval = self.poll_interval
+        loop = asyncio.get_running_loop()
+        limit = self.wait_timeout if timeout is None else timeout
+        deadline = loop.time() + limit
+        while current.status == "processing":
+            if loop.time() >= deadline:
+                raise WaitTimeout(f"thread {current.id} still processing after {limit:g} s",
+                                  code="wait_timeout")
+            await asyncio.sleep(min(interval, max(0.0, deadline - loop.time())))
+            interval = min(interval * 1.5, self.max_poll_interval)
+            current = await self.get(current.id)
+        if check and current.status == "failed":
+            err = current.error or {}
+            raise TaskFailedError(err.get("message", "the thread failed"),
+                                  code=err.get("code", "failed"), thread_id=current.id)
+        if check and current.status == "canceled":
+            raise TaskCanceledError(f"thread {current.id} was canceled", code="canceled")
+        return current
 
-    async def status(self, thread_id: str) -> dict[str, Any]:
-        return await self._call("GET", f"{self.endpoint}/threads/{thread_id}")
+    async def run(self, input: Input, output_format: str, adjustments: Mapping[str, Any],
+                  meta: Mapping[str, Any] | None = None, *,
+                  output: str | os.PathLike | None = None, pipeline: str | None = None,
+                  account: str | None = None, progress: Progress | None = None,
+                  timeout: float | None = None) -> Result:
+        """``create`` + ``wait`` + ``download``: the result, streamed to ``output`` when
+        given (else held in memory). However often this is called with the same input and
+        parameters, the work runs and is billed once."""
+        thread = await self.create(input, output_format, adjustments, meta,
+                                   pipeline=pipeline, account=account, progress=progress)
+        done = await self.wait(thread, timeout=timeout)
+        return await self.download(done, output, progress=progress)
 
-    async def cancel(self, thread_id: str) -> dict[str, Any]:
-        return await self._call("POST", f"{self.endpoint}/threads/{thread_id}/cancel")
+    async def submit(self, input: Input, output_format: str, adjustments: Mapping[str, Any],
+                     meta: Mapping[str, Any] | None = None, **options: Any) -> Result:
+        """The guide's call: the same as :meth:`run`."""
+        return await self.run(input, output_format, adjustments, meta, **options)
 
-    async def balance(self, account: str | None = None) -> dict[str, Any]:
-        return await self._call("GET", self._billing("balance", account))
+    async def get(self, thread_id: str) -> Thread:
+        return Thread.of(await self._call("GET", f"{self.endpoint}/threads/{_id(thread_id)}"))
 
-    async def history(self, account: str | None = None) -> list[dict[str, Any]]:
-        return (await self._call("GET", self._billing("history", account)))["days"]
+    async def status(self, thread_id: str) -> Thread:
+        """The thread now (``get``; kept for the SDK's first users)."""
+        return await self.get(thread_id)
 
-    def _billing(self, what: str, account: str | None) -> str:
-        return f"{self.endpoint}/billing/{what}" + (f"?account={account}" if account else "")
+    async def cancel(self, thread_id: ThreadRef) -> Thread:
+        return Thread.of(await self._call(
+            "POST", f"{self.endpoint}/threads/{_id(thread_id)}/cancel"))
+
+    async def retry(self, thread_id: ThreadRef) -> Thread:
+        """Run a failed, canceled or expired thread again (``POST /threads/{id}/retry``)."""
+        return Thread.of(await self._call(
+            "POST", f"{self.endpoint}/threads/{_id(thread_id)}/retry"))
+
+    async def list(self, *, status: str | None = None, meta: str | None = None,
+                   account: str | None = None, since: datetime | date | str | None = None,
+                   limit: int | None = None, cursor: str | None = None) -> ThreadPage:
+        """One page of the caller's threads, newest first; pass ``next_cursor`` on."""
+        query = {"status": status, "meta": meta, "account": account,
+                 "since": since.isoformat() if isinstance(since, (date, datetime)) else since,
+                 "limit": limit, "cursor": cursor}
+        page = await self._call("GET", _url(f"{self.endpoint}/threads", query))
+        return ThreadPage([Thread.of(t) for t in page["threads"]], page.get("next_cursor"))
+
+    async def download(self, thread: ThreadRef, output: str | os.PathLike | None = None, *,
+                       progress: Progress | None = None) -> Result:
+        """A done thread's result: streamed to ``output`` (written whole or not at all)
+        when given, else into memory; its SHA-256 checked either way."""
+        if not isinstance(thread, Thread) or thread.result is None:
+            thread = await self.get(_id(thread))
+        info = thread.result
+        if info is None:
+            raise TilemoreError(f"thread {thread.id} has no result ({thread.status})",
+                                code="no_result")
+        path = Path(output) if output is not None else None
+
+        async def sink(resp: aiohttp.ClientResponse) -> tuple[str, bytes | None]:
+            total = resp.content_length or info.bytes or None
+            h, got = hashlib.sha256(), 0
+            part = path.with_name(f".{path.name}.part") if path is not None else None
+            out: Any = await asyncio.to_thread(part.open, "wb") if part else io.BytesIO()
+            try:
+                async for chunk in resp.content.iter_chunked(CHUNK):
+                    h.update(chunk)
+                    if part:
+                        await asyncio.to_thread(out.write, chunk)
+                    else:
+                        out.write(chunk)
+                    got += len(chunk)
+                    if progress is not None:
+                        progress("download", got, total)
+            except BaseException:
+                out.close()
+                if part:
+                    part.unlink(missing_ok=True)
+                raise
+            if h.hexdigest() != info.sha256:
+                out.close()
+                if part:
+                    part.unlink(missing_ok=True)
+                raise ServerError("the downloaded result does not match its hash",
+                                  code="corrupt")
+            if part and path is not None:
+                out.close()
+                part.replace(path)  # never half a file at `path`
+                return h.hexdigest(), None
+            return h.hexdigest(), out.getvalue()
+
+        status, headers, body = await self._send("GET", info.url, redirect=False, sink=sink)
+        if status in REDIRECTS:  # a presigned link: no credentials to send
+            status, headers, body = await self._send("GET", headers["Location"], auth=False,
+                                                     sink=sink)
+        if status >= 400:
+            raise error_for(status, _json_or_text(body), headers)
+        _, data = body
+        return Result(thread.id, info.content_type, info.sha256, info.width, info.height,
+                      thread.credits_charged, thread.raw, path, data)
+
+    # -- billing ---------------------------------------------------------------------------
+
+    async def balance(self, account: str | None = None) -> Balance:
+        return Balance.of(await self._call("GET", self._billing("balance", account=account)))
+
+    async def history(self, account: str | None = None) -> builtins.list[HistoryDay]:
+        """The abbreviated history: one row per day for the latest 31 days."""
+        days = (await self._call("GET", self._billing("history", account=account)))["days"]
+        return [HistoryDay.of(d) for d in days]
+
+    async def operations(self, day: date | str | None = None, account: str | None = None
+                         ) -> builtins.list[Operation]:
+        """The detailed history: every operation of today (or yesterday) and its cost."""
+        when = day.isoformat() if isinstance(day, date) else day
+        answer = await self._call("GET", self._billing("operations", date=when,
+                                                       account=account))
+        return [Operation.of(o) for o in answer["operations"]]
+
+    async def create_subaccount(self, name: str) -> SubAccount:
+        """Create the sub-account ``name`` (or find it: the call is idempotent)."""
+        return SubAccount.of(await self._call("POST", f"{self.endpoint}/billing/subaccounts",
+                                              json_body={"name": name}))
+
+    async def subaccounts(self) -> builtins.list[SubAccount]:
+        answer = await self._call("GET", f"{self.endpoint}/billing/subaccounts")
+        return [SubAccount.of(a) for a in answer["subaccounts"]]
+
+    async def create_subaccount_token(self, name: str) -> Token:
+        """A new token for the sub-account ``name`` (its secret is shown only now)."""
+        return Token.of(await self._call(
+            "POST", f"{self.endpoint}/billing/subaccounts/{_id(name)}/tokens"))
+
+    async def record_payment(self, name: str, payment_id: str, amount: str) -> Payment:
+        """Record a payment the sub-account's owner made: ``amount`` (a decimal string)
+        moves from the domain to it, once per ``payment_id``."""
+        return Payment.of(await self._call(
+            "POST", f"{self.endpoint}/billing/subaccounts/{_id(name)}/payments",
+            json_body={"payment_id": payment_id, "amount": str(amount)}))
+
+    def _billing(self, what: str, **query: str | None) -> str:
+        return _url(f"{self.endpoint}/billing/{what}", query)
 
     # -- machinery -------------------------------------------------------------------------
 
-    async def _wait(self, answer: dict[str, Any]) -> dict[str, Any]:
-        thread_id = answer["thread_id"]
-        interval = self.poll_interval
-        deadline = asyncio.get_running_loop().time() + self.wait_timeout
-        while answer["status"] == "processing":
-            if asyncio.get_running_loop().time() > deadline:
-                raise TilemoreError(f"thread {thread_id} still processing after "
-                                    f"{self.wait_timeout:g} s", code="wait_timeout")
-            await asyncio.sleep(interval)
-            interval = min(interval * 1.5, self.max_poll_interval)
-            answer = await self.status(thread_id)
-        if answer["status"] == "failed":
-            err = answer.get("error") or {}
-            raise TaskFailedError(err.get("message", "the thread failed"),
-                                  code=err.get("code", "failed"), thread_id=thread_id)
-        if answer["status"] == "canceled":
-            raise TaskCanceledError(f"thread {thread_id} was canceled", code="canceled")
-        return answer
-
-    async def _download(self, thread: dict[str, Any]) -> Result:
-        info = thread["result"]
-        status, headers, body = await self._send("GET", info["url"], redirect=False)
-        if status in (301, 302, 303, 307, 308):  # a presigned link: no credentials to send
-            status, headers, body = await self._send("GET", headers["Location"], auth=False)
-        if status >= 400:
-            raise error_for(status, _json_or_text(body))
-        if hashlib.sha256(body).hexdigest() != info["sha256"]:
-            raise ServerError("the downloaded result does not match its hash", code="corrupt")
-        return Result(thread["thread_id"], body, info["content_type"], info["sha256"],
-                      info["width"], info["height"], thread.get("credits_charged"), thread)
-
     async def _call(self, method: str, url: str, *, json_body: Any = None,
                     body: Callable[[], Any] | None = None) -> dict[str, Any]:
-        status, _, raw = await self._send(method, url, json_body=json_body, body=body)
+        status, headers, raw = await self._send(method, url, json_body=json_body, body=body)
         value = _json_or_text(raw)
         if status >= 400:
-            raise error_for(status, value)
+            raise error_for(status, value, headers)
         return value
 
     async def _send(self, method: str, url: str, *, json_body: Any = None,
                     body: Callable[[], Any] | None = None, auth: bool = True,
-                    redirect: bool = True) -> tuple[int, Mapping[str, str], bytes]:
+                    redirect: bool = True,
+                    sink: Callable[[aiohttp.ClientResponse], Awaitable[Any]] | None = None,
+                    ) -> tuple[int, Mapping[str, str], Any]:
+        """One request, retried; a 2xx answer goes to ``sink`` (streamed) when given, any
+        other is read whole (bounded)."""
+        loop = asyncio.get_running_loop()
         for attempt in range(self.max_retries + 1):
+            if (delay := self._not_before - loop.time()) > 0:
+                log.debug("… rate limit: waiting %.2f s", delay)
+                await asyncio.sleep(delay)
             try:
                 log.debug("→ %s %s%s", method, url, f" {json.dumps(json_body)}"
                           if json_body is not None else " (multipart)" if body else "")
@@ -223,10 +342,18 @@ class AsyncTilemore:
                         method, url, json=json_body, data=body() if body else None,
                         headers=self.auth if auth else None,
                         allow_redirects=redirect) as resp:
-                    raw = await resp.read()
+                    limit = RateLimit.from_headers(resp.headers)
+                    if (wait := limit.wait_seconds()) is not None and resp.status != 503:
+                        self._not_before = loop.time() + min(wait, self.max_rate_limit_wait)
+                    if sink is not None and 200 <= resp.status < 300:
+                        value = await sink(resp)
+                        log.debug("← %s (%s streamed)", resp.status, resp.content_type)
+                        return resp.status, resp.headers, value
+                    raw = await _read(resp, MAX_ERROR_BODY if resp.status >= 400 else None)
                     log.debug("← %s %s", resp.status, raw[:500].decode("utf-8", "replace"))
                     if resp.status in RETRY_STATUSES and attempt < self.max_retries:
-                        await asyncio.sleep(self._pause(attempt, resp.headers))
+                        if resp.status != 429 or wait is None:  # else: waited for above
+                            await asyncio.sleep(self._pause(attempt, resp.status, limit))
                         continue
                     return resp.status, resp.headers, raw
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
@@ -234,20 +361,38 @@ class AsyncTilemore:
                 if attempt == self.max_retries:
                     raise ConnectionFailed(f"{method} {url} failed after {attempt + 1} attempts:"
                                            f" {exc!r}", code="connection_failed") from None
-                await asyncio.sleep(self._pause(attempt, {}))
+                await asyncio.sleep(self._pause(attempt, 0, RateLimit()))
         raise AssertionError("unreachable")
 
-    def _pause(self, attempt: int, headers: Mapping[str, str]) -> float:
-        retry_after = headers.get("Retry-After")
-        if retry_after is not None:
-            try:
-                return min(float(retry_after), self.max_backoff)
-            except ValueError:
-                pass
+    def _pause(self, attempt: int, status: int, limit: RateLimit) -> float:
+        wait = limit.wait_seconds()
+        if wait is not None:  # the service said when: 429 waits that long, 5xx a bounded while
+            return min(wait, self.max_rate_limit_wait if status == 429 else self.max_backoff)
         return min(self.max_backoff, self.backoff * 2**attempt) * (0.5 + random.random() / 2)
 
 
-def _json_or_text(raw: bytes) -> Any:
+async def _read(resp: aiohttp.ClientResponse, limit: int | None) -> bytes:
+    if limit is None:
+        return await resp.read()
+    chunks, size = [], 0
+    while size < limit and (chunk := await resp.content.read(limit - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _id(value: ThreadRef) -> str:
+    return quote(value.id if isinstance(value, Thread) else str(value), safe="")
+
+
+def _url(base: str, query: Mapping[str, Any]) -> str:
+    pairs = {k: str(v) for k, v in query.items() if v is not None}
+    return f"{base}?{urlencode(pairs)}" if pairs else base
+
+
+def _json_or_text(raw: Any) -> Any:
+    if not isinstance(raw, (bytes, bytearray)):
+        return raw
     try:
         return json.loads(raw)
     except ValueError:
