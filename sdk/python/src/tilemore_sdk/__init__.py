@@ -5,6 +5,7 @@ because the API is idempotent on the request's parameters. ``create()`` starts a
 returns, ``wait()`` waits for it, ``run()`` (= ``submit()``) does both and downloads.
 """
 
+from tilemore_sdk import webhooks
 from tilemore_sdk._client import FORMATS, AsyncTilemore
 from tilemore_sdk._errors import (
     AuthenticationError,
@@ -38,6 +39,7 @@ from tilemore_sdk._types import (
     ThreadPage,
     Token,
 )
+from tilemore_sdk.webhooks import WebhookSignatureError
 
 __version__ = "0.2.0"
 
@@ -47,5 +49,6 @@ __all__ = [
     "InvalidRequestError", "NotFoundError", "Operation", "Payment", "PermissionDeniedError",
     "RateLimit", "RateLimitError", "Result", "ResultExpiredError", "ResultInfo", "ServerError",
     "SubAccount", "TaskCanceledError", "TaskFailedError", "Thread", "ThreadPage", "Tilemore",
-    "TilemoreError", "Token", "UnsupportedFormatError", "WaitTimeout", "__version__",
+    "TilemoreError", "Token", "UnsupportedFormatError", "WaitTimeout", "WebhookSignatureError",
+    "__version__", "webhooks",
 ]
