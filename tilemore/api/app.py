@@ -19,6 +19,7 @@ from tilemore.api.billing import add_billing_routes
 from tilemore.api.body import ReadLimits, media_type, read_json_body, read_multipart
 from tilemore.api.envelope import check_meta_parts
 from tilemore.api.errors import add_error_routes
+from tilemore.api.listing import add_listing_routes
 from tilemore.api.service import Answer, ApiService
 from tilemore.errors import ServiceUnavailable, TilemoreError
 from tilemore.settings import Settings
@@ -85,6 +86,7 @@ def create_app(api: ApiService | None = None) -> FastAPI:
 
     add_billing_routes(app, service)
     add_error_routes(app, service)
+    add_listing_routes(app, service)
 
     @app.get("/healthz", tags=["service"])
     async def healthz() -> dict[str, str]:

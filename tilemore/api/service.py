@@ -241,6 +241,11 @@ class ApiService:
             raise Forbidden("this thread belongs to another account", code="wrong_account")
         return record
 
+    def thread_answer(self, record: ThreadRecord) -> dict[str, Any]:
+        """A thread's body, as ``GET /threads/{id}`` answers it (``GET /threads`` lists
+        these)."""
+        return self._answer(record).body
+
     def _answer(self, record: ThreadRecord, replayed: bool = False) -> Answer:
         headers = {REPLAYED: "true"} if replayed else {}
         if record.status == "processing":

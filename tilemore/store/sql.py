@@ -26,6 +26,7 @@ from tilemore.store import (
     check_scopes,
 )
 from tilemore.store.leases import LEASE_COLUMNS, Leases, fence
+from tilemore.store.listing import LISTING_INDEXES, ThreadListing
 
 Row = Any  # sqlite3.Row or psycopg's dict row: both read by column name
 
@@ -74,7 +75,7 @@ CREATE TABLE IF NOT EXISTS threads (
     trace_id TEXT
 );
 CREATE INDEX IF NOT EXISTS threads_unfinished ON threads(status) WHERE status = 'processing';
-CREATE TABLE IF NOT EXISTS pipeline_versions (
+""" + LISTING_INDEXES + """CREATE TABLE IF NOT EXISTS pipeline_versions (
     fingerprint TEXT PRIMARY KEY,
     name TEXT NOT NULL,
     path TEXT NOT NULL,
@@ -139,7 +140,7 @@ def migrate_postgres(db: Any) -> None:
     db.execute("ALTER TABLE tasks ADD COLUMN IF NOT EXISTS note TEXT")
 
 
-class SQLStore(Leases):
+class SQLStore(Leases, ThreadListing):
     """Implements both :class:`ThreadRepository` and :class:`TokenRepository` over a
     database the subclass supplies (``_tx``, ``_read``, ``_query``)."""
 
