@@ -11,43 +11,12 @@ const { Readable } = require('node:stream');
 const FORMATS = Object.freeze(['jpeg', 'png', 'webp']);
 const RETRY_STATUSES = new Set([429, 500, 502, 503, 504]);
 
-class TilemoreError extends Error {
-  constructor(message, { code = 'error', status = undefined } = {}) {
-    super(message);
-    this.name = this.constructor.name;
-    this.code = code;
-    this.status = status;
-  }
-}
-class InputError extends TilemoreError {}
-class UnsupportedFormatError extends TilemoreError {}
-class AuthenticationError extends TilemoreError {}
-class PermissionDeniedError extends TilemoreError {}
-class NotFoundError extends TilemoreError {}
-class InsufficientCreditsError extends TilemoreError {}
-class InvalidRequestError extends TilemoreError {}
-class ConflictError extends TilemoreError {}
-class ServerError extends TilemoreError {}
-class ConnectionFailed extends TilemoreError {}
-class TaskCanceledError extends TilemoreError {}
-class TaskFailedError extends TilemoreError {
-  constructor(message, { code, threadId }) {
-    super(message, { code });
-    this.threadId = threadId;
-  }
-}
-
-const BY_STATUS = {
-  400: InvalidRequestError, 401: AuthenticationError, 402: InsufficientCreditsError,
-  403: PermissionDeniedError, 404: NotFoundError, 409: ConflictError,
-  413: InvalidRequestError, 415: InvalidRequestError, 422: InvalidRequestError,
-};
-
-function errorFor(status, body) {
-  const err = body && typeof body === 'object' && body.error ? body.error : {};
-  const Cls = BY_STATUS[status] || (status >= 500 ? ServerError : TilemoreError);
-  return new Cls(err.message || `HTTP ${status}`, { code: err.code || `http_${status}`, status });
-}
+const {
+  TilemoreError, InputError, UnsupportedFormatError, AuthenticationError, PermissionDeniedError,
+  NotFoundError, InsufficientCreditsError, InvalidRequestError, ConflictError, ServerError,
+  ConnectionFailed, TaskFailedError, TaskCanceledError, WebhookSignatureError, errorFor,
+} = require('./errors.cjs');
+const webhooks = require('./webhooks.cjs');
 
 async function readInput(input) {
   if (Buffer.isBuffer(input)) return input;
@@ -232,5 +201,6 @@ module.exports = {
   Tilemore, FORMATS, TilemoreError, InputError, UnsupportedFormatError, AuthenticationError,
   PermissionDeniedError, NotFoundError, InsufficientCreditsError, InvalidRequestError,
   ConflictError, ServerError, ConnectionFailed, TaskFailedError, TaskCanceledError,
+  WebhookSignatureError, webhooks,
 };
 module.exports.default = Tilemore;

@@ -83,4 +83,22 @@ export declare class TaskCanceledError extends TilemoreError {}
 export declare class TaskFailedError extends TilemoreError {
   threadId: string;
 }
+export declare class WebhookSignatureError extends TilemoreError {}
+
+export interface VerifyOptions {
+  /** seconds between the signature's timestamp and now, either way; default 300 */
+  tolerance?: number;
+  /** now, in unix seconds (tests) */
+  now?: number;
+}
+export declare const webhooks: {
+  readonly HEADER: 'Tilemore-Signature';
+  readonly DEFAULT_TOLERANCE: number;
+  signature(payload: string | Uint8Array, secret: string, timestamp: number): string;
+  sign(payload: string | Uint8Array, secret: string | readonly string[], timestamp?: number): string;
+  verify(payload: string | Uint8Array, header: string | null | undefined,
+         secret: string | readonly string[], options?: VerifyOptions): number;
+  constructEvent<T = unknown>(payload: string | Uint8Array, header: string | null | undefined,
+                              secret: string | readonly string[], options?: VerifyOptions): T;
+};
 export default Tilemore;

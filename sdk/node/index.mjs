@@ -5,5 +5,6 @@ export const {
   Tilemore, FORMATS, TilemoreError, InputError, UnsupportedFormatError, AuthenticationError,
   PermissionDeniedError, NotFoundError, InsufficientCreditsError, InvalidRequestError,
   ConflictError, ServerError, ConnectionFailed, TaskFailedError, TaskCanceledError,
+  WebhookSignatureError, webhooks,
 } = sdk;
 export default Tilemore;
