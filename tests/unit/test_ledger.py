@@ -186,6 +186,23 @@ def test_group_writer_answers_each_caller(backend):
     assert ledger.balance("acme") == D("0") and ledger.verify().ok
 
 
+def test_a_closed_writer_answers_at_once(backend):
+    """An entry handed in after close fails 503 at once: a caller waiting for an answer
+    nobody gives held a test run's exit for an hour."""
+    from tilemore.billing.writer import LedgerWriter
+    from tilemore.errors import ServiceUnavailable
+
+    ledger = backend.ledger()
+    writer = LedgerWriter(ledger)
+    before = writer.submit(Entry("acme", "order", D("1"), reference="o"))
+    writer.close()
+    assert before.result(timeout=5).duplicate is False  # handed in before: answered
+    with pytest.raises(ServiceUnavailable):
+        writer.append(Entry("acme", "charge", D("-0.1"), "t1", "x"))
+    writer.close()  # twice is fine
+    assert ledger.balance("acme") == D("1")
+
+
 def test_writers_in_many_processes_share_one_chain(backend):
     """Two ledger objects (two connections, as two processes have) append and reserve at
     once: the chain does not fork and the balance is spent exactly once."""

@@ -1,6 +1,10 @@
 """One writer for the ledger, committing in groups: callers from many threads hand in
 entries and wait; the writer appends whatever has queued up in one transaction — one fsync
-for the group — and answers each caller once its entry is on disk."""
+for the group — and answers each caller once its entry is on disk.
+
+A closed writer answers at once: entries handed in after :meth:`LedgerWriter.close` (a
+thread still running while its service stops) fail ``503 unavailable`` instead of waiting for
+ever — a caller waiting for ever holds its process's exit."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import threading
 from concurrent.futures import Future
 
 from tilemore.billing.ledger import Appended, Entry, Ledger
+from tilemore.errors import ServiceUnavailable
 
 _STOP = object()
 
@@ -18,19 +23,29 @@ class LedgerWriter:
         self.ledger = ledger
         self.max_batch = max_batch
         self._queue: queue.Queue = queue.Queue()
+        self._closing = threading.Lock()
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._thread.start()
 
     def submit(self, entry: Entry) -> Future[Appended]:
         done: Future[Appended] = Future()
-        self._queue.put((entry, done))
+        with self._closing:  # never queued behind the stop: nobody would answer it
+            if self._closed:
+                raise ServiceUnavailable("the ledger's writer has stopped (the service is "
+                                         "shutting down)")
+            self._queue.put((entry, done))
         return done
 
     def append(self, entry: Entry) -> Appended:
         return self.submit(entry).result()
 
     def close(self) -> None:
-        self._queue.put(_STOP)
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(_STOP)  # behind every entry handed in so far: each gets its answer
         self._thread.join()
 
     def _run(self) -> None:
