@@ -21,18 +21,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
-from tilemore.billing.money import add
-from tilemore.billing.pricing import price_of
 from tilemore.billing.service import Billing
-from tilemore.blobs import BlobNotFound, BlobStore
+from tilemore.blobs import BlobNotFound, BlobStore, blob_key
 from tilemore.catalog import Catalog
 from tilemore.engine import checkpoint
-from tilemore.engine.backend import Backend, ReplicaLost
+from tilemore.engine.backend import Backend
 from tilemore.engine.host import TaskStats
 from tilemore.errors import ServiceUnavailable, TilemoreError
+from tilemore.lifecycle import Lifecycle
 from tilemore.metrics import NO_METRICS, Metrics
 from tilemore.pipeline.graph import TaskNode, build_graph
 from tilemore.pipeline.run import (
@@ -45,9 +45,30 @@ from tilemore.pipeline.run import (
     run_graph,
 )
 from tilemore.service.ecs import EcsErrorLog
+from tilemore.service.events import (
+    BranchesSkipped,
+    Charger,
+    FailureIndex,
+    Listener,
+    Listeners,
+    Meter,
+    Recorder,
+    TaskFailedForGood,
+    TaskFinished,
+    TaskRetried,
+    TaskStarted,
+    ThreadEnded,
+    Tracing,
+)
 from tilemore.service.failures import FailureRecorder
 from tilemore.service.tracing import NO_TRACE, ThreadTrace, Tracer
-from tilemore.store import ErrorIndex, ResultInfo, TaskRecord, ThreadRecord, ThreadRepository
+from tilemore.store import (
+    ErrorIndex,
+    ResultInfo,
+    TaskRecord,
+    ThreadRecord,
+    ThreadRepository,
+)
 from tilemore.store.leases import Lease, LeaseLost
 
 log = logging.getLogger("tilemore.conductor")
@@ -64,7 +85,9 @@ class Conductor:
                  tracer: Tracer | None = None, metrics: Metrics = NO_METRICS,
                  hold_sweep_seconds: float = 15.0, hold_grace_seconds: float = 120.0,
                  batch_hold_grace_seconds: float = 6 * 3600.0, name: str = "conductor",
-                 lease_seconds: float = 10.0, claim_seconds: float = 1.0) -> None:
+                 lease_seconds: float = 10.0, claim_seconds: float = 1.0,
+                 listeners: Iterable[Listener] = (),
+                 lifecycle: Lifecycle | None = None) -> None:
         """``errors`` indexes every failed run of a task for search, and ``error_log`` writes
         it as an ECS line (default: to the ``tilemore.errors.ecs`` logger only). ``tracer``
         gets a trace per thread and a span per task (default: none); ``metrics`` records
@@ -79,7 +102,11 @@ class Conductor:
         ``name`` is the lease owner: unique among running conductors, and the same again
         when one restarts (it then takes its own threads back without waiting). Leases last
         ``lease_seconds`` and are renewed every third of that; unleased threads are claimed
-        every ``claim_seconds``."""
+        every ``claim_seconds``.
+
+        What a thread's progress causes — its record, charges, metrics, spans, the error
+        index — is done by listeners on the conductor's events (:mod:`tilemore.service.events`);
+        ``listeners`` adds more (a webhook, say), after the service's own."""
         self.threads, self.blobs, self.catalog, self.backend = threads, blobs, catalog, backend
         self.name = name
         self._lease_seconds, self._claim_seconds = lease_seconds, claim_seconds
@@ -91,6 +118,15 @@ class Conductor:
         self.tracer = tracer or Tracer(None)
         self.metrics = metrics
         self.failures = FailureRecorder(errors, error_log)
+        own: list[Listener] = [Meter(metrics)]
+        if billing is not None:
+            own.append(Charger(billing, metrics))  # the charge before the record
+        own += [Recorder(threads), Tracing(), FailureIndex(self.failures)]
+        self.events = Listeners([*own, *listeners])
+        # Which blobs each thread uses, dated when it ends (tilemore.lifecycle): None keeps all.
+        self.lifecycle = lifecycle
+        if lifecycle is not None:
+            self.events.add(lifecycle.listener())
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="thread")
         self._active: set[str] = set()
         self._lock = threading.Lock()
@@ -314,8 +350,10 @@ class Conductor:
                 except Exception as exc:  # noqa: BLE001 - tracing never fails a thread
                     log.warning("thread %s: trace id not recorded: %s", rec.id, exc)
             status = self._run(rec, trace)
-            trace.finished(status)
-            self.metrics.thread_ended(rec.pipeline, status, time.time() - rec.created_at)
+            with self._lock:  # the lease's epoch, even if it was lost at the last step
+                lease = self._leases.get(rec.id)
+            self.events.emit(ThreadEnded(rec, lease.epoch if lease else None, status=status,
+                                         trace=trace))
             return status
 
     def _release(self, rec: ThreadRecord) -> None:
@@ -346,9 +384,11 @@ class Conductor:
             return "failed"
         ids = {t.id for t in graph.tasks}
         ops = {t.id: t.operator for t in graph.tasks}
-        prices = self.billing.prices() if self.billing is not None else {}
+        # A resumed thread skips every task whose checkpoint is still stored; one that went
+        # (a store that lost it) runs again, and is not charged again.
         completed = {t.task_id: self._completed(t) for t in rec.tasks
-                     if t.status == "done" and t.checkpoint_key and t.task_id in ids}
+                     if t.status == "done" and t.checkpoint_key and t.task_id in ids
+                     and self.blobs.exists(t.checkpoint_key)}
         skipped = {t.task_id: t.note or "" for t in rec.tasks  # ruled out by a selector
                    if t.status == "skipped" and t.task_id in ids}
         try:
@@ -361,55 +401,30 @@ class Conductor:
             return "failed"
 
         handed: dict[str, float] = {}  # task id → when it went to the backend
+        emit = self.events.emit
 
         def started(task: TaskNode) -> None:
-            now = time.time()
-            if not handed and not completed:  # the thread's first task: its queue time ends
-                self.metrics.thread_started(rec.pipeline, now - rec.created_at)
-            handed[task.id] = now
-            trace.task_started(task.id, now)  # a retried task's span starts at its first run
-            self.threads.task_started(thread_id, task.id, now, epoch=epoch)
+            first = not handed and not completed
+            event = TaskStarted(rec, epoch, task=task, first=first, trace=trace)
+            handed[task.id] = event.at
+            emit(event)
 
         def finished(p: Progress) -> None:
             s = p.task
-            op = ops[s.task_id]
             queued = s.started - handed[s.task_id] if s.task_id in handed else None
-            self.metrics.task_finished(op.name, s.seconds, queued, s.tiles)
-            if self.billing is not None:  # charged before recorded: a re-run is not re-billed
-                cost = price_of(op, prices).cost(s.megapixels)
-                self.billing.charge(
-                    account=rec.account,
-                    traced_for=rec.domain if rec.account != rec.domain else None,
-                    thread_id=thread_id, task_id=s.task_id, operator=op.name,
-                    megapixels=s.megapixels, cost=cost, hold=rec.idem_key, epoch=epoch)
-                self.metrics.charged(rec.domain, float(cost))
-            self.threads.task_done(thread_id, s.task_id, s.started, s.finished, s.megapixels,
-                                   s.checkpoint, epoch=epoch)
-            trace.task_span(s)  # the worker's own times, tiles and megapixels
+            emit(TaskFinished(rec, epoch, stats=s, operator=ops[s.task_id], queued=queued,
+                              trace=trace))
 
         def planned(plan: BranchPlan) -> None:
             """Branches the selector ruled out: recorded as skipped, their share of the
             hold given back (they are never charged)."""
-            if not plan.skipped:
-                return
-            self.threads.tasks_skipped(thread_id, plan.skipped, epoch=epoch)
-            if self.billing is not None and plan.size is not None:
-                mp = plan.size[0] * plan.size[1] / 1e6
-                saved = add(*(price_of(ops[t], prices).cost(mp) for t in plan.skipped))
-                try:
-                    self.billing.release_part(rec.idem_key, saved)
-                except Exception as exc:  # noqa: BLE001 - the whole hold goes back at the end
-                    log.warning("thread %s: skipped branches' credits not given back now: %s",
-                                thread_id, exc)
+            emit(BranchesSkipped(rec, epoch, plan=plan, operators=ops, trace=trace))
 
         def retrying(r: Retry) -> None:  # not charged: only a finished task is
             log.warning("thread %s: task %s failed (%s: %s); retry %d in %.1f s", thread_id,
                         r.task.id, type(r.failure.error).__name__, r.failure.error, r.failures,
                         r.delay)
-            self.failures.retried(rec, r, trace.trace_id)  # a retried attempt is searchable too
-            trace.task_retried(r, time.time())  # an event on the task's span
-            self.metrics.task_retried(r.task.operator.name, isinstance(r.failure.error,
-                                                                       ReplicaLost))
+            emit(TaskRetried(rec, epoch, retry=r, trace=trace))
 
         try:
             result = run_graph(graph, data, self.backend, finished, completed=completed,
@@ -423,15 +438,20 @@ class Conductor:
         except TaskFailed as exc:
             if isinstance(exc.error, ServiceUnavailable):
                 raise exc.error from None  # the thread waits for the store; it is not failed
-            self.failures.failed(rec, exc, trace.trace_id)  # indexed and logged before it ends
-            trace.task_failed(exc, time.time())  # the task's span, in error
+            # indexed, logged and traced before the thread is recorded as failed
+            self.events.emit(TaskFailedForGood(rec, epoch, failure=exc, trace=trace))
             code = exc.error.code if isinstance(exc.error, TilemoreError) else "operator_failed"
             tries = f" (after {exc.attempts} attempts)" if exc.attempts > 1 else ""
             self.threads.fail_thread(thread_id, code, f"{exc.error}{tries}", exc.task_id,
                                    epoch=epoch)
             return "failed"
         out = result.output
-        key = self.blobs.put(out.data)
+        key = blob_key(out.data)
+        if self.lifecycle is not None:  # pinned, then put: see tilemore.store.lifecycle
+            self.lifecycle.pin(key, "result", len(out.data))
+        self.blobs.put(out.data, kind="result")
+        if self.lifecycle is not None:
+            self.lifecycle.refer(thread_id, rec.domain, "result", key, len(out.data))
         self.threads.set_qc(thread_id, [asdict(q) for q in result.qc], epoch=epoch)
         for q in result.qc:
             self.metrics.qc_pick(rec.pipeline, q.stage, q.pick)
