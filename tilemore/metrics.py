@@ -52,6 +52,10 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("tilemore_threads", "gauge", "Threads in the registry, by status", ("status",)),
     Metric("tilemore_blob_seconds", "histogram", "One blob store call",
            ("op", "store"), FAST_SECONDS),
+    Metric("tilemore_blob_bytes", "gauge", "Bytes of the blobs the service keeps, by kind "
+           "(input, checkpoint, result)", ("kind",)),
+    Metric("tilemore_blob_collected_bytes_total", "counter",
+           "Bytes of blobs the collector removed, by kind", ("kind",)),
     Metric("tilemore_replicas", "gauge", "Replicas of a deployment (an operator's actor "
            "pool, or a Serve deployment), by state", ("deployment", "state")),
     Metric("tilemore_nodes", "gauge", "Live cluster nodes that offer a resource kind",
@@ -135,6 +139,12 @@ class Metrics:
 
     def blob(self, op: str, store: str, seconds: float) -> None:
         self.record("tilemore_blob_seconds", seconds, op=op, store=store)
+
+    def blobs_stored(self, kind: str, size: int) -> None:
+        self.record("tilemore_blob_bytes", size, kind=kind)
+
+    def blobs_collected(self, kind: str, size: int) -> None:
+        self.record("tilemore_blob_collected_bytes_total", size, kind=kind)
 
 
 NO_METRICS = Metrics()

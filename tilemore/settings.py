@@ -93,6 +93,35 @@ class Settings(BaseModel):
     s3_prefix: str = ""
     s3_region: str | None = None
     presign_seconds: int = Field(3600, ge=60, description="lifetime of result links on S3")
+    # Data lifecycle (docs/lifecycle.md): how long what a thread leaves is kept after it ended.
+    retention_results_seconds: float = Field(
+        7 * 86400, ge=60, description="a done thread's result is kept this long; then its "
+        "link answers 410 result_expired")
+    retention_inputs_seconds: float = Field(
+        7 * 86400, ge=60, description="a thread's input image is kept this long after it ended")
+    retention_records_seconds: float = Field(
+        30 * 86400, ge=3600, description="a thread's record (its status, and its idempotency "
+        "key) is kept this long after it ended; the same request then runs, and is charged, "
+        "again. Never shorter than what the record's blobs are kept")
+    retry_window_seconds: float = Field(
+        7 * 86400, ge=0, description="a failed or canceled thread may be run again (POST "
+        "/threads/{id}/retry) this long after it ended; its checkpoints are kept as long")
+    retention_errors_seconds: float = Field(
+        30 * 86400, ge=3600, description="indexed task errors (GET /errors) are kept this long")
+    retention_domains: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description='per domain, overrides of the above: {"acme": '
+        '{"results": 3600, "inputs": 3600, "records": 86400, "retry": 0, "errors": 86400}} '
+        "(JSON in the environment)")
+    blob_grace_seconds: float = Field(
+        900, ge=0, description="an input or result blob written and not yet referenced is "
+        "left alone this long (longer than an upload takes)")
+    checkpoint_grace_seconds: float = Field(
+        0, ge=0, description="likewise for checkpoints: 0 removes a done thread's checkpoints "
+        "as it ends")
+    gc_interval_seconds: float = Field(
+        60, ge=1, le=86400, description="the collector's pause between passes")
+    gc_batch: int = Field(1000, ge=1, le=100_000, description="rows one collector step takes")
+
     errors_log_path: Path | None = Field(
         None, description="append every failed task's error here too, one Elastic Common "
         "Schema JSON line each (for Filebeat or Elastic Agent); unset: the tilemore.errors.ecs "
@@ -250,7 +279,20 @@ class Settings(BaseModel):
             raise ValueError("must be at least ingress_min_replicas")
         return value
 
-    @field_validator("operator_autoscaling", "operator_settings", mode="before")
+    @field_validator("retention_domains")
+    @classmethod
+    def _retention_names(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for domain, ttl in value.items():
+            unknown = set(ttl) - {"results", "inputs", "records", "retry", "errors"}
+            if unknown:
+                raise ValueError(f"{domain}: unknown retention {sorted(unknown)[0]!r} (results, "
+                                 "inputs, records, retry, errors)")
+            if any(not 0 <= v <= 10 * 365 * 86400 for v in ttl.values()):
+                raise ValueError(f"{domain}: retention seconds must be 0 to ten years")
+        return value
+
+    @field_validator("operator_autoscaling", "operator_settings", "retention_domains",
+                     mode="before")
     @classmethod
     def _json(cls, value: object) -> object:
         if not isinstance(value, str):

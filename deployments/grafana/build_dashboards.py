@@ -74,6 +74,11 @@ DASHBOARDS: dict[str, tuple[str, list[dict[str, Any]]]] = {
         panel("Blob store calls per second", "ops",
               (f"sum by (op, store) (rate(ray_tilemore_blob_seconds_count[{W}]))",
                "{{store}} {{op}}")),
+        panel("Bytes stored by kind", "bytes",
+              ("sum by (kind) (ray_tilemore_blob_bytes)", "{{kind}}")),
+        panel("Bytes collected per second by kind", "Bps",
+              (f"sum by (kind) (rate(ray_tilemore_blob_collected_bytes_total[{W}]))",
+               "{{kind}}")),
     ]),
     "tilemore-billing": ("Tilemore — billing", [
         panel("Credits per second by domain", "short",

@@ -53,12 +53,14 @@ class LocalBlobStore:
     def _write(self, key: str, write: Callable[[IO[bytes]], object]) -> None:
         path = self._path(key)
         try:
-            os.utime(path)  # there already: refreshed, so a collector about to delete it keeps it
+            os.utime(path)  # there already: refreshed, so a collector about to delete it keeps
+            # it (tilemore.store.lifecycle's race rule)
             return
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise BlobStoreError(f"cannot touch blob {key[:12]}…: {exc.strerror or exc}") from None
+            raise BlobStoreError(
+                f"cannot touch blob {key[:12]}…: {exc.strerror or exc}") from None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
@@ -87,7 +89,8 @@ class LocalBlobStore:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def link(self, key: str, filename: str, content_type: str) -> str | None:
+    def link(self, key: str, filename: str, content_type: str,
+             expires_in: int | None = None) -> str | None:
         return None  # the API streams local blobs itself
 
     def delete(self, keys: Sequence[str], *, modified_before: float | None = None) -> list[str]:

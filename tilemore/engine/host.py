@@ -45,6 +45,7 @@ class TaskStats:
     failure: TaskFailure | None = None
     checkpoint: str | None = None  # blob key of the stored output, when checkpointing
     tiles: int = 0  # tiles the backend split the task into; 0: run whole on one replica
+    checkpoint_bytes: int = 0  # its size in the blob store (0: unknown)
 
     @property
     def seconds(self) -> float:
@@ -96,14 +97,15 @@ class OperatorHost:
         except Exception as exc:  # noqa: BLE001 - reported to the conductor through the stats
             output, failure = None, TaskFailure(_picklable(exc), traceback.format_exc())
         finished = time.time()
-        key = None
+        key, size = None, 0
         if self.blobs is not None and failure is None:
             # Stored here, beside the data, so that a finished task survives the loss of this
             # replica, the conductor or the whole cluster.
-            key = self.blobs.put(checkpoint.dump(output))
+            data = checkpoint.dump(output)
+            key, size = self.blobs.put(data), len(data)
         stats = TaskStats(task_id, self.operator.name, started, finished,
                           _megapixels(inputs) or _megapixels((output,)), socket.gethostname(),
-                          os.getpid(), failure, key)
+                          os.getpid(), failure, key, checkpoint_bytes=size)
         return output, stats
 
 

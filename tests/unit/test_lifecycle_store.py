@@ -1,0 +1,202 @@
+"""References, expiry and collection, on SQLite and PostgreSQL (the ``backend`` fixture), with
+real files: the rules, the put/delete race, and the issue's bad cases."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from tilemore.blobs import blob_key
+from tilemore.blobs.local import LocalBlobStore
+from tilemore.lifecycle import Collector, Lifecycle
+from tilemore.store import NewThread, ResultInfo
+from tilemore.store.lifecycle import open_lifecycle_store
+
+
+class World:
+    """A thread store, its lifecycle and a local blob store, on one backend."""
+
+    def __init__(self, backend, **settings) -> None:
+        self.settings = backend.settings(blob_grace_seconds=0, **settings)
+        self.threads = backend.store()
+        self.threads.create_domain("acme")
+        self.store = backend._keep(open_lifecycle_store(self.settings))  # noqa: SLF001
+        self.blobs = LocalBlobStore(self.settings.blob_path)
+        self.lifecycle = Lifecycle(self.store, self.blobs, self.settings)
+        self.collector = Collector(self.lifecycle)
+
+    def put(self, data: bytes, kind: str) -> str:
+        key = blob_key(data)
+        self.lifecycle.pin(key, kind, len(data))
+        self.blobs.put(data, kind)
+        return key
+
+    def thread(self, name: str, input_key: str) -> str:
+        rec, _ = self.threads.create_thread(NewThread(
+            domain="acme", account="acme", idem_key=name, pipeline="thumbnail",
+            fingerprint="f", meta_parts=[], image_sha256=input_key, input_key=input_key,
+            output_format="png", envelope={"adjustments": {}},
+            tasks=[("decode", "decode"), ("encoder", "encoder")]))
+        self.lifecycle.refer(rec.id, "acme", "input", input_key)
+        return rec.id
+
+    def finish(self, thread_id: str, result: bytes) -> str:
+        key = self.put(result, "result")
+        self.lifecycle.refer(thread_id, "acme", "result", key, len(result))
+        self.threads.finish_thread(thread_id, ResultInfo(key, key, len(result), "image/png",
+                                                         1, 1))
+        self.lifecycle.thread_ended(thread_id, "acme", "done")
+        return key
+
+    def age(self, seconds: float) -> None:
+        """Every date moves back: time passing, on the database's clock."""
+        with self.store._tx() as db:  # noqa: SLF001
+            for table, column in (("thread_expiry", "result_until"),
+                                  ("thread_expiry", "input_until"),
+                                  ("thread_expiry", "retry_until"),
+                                  ("thread_expiry", "record_until"),
+                                  ("blob_refs", "expires_at"), ("blobs", "touched_at")):
+                db.execute(f"UPDATE {table} SET {column} = {column} - ?", (seconds,))
+
+
+def test_checkpoints_go_when_done_and_the_rest_when_it_expires(backend):
+    w = World(backend)
+    inp = w.put(b"input image", "input")
+    tid = w.thread("t1", inp)
+    ck = w.put(b"a checkpoint", "checkpoint")
+    w.lifecycle.refer(tid, "acme", "checkpoint", ck, 12)
+    assert w.collector.run_pass().blobs == {}  # everything in use
+    res = w.finish(tid, b"the result")
+    assert not w.blobs.exists(ck)  # at the thread's end
+    assert w.blobs.exists(inp) and w.blobs.exists(res)
+    dry = w.collector.run_pass(dry_run=True)
+    assert dry.blobs == {} and dry.records == 0
+    w.age(w.settings.retention_results_seconds + 1)
+    report = w.collector.run_pass()
+    assert set(report.blobs) == {"input", "result"}
+    assert not w.blobs.exists(inp) and not w.blobs.exists(res)
+    assert w.threads.get_thread(tid) is not None  # the record lives longer
+    w.age(w.settings.retention_records_seconds)
+    assert w.collector.run_pass().records == 1
+    assert w.threads.get_thread(tid) is None and w.store.refs(tid) == []
+
+
+def test_two_threads_share_an_input_and_one_expires_while_the_other_runs(backend):
+    w = World(backend)
+    inp = w.put(b"shared input", "input")
+    first, second = w.thread("a", inp), w.thread("b", inp)
+    w.finish(first, b"result a")
+    w.age(w.settings.retention_records_seconds + 10)  # the first's record expired
+    report = w.collector.run_pass()
+    assert report.records == 1 and w.threads.get_thread(first) is None
+    assert w.blobs.exists(inp)  # the second still runs on it
+    w.finish(second, b"result b")
+    w.age(w.settings.retention_inputs_seconds + 1)
+    w.collector.run_pass()
+    assert not w.blobs.exists(inp)
+
+
+def test_a_pin_during_a_collection_keeps_the_blob(backend):
+    """The put/delete race: the collector has chosen a blob and holds its row; a writer that
+    pins it then waits, and its put after the pin stores the bytes again."""
+    w = World(backend)
+    key = w.put(b"about to be collected", "input")
+    wrote = threading.Event()
+
+    def writer() -> None:
+        w.lifecycle.pin(key, "input", 21)  # waits for the collector's transaction
+        w.blobs.put(b"about to be collected", "input")
+        wrote.set()
+
+    def remove(chosen):
+        threading.Thread(target=writer, daemon=True).start()
+        time.sleep(0.3)  # the writer is now waiting on the row
+        return w.blobs.delete([b.key for b in chosen])
+
+    removed, _ = w.store.collect_blobs(remove, 10, 0, 0)
+    assert [b.key for b in removed] == [key]
+    assert wrote.wait(10)
+    assert w.blobs.exists(key)  # put again after the pin
+    # and known again, pinned now: a collector with a grace leaves it to be referenced
+    assert w.store.collect_blobs(w.blobs.delete, 10, 60, 60) == ([], [])
+
+
+def test_a_collector_killed_mid_batch_is_finished_by_the_next_pass(backend):
+    w = World(backend)
+    keys = [w.put(f"orphan {i}".encode(), "checkpoint") for i in range(6)]
+
+    def killed(chosen):
+        w.blobs.delete([b.key for b in chosen[:3]])  # half removed, then the process dies
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        w.store.collect_blobs(killed, 10, 0, 0)
+    assert sum(w.blobs.exists(k) for k in keys) == 3  # rows kept: nothing forgotten
+    report = w.collector.run_pass()
+    assert report.blobs["checkpoint"][0] == 6  # the three already gone count as removed
+    assert not any(w.blobs.exists(k) for k in keys)
+    assert w.store.stored_bytes() == {}
+
+
+def test_a_store_that_refuses_deletes_keeps_the_row_for_a_later_pass(backend):
+    w = World(backend)
+    ok = w.put(b"removable", "checkpoint")
+    stuck = blob_key(b"stuck")
+    w.lifecycle.pin(stuck, "checkpoint", 5)
+    (w.settings.blob_path / stuck[:2] / stuck).mkdir(parents=True)  # unlink refuses it
+    report = w.collector.run_pass()
+    assert report.kept == 1 and report.blobs["checkpoint"][0] == 1
+    assert not w.blobs.exists(ok)
+    assert w.store.stored_bytes() == {"checkpoint": 5}  # still known, tried again later
+    (w.settings.blob_path / stuck[:2] / stuck).rmdir()
+    assert w.collector.run_pass().blobs["checkpoint"][0] == 1
+    assert w.store.stored_bytes() == {}
+
+
+def test_the_database_clock_decides_not_the_process_clock(backend, monkeypatch):
+    """A node whose clock runs a month ahead removes nothing early."""
+    w = World(backend)
+    inp = w.put(b"input", "input")
+    tid = w.thread("t", inp)
+    res = w.finish(tid, b"result")
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 40 * 86400)
+    report = w.collector.run_pass()
+    assert report.records == 0 and report.blobs == {}
+    assert w.blobs.exists(inp) and w.blobs.exists(res)
+    assert not w.store.expiry(tid).result_expired
+
+
+def test_usage_and_expired_records_in_batches(backend):
+    w = World(backend, gc_batch=50)
+    inp = w.put(b"x" * 100, "input")
+    ids = [w.thread(f"t{i}", inp) for i in range(120)]
+    for tid in ids[:3]:
+        w.finish(tid, f"result {tid}".encode())
+    usage = w.store.usage("acme")
+    assert usage[0]["threads"] == 120
+    assert usage[0]["blobs"]["input"] == {"count": 1, "bytes": 100}
+    assert usage[0]["blobs"]["result"]["count"] == 3
+    for tid in ids[3:]:
+        w.threads.fail_thread(tid, "x", "failed")
+        w.lifecycle.thread_ended(tid, "acme", "failed")
+    w.age(w.settings.retention_records_seconds + w.settings.retry_window_seconds + 1)
+    report = w.collector.run_pass()
+    assert report.records == 120 and report.blobs["input"] == [1, 100]
+    assert w.store.usage("acme") == []
+
+
+def test_threads_that_ended_before_lifecycles_are_dated_by_the_collector(backend):
+    w = World(backend)
+    key = w.put(b"old input", "input")
+    rec, _ = w.threads.create_thread(NewThread(
+        domain="acme", account="acme", idem_key="old", pipeline="thumbnail", fingerprint="f",
+        meta_parts=[], image_sha256=key, input_key=key, output_format="png",
+        envelope={"adjustments": {}}, tasks=[("decode", "decode")]))
+    w.threads.fail_thread(rec.id, "x", "failed")  # no listener: an older release
+    report = w.collector.run_pass()
+    assert report.dated == 1 and w.blobs.exists(key)
+    assert w.store.expiry(rec.id).retry_until is not None
+    assert ("input", key) in {(k, v) for k, v, _ in w.store.refs(rec.id)}

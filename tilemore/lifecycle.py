@@ -1,0 +1,274 @@
+"""The data lifecycle: what a thread leaves behind, how long it is kept, and the collector
+that removes what expired (docs/lifecycle.md says it for users).
+
+- Writers pin a blob before they put it and reference it from its thread after
+  (:class:`Lifecycle`); the conductor's thread-end listener (:meth:`Lifecycle.thread_ended`)
+  dates what the thread leaves, and removes a done thread's checkpoints at once.
+- :class:`Collector` removes, in batches: expired records (with their references), blobs no
+  live reference names once past their grace, indexed errors past their time. A pass killed
+  half-way leaves nothing half-done that the next pass does not finish: a blob's row goes only
+  once the store said the blob is gone, and removing an absent blob is not an error.
+
+Every date is the database's clock (:mod:`tilemore.store.lifecycle`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tilemore.blobs import BlobKind, BlobStore
+from tilemore.errors import Conflict, TilemoreError
+from tilemore.metrics import NO_METRICS, Metrics
+from tilemore.settings import Settings
+from tilemore.store.lifecycle import LifecycleSQL, Removed, ThreadExpiry, Ttl
+
+log = logging.getLogger("tilemore.lifecycle")
+
+
+class Gone(TilemoreError):
+    """Something a request needs was deleted under its retention: 410, with what to do."""
+
+    status = 410
+
+    def __init__(self, message: str, **details: str) -> None:
+        super().__init__(message)
+        self.details = details  # machine-readable: the thread, when it went, what to send
+
+    def to_dict(self) -> dict[str, str]:
+        return {**super().to_dict(), **self.details}
+
+
+class ResultExpired(Gone):
+    code = "result_expired"
+
+
+class InputExpired(Gone):
+    code = "input_expired"
+
+
+class RetryWindowClosed(Gone):
+    code = "retry_window_closed"
+
+
+class ThreadDone(Conflict):
+    code = "thread_done"
+
+
+class Retention:
+    """Each domain's times to live: the settings, with the domain's overrides."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def ttl(self, domain: str) -> Ttl:
+        s, own = self.settings, self.settings.retention_domains.get(domain, {})
+        return Ttl(results=own.get("results", s.retention_results_seconds),
+                   inputs=own.get("inputs", s.retention_inputs_seconds),
+                   records=own.get("records", s.retention_records_seconds),
+                   retry=own.get("retry", s.retry_window_seconds))
+
+    def errors(self, domain: str | None = None) -> float:
+        own = self.settings.retention_domains.get(domain or "", {})
+        return own.get("errors", self.settings.retention_errors_seconds)
+
+
+class Lifecycle:
+    """The hooks the ingress and the conductor call. Each is one short transaction; none
+    fails a thread: what is not recorded now, the collector's next pass dates."""
+
+    def __init__(self, store: LifecycleSQL, blobs: BlobStore, settings: Settings,
+                 metrics: Metrics = NO_METRICS) -> None:
+        self.store, self.blobs, self.settings = store, blobs, settings
+        self.retention = Retention(settings)
+        self.metrics = metrics
+
+    def pin(self, key: str, kind: BlobKind, size: int = 0) -> None:
+        """Before a put: the blob is safe from the collector for its grace period."""
+        self.store.pin(key, kind, size)
+
+    def refer(self, thread_id: str, domain: str, kind: BlobKind, key: str,
+              size: int = 0) -> None:
+        self.store.add_refs([(thread_id, domain, kind, key, size)])
+
+    def thread_ended(self, thread_id: str, domain: str, status: str) -> ThreadExpiry | None:
+        """The listener on a thread's end: date what it leaves; a done thread's checkpoints
+        go now (those no other thread needs). Never raises."""
+        try:
+            dates = self.store.thread_ended(thread_id, domain, status,
+                                            self.retention.ttl(domain))
+            if status == "done":
+                keys = [k for kind, k, _ in self.store.refs(thread_id) if kind == "checkpoint"]
+                if keys:
+                    self.collect(keys)
+            return dates
+        except Exception as exc:  # noqa: BLE001 - the collector dates it on its next pass
+            log.warning("thread %s: end not dated (%s); the collector will", thread_id, exc)
+            return None
+
+    def collect(self, keys: Sequence[str] | None = None, limit: int | None = None,
+                dry_run: bool = False, grace: float | None = None) -> tuple[list[Removed],
+                                                                            list[Removed]]:
+        """One batch of blobs (these ``keys`` only, when given): (removed, kept)."""
+        s = self.settings
+        blob_grace = s.blob_grace_seconds if grace is None else grace
+        ck_grace = s.checkpoint_grace_seconds if grace is None else grace
+
+        def remove(chosen: list[Removed]) -> list[str]:
+            now = time.time()  # the store's clock, for its own files' times
+            gone = []
+            for kind_grace, group in ((ck_grace, [b.key for b in chosen
+                                                  if b.kind == "checkpoint"]),
+                                      (blob_grace, [b.key for b in chosen
+                                                    if b.kind != "checkpoint"])):
+                if group:
+                    gone += self.blobs.delete(group, modified_before=now - kind_grace)
+            return gone
+
+        removed, kept = self.store.collect_blobs(remove, limit or s.gc_batch, blob_grace,
+                                                 ck_grace, keys, dry_run)
+        if not dry_run:
+            for b in removed:
+                self.metrics.blobs_collected(b.kind, b.bytes)
+        return removed, kept
+
+    def dates(self, thread_id: str) -> ThreadExpiry | None:
+        return self.store.expiry(thread_id)
+
+    def listener(self) -> Any:
+        """This, as a listener on a conductor's events."""
+        from tilemore.service.lifecycle import LifecycleListener
+
+        return LifecycleListener(self)
+
+
+@dataclass
+class Report:
+    """What one collector pass removed (or, dry, would remove)."""
+
+    dry_run: bool = False
+    dated: int = 0  # ended threads given their dates on this pass
+    records: int = 0
+    refs: int = 0
+    errors: int = 0
+    blobs: dict[str, list[int]] = field(default_factory=dict)  # kind → [count, bytes]
+    kept: int = 0  # blobs the store refused to remove, or put again meanwhile
+    seconds: float = 0.0
+
+    def add(self, removed: list[Removed], kept: list[Removed]) -> None:
+        for b in removed:
+            entry = self.blobs.setdefault(b.kind, [0, 0])
+            entry[0] += 1
+            entry[1] += b.bytes
+        self.kept += len(kept)
+
+    @property
+    def bytes(self) -> int:
+        return sum(b for _, b in self.blobs.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run, "threads_dated": self.dated,
+                "records": self.records, "references": self.refs, "errors": self.errors,
+                "blobs": {k: {"count": c, "bytes": b} for k, (c, b) in sorted(
+                    self.blobs.items())},
+                "bytes": self.bytes, "kept": self.kept, "seconds": round(self.seconds, 3)}
+
+
+class Collector:
+    """Removes what expired, in batches of ``settings.gc_batch``; on a thread of its own
+    every ``settings.gc_interval_seconds`` (:meth:`start`), or once (:meth:`run_pass`)."""
+
+    MAX_BATCHES = 100  # per step and pass: a backlog drains over a few passes
+
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self.lifecycle = lifecycle
+        self.store = lifecycle.store
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_pass(self, dry_run: bool = False, domain: str | None = None,
+                 errors: bool = True) -> Report:
+        """One pass. ``domain``: remove all of that domain's ended threads now, whatever
+        their dates (its data deleted on request; the ledger stays)."""
+        started = time.perf_counter()
+        s, lc = self.lifecycle.settings, self.lifecycle
+        batch = s.gc_batch
+        report = Report(dry_run=dry_run)
+        if not dry_run:
+            report.dated = self._date_unrecorded(batch)
+        for _ in range(self.MAX_BATCHES):
+            expired = self.store.expired_records(batch, domain)
+            if not expired:
+                break
+            if dry_run:
+                report.records += len(expired)
+                break
+            report.records += self.store.delete_records([t for t, _ in expired])
+            if len(expired) < batch:
+                break
+        if not dry_run:
+            for _ in range(self.MAX_BATCHES):
+                n = self.store.drop_expired_refs(batch)
+                report.refs += n
+                if n < batch:
+                    break
+        for _ in range(self.MAX_BATCHES):
+            removed, kept = lc.collect(limit=batch, dry_run=dry_run)
+            report.add(removed, kept)
+            if dry_run or len(removed) + len(kept) < batch or not removed:
+                break
+        if errors and not dry_run:
+            report.errors = self._expire_errors(batch, domain)
+        self._gauge()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _date_unrecorded(self, batch: int) -> int:
+        """Ended threads without dates (ended before this release, or a listener that did
+        not get through): referenced and dated now, from now."""
+        ended = self.store.unrecorded_ends(batch)
+        for thread_id, domain, status in ended:
+            refs = [(thread_id, domain, kind, key, 0)
+                    for kind, key in self.store.thread_blobs(thread_id)]
+            self.store.add_refs(refs)
+            self.store.thread_ended(thread_id, domain, status,
+                                    self.lifecycle.retention.ttl(domain))
+        return len(ended)
+
+    def _expire_errors(self, batch: int, domain: str | None) -> int:
+        try:
+            if domain is not None:
+                return self.store.delete_domain_errors(domain, batch * self.MAX_BATCHES)
+            return self.store.expire_errors(self.lifecycle.retention.errors(),
+                                            batch * self.MAX_BATCHES)
+        except Exception as exc:  # noqa: BLE001 - no error index here yet: nothing to expire
+            log.info("error index not expired: %s", exc)
+            return 0
+
+    def _gauge(self) -> None:
+        metrics = self.lifecycle.metrics
+        if not metrics.enabled:
+            return
+        stored = self.store.stored_bytes()
+        for kind in ("input", "checkpoint", "result"):
+            metrics.blobs_stored(kind, stored.get(kind, 0))
+
+    def start(self) -> None:
+        def loop() -> None:
+            while not self._stop.wait(self.lifecycle.settings.gc_interval_seconds):
+                try:
+                    report = self.run_pass()
+                    if report.records or report.blobs:
+                        log.info("collected: %s", report.to_dict())
+                except Exception as exc:  # noqa: BLE001 - the next pass tries again
+                    log.warning("collector pass failed: %s", exc)
+
+        self._thread = threading.Thread(target=loop, name="collector", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
