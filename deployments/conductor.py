@@ -6,6 +6,10 @@ the service survives the loss of the process that runs it.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+
 import ray
 from tilemore_deployments.billing import get_billing
 
@@ -16,6 +20,7 @@ from tilemore.engine.ray_cluster import NodeGuard
 from tilemore.engine.ray_metrics import ClusterGauges
 from tilemore.metrics import open_metrics
 from tilemore.service.conductor import Conductor
+from tilemore.service.conductor_pool import ConductorPool, PoolPolicy
 from tilemore.service.ecs import EcsErrorLog
 from tilemore.service.tracing import Tracer
 from tilemore.settings import Settings
@@ -25,12 +30,15 @@ from tilemore.store.errors import open_error_index
 NAME = "tilemore-conductor"
 ON_DEMAND = "on_demand"  # the custom resource of nodes that are not spot or preemptible
 NAMESPACE = "tilemore"
+SCALE_SECONDS = 5.0  # how often the first conductor looks at the backlog
+log = logging.getLogger("tilemore.conductor")
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
 class ConductorActor:
-    """Conductor ``slot`` of ``settings.conductors``. Slot 0 also watches the cluster (its
-    gauges, draining nodes) and starts the other slots."""
+    """Conductor ``slot``. Slot 0 also watches the cluster (its gauges, draining nodes) and
+    runs the pool of the others (``settings.conductors``, up to ``max_conductors`` with the
+    backlog: :mod:`tilemore.service.conductor_pool`)."""
 
     def __init__(self, settings: Settings, slot: int = 0) -> None:
         settings = settings.model_copy(update={"checkpoint_tasks": True})
@@ -59,7 +67,21 @@ class ConductorActor:
                                settings.preemption_metadata_url,
                                settings.preemption_poll_seconds)
         self.guard.start()
-        self.others = [get_conductor(settings, i) for i in range(1, settings.conductors)]
+        self.pool = conductor_pool(settings, store)
+        self.pool.step()  # the floor's conductors now
+        if self.pool.policy.maximum > self.pool.policy.minimum:
+            threading.Thread(target=self._scale, name="conductor-pool", daemon=True).start()
+
+    def _scale(self) -> None:
+        while True:
+            try:
+                self.pool.step()
+            except Exception as exc:  # noqa: BLE001 - the registry briefly down: next time
+                log.warning("conductor pool: %s", exc)
+            time.sleep(SCALE_SECONDS)
+
+    def drain(self) -> int:
+        return self.conductor.drain()
 
     def submit(self, thread_id: str) -> bool:
         return self.conductor.submit(thread_id)
@@ -69,6 +91,18 @@ class ConductorActor:
 
     def name(self) -> str:
         return self.conductor.name
+
+
+def conductor_pool(settings: Settings, store) -> ConductorPool:
+    """Slot 0's pool of the other conductors, as Ray actors."""
+    policy = PoolPolicy(settings.conductors, max(settings.conductors,
+                                                 settings.max_conductors or 0),
+                        settings.conductor_concurrency, settings.conductor_downscale_seconds)
+    return ConductorPool(
+        policy, backlog=lambda: sum(store.backlog().values()),
+        start=lambda slot: get_conductor(settings, slot),
+        drain=lambda handle: ray.get(handle.drain.remote(), timeout=30),
+        stop=lambda handle: ray.kill(handle, no_restart=True))
 
 
 def conductor_name(slot: int) -> str:

@@ -150,6 +150,13 @@ class Settings(BaseModel):
     conductors: int = Field(
         1, ge=1, le=64, description="conductors sharing the threads through leases; the first "
         "on the head node, the others on nodes with the `on_demand` resource (else the head)")
+    max_conductors: int | None = Field(
+        None, ge=1, le=64, description="with more than `conductors`, the first conductor "
+        "starts more as the backlog grows (one per `conductor_concurrency` unfinished threads) "
+        "and drains and stops them once it has stayed low for `conductor_downscale_seconds`")
+    conductor_downscale_seconds: float = Field(
+        60.0, ge=0, le=3600, description="how long the backlog must stay low before a "
+        "conductor is drained and stopped")
     conductor_lease_seconds: float = Field(
         10.0, ge=1, le=600, description="a thread's lease: how long a dead conductor's threads "
         "wait before another takes them (renewed every third of it)")

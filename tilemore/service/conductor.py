@@ -114,6 +114,7 @@ class Conductor:
         self._leases: dict[str, Lease] = {}  # thread id → the lease this conductor holds
         self._lost: set[str] = set()  # threads whose lease another conductor took
         self._claiming = threading.Lock()
+        self._draining = False  # leaving the pool: takes no new thread
         self.billing = billing
         self.tracer = tracer or Tracer(None)
         self.metrics = metrics
@@ -149,7 +150,7 @@ class Conductor:
         with self._claiming:  # one claim at a time here: a thread is never started twice
             with self._lock:
                 full = self._sweeper is not None and len(self._active) >= self._concurrency
-                if thread_id in self._active or full:
+                if thread_id in self._active or full or self._draining:
                     return False  # full here: the next claim (here or elsewhere) takes it
             lease = self.threads.claim_thread(self.name, thread_id, self._lease_seconds)
             if lease is None:
@@ -163,8 +164,10 @@ class Conductor:
         them."""
         with self._claiming:
             with self._lock:
-                free = self._concurrency - len(self._active)
+                free = 0 if self._draining else self._concurrency - len(self._active)
                 running = set(self._active)
+            if free <= 0:
+                return 0
             leases = self.threads.claim_threads(self.name, free, self._lease_seconds,
                                                 owner_may_reclaim=own, exclude=running)
             for lease in leases:
@@ -259,6 +262,14 @@ class Conductor:
     def active(self) -> int:
         with self._lock:
             return len(self._active)
+
+    def drain(self) -> int:
+        """Take no new thread from now on (this conductor leaves the pool: see
+        :mod:`tilemore.service.conductor_pool`); the threads it still runs, which it
+        finishes, renewing their leases. At 0 it may be stopped with nothing lost."""
+        with self._claiming:  # a claim under way finishes first, and is counted
+            self._draining = True
+        return self.active()
 
     def close(self) -> None:
         self._stop.set()
