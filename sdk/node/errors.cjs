@@ -23,7 +23,6 @@ class ServerError extends TilemoreError {}
 class ConnectionFailed extends TilemoreError {}
 class TaskCanceledError extends TilemoreError {}
 class WaitTimeout extends TilemoreError {}
-class AbortError extends TilemoreError {}
 class TaskFailedError extends TilemoreError {
   constructor(message, { code, threadId }) {
     super(message, { code });
@@ -62,7 +61,7 @@ function number(text) {
 function parseRateLimit(headers) {
   const get = (name) => (headers && typeof headers.get === 'function' ? headers.get(name) : undefined) ?? undefined;
   const params = {};
-  for (const [key, value] of (get('ratelimit') || '').slice(0, 1024).matchAll(PARAM)) {
+  for (const [, key, value] of (get('ratelimit') || '').slice(0, 1024).matchAll(PARAM)) {
     if (!(key in params)) params[key] = Number(value);
   }
   const policy = get('ratelimit-policy');
@@ -99,6 +98,6 @@ function errorFor(status, body, headers) {
 module.exports = {
   TilemoreError, InputError, UnsupportedFormatError, AuthenticationError, PermissionDeniedError,
   NotFoundError, InsufficientCreditsError, InvalidRequestError, ConflictError, ResultExpiredError,
-  ServerError, ConnectionFailed, TaskCanceledError, TaskFailedError, WaitTimeout, AbortError,
+  ServerError, ConnectionFailed, TaskCanceledError, TaskFailedError, WaitTimeout,
   RateLimitError, WebhookSignatureError, errorFor, parseRateLimit, waitSeconds,
 };

@@ -2,9 +2,9 @@
 import sdk from './index.cjs';
 
 export const {
-  Tilemore, FORMATS, TilemoreError, InputError, UnsupportedFormatError, AuthenticationError,
-  PermissionDeniedError, NotFoundError, InsufficientCreditsError, InvalidRequestError,
-  ConflictError, ServerError, ConnectionFailed, TaskFailedError, TaskCanceledError,
-  WebhookSignatureError, webhooks,
+  Tilemore, FORMATS, webhooks, TilemoreError, InputError, UnsupportedFormatError,
+  AuthenticationError, PermissionDeniedError, NotFoundError, InsufficientCreditsError,
+  InvalidRequestError, ConflictError, ResultExpiredError, RateLimitError, ServerError,
+  ConnectionFailed, TaskFailedError, TaskCanceledError, WaitTimeout, WebhookSignatureError,
 } = sdk;
 export default Tilemore;
