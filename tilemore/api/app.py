@@ -19,6 +19,7 @@ from tilemore.api.billing import add_billing_routes
 from tilemore.api.body import ReadLimits, media_type, read_json_body, read_multipart
 from tilemore.api.envelope import check_meta_parts
 from tilemore.api.errors import add_error_routes
+from tilemore.api.lifecycle import add_lifecycle_routes
 from tilemore.api.listing import add_listing_routes
 from tilemore.api.service import Answer, ApiService
 from tilemore.errors import ServiceUnavailable, TilemoreError
@@ -37,6 +38,7 @@ image part). Authenticate with `Authorization: Bearer <token>` (or the guide's
 
 
 _process_service: ApiService | None = None
+YEAR = 31_536_000  # a result's longest cache lifetime, where nothing expires it sooner
 
 
 def use_service(api: ApiService) -> None:
@@ -86,6 +88,7 @@ def create_app(api: ApiService | None = None) -> FastAPI:
 
     add_billing_routes(app, service)
     add_error_routes(app, service)
+    add_lifecycle_routes(app, service)
     add_listing_routes(app, service)
 
     @app.get("/healthz", tags=["service"])
@@ -150,9 +153,10 @@ def create_app(api: ApiService | None = None) -> FastAPI:
         kind, value = await run_in_threadpool(api.result, caller, thread_id, filename)
         if kind == "redirect":
             return RedirectResponse(value, status_code=307)
-        data, content_type = value
+        data, content_type, seconds = value  # seconds: what is left of its retention
+        max_age = YEAR if seconds is None else min(seconds, YEAR)
         return Response(data, media_type=content_type,
-                        headers={"Cache-Control": "private, max-age=31536000, immutable"})
+                        headers={"Cache-Control": f"private, max-age={max_age}, immutable"})
 
     return app
 

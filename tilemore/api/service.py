@@ -9,6 +9,7 @@ decoded, decoding within a pixel budget shared by the replica's requests.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -37,6 +38,7 @@ from tilemore.billing.service import Billing
 from tilemore.blobs import BlobStore
 from tilemore.catalog import Catalog
 from tilemore.errors import Conflict, Forbidden, ImageTooLarge, NotFound, ServiceUnavailable
+from tilemore.lifecycle import Lifecycle, ResultExpired
 from tilemore.pipeline.graph import TaskGraph, build_graph
 from tilemore.settings import Settings
 from tilemore.store import (
@@ -76,8 +78,12 @@ class Answer:
 class ApiService:
     def __init__(self, threads: ThreadRepository, tokens: TokenRepository, blobs: BlobStore,
                  catalog: Catalog, settings: Settings, handoff: Callable[[str], None],
-                 billing: Billing, errors: ErrorIndex | None = None) -> None:
+                 billing: Billing, errors: ErrorIndex | None = None,
+                 lifecycle: Lifecycle | None = None) -> None:
+        """``lifecycle``: inputs referenced from their threads, and answers that respect
+        retention (410 once a result expired); None keeps everything for ever."""
         self.threads, self.tokens, self.blobs = threads, tokens, blobs
+        self.lifecycle = lifecycle
         self.catalog, self.settings, self.handoff = catalog, settings, handoff
         self.billing = billing
         self.errors = errors  # failed tasks' errors, for GET /errors
@@ -171,9 +177,11 @@ class ApiService:
         scale = 64 if header.format == "JPEG" else 1
         with self.decoding.hold(max(1, header.pixels // scale)):
             decode_image(upload.image, self.settings.max_input_pixels, size_hint=(1, 1))
+        if self.lifecycle is not None:  # pinned, then put: see tilemore.store.lifecycle
+            self.lifecycle.pin(upload.sha256, "input", upload.size)
         input_key = self.blobs.put_file(upload.image, upload.sha256)
         pipeline = sub.graph.pipeline
-        return self.threads.create_thread(NewThread(
+        record, created = self.threads.create_thread(NewThread(
             domain=sub.domain, account=sub.account, idem_key=sub.key, pipeline=pipeline.name,
             fingerprint=pipeline.fingerprint, meta_parts=sub.meta_parts,
             image_sha256=sub.image_sha256, input_key=input_key,
@@ -181,6 +189,9 @@ class ApiService:
             envelope=sub.envelope.model_dump(mode="json"),
             tasks=[(t.id, t.operator.name) for t in sub.graph.tasks],
         ))
+        if created and self.lifecycle is not None:
+            self.lifecycle.refer(record.id, record.domain, "input", input_key, upload.size)
+        return record, created
 
     def _release_unused(self, key: str) -> None:
         """Give back a reservation no thread will use. A thread recorded under the same key
@@ -225,10 +236,21 @@ class ApiService:
         if filename != result_filename(record):
             raise NotFound(f"the result is named {result_filename(record)}", code="not_found")
         r = record.result
-        link = self.blobs.link(r.key, filename, r.content_type)
+        seconds = self.result_seconds(record)  # what is left of its retention
+        link = self.blobs.link(r.key, filename, r.content_type, seconds)
         if link is not None:
             return "redirect", link
-        return "bytes", (self.blobs.get(r.key), r.content_type)
+        return "bytes", (self.blobs.get(r.key), r.content_type, seconds)
+
+    def result_seconds(self, record: ThreadRecord) -> int | None:
+        """Seconds the thread's result is still kept (None: for ever, no lifecycle here);
+        :class:`ResultExpired` once it went."""
+        dates = self.lifecycle.dates(record.id) if self.lifecycle is not None else None
+        if dates is None or dates.result_until is None:
+            return None
+        if dates.result_expired:
+            raise result_expired(record, dates.result_until)
+        return max(1, int(dates.result_until - dates.now))
 
     def own_thread(self, caller: Caller, thread_id: str) -> ThreadRecord:
         """A domain sees its threads and its sub-accounts'; a sub-account only its own."""
@@ -247,6 +269,13 @@ class ApiService:
         return self._answer(record).body
 
     def _answer(self, record: ThreadRecord, replayed: bool = False) -> Answer:
+        if record.status == "done" and record.result is not None and self.lifecycle:
+            try:
+                self.result_seconds(record)
+            except ResultExpired:
+                if replayed:  # the same request again: say so, and how to run it again
+                    raise
+                record = dataclasses.replace(record, result=None)  # read by id: no link
         headers = {REPLAYED: "true"} if replayed else {}
         if record.status == "processing":
             headers["Retry-After"] = "1"
@@ -254,6 +283,14 @@ class ApiService:
         body["account"] = record.account
         body["credits_charged"] = fmt(self.billing.thread_cost(record.id))
         return Answer(202 if record.status == "processing" else 200, body, headers)
+
+
+def result_expired(record: ThreadRecord, at: float) -> ResultExpired:
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+    return ResultExpired(
+        f"the result of thread {record.id} was deleted at {when}, as its retention says; the "
+        f"record stays. To run the same request again (a new thread, charged again), POST "
+        f"/threads/{record.id}/retry", thread_id=record.id, expired_at=when)
 
 
 def check_output_sizes(graph: TaskGraph, width: int, height: int, limit: int) -> None:
