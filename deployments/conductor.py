@@ -18,6 +18,7 @@ from tilemore.catalog import Catalog
 from tilemore.engine.ray_backend import RayBackend
 from tilemore.engine.ray_cluster import NodeGuard
 from tilemore.engine.ray_metrics import ClusterGauges
+from tilemore.lifecycle import Collector, Lifecycle
 from tilemore.metrics import open_metrics
 from tilemore.service.conductor import Conductor
 from tilemore.service.conductor_pool import ConductorPool, PoolPolicy
@@ -26,6 +27,7 @@ from tilemore.service.tracing import Tracer
 from tilemore.settings import Settings
 from tilemore.store import open_store
 from tilemore.store.errors import open_error_index
+from tilemore.store.lifecycle import open_lifecycle_store
 
 NAME = "tilemore-conductor"
 ON_DEMAND = "on_demand"  # the custom resource of nodes that are not spot or preemptible
@@ -49,17 +51,22 @@ class ConductorActor:
         # that cannot work fails the start-up, not a customer's thread.
         backend.prepare(catalog.operators_in_use())
         metrics = open_metrics(settings.metrics)
-        self.conductor = Conductor(store, open_blob_store(settings), catalog, backend,
+        blobs = open_blob_store(settings)
+        lifecycle = Lifecycle(open_lifecycle_store(settings), blobs, settings, metrics)
+        self.conductor = Conductor(store, blobs, catalog, backend,
                                    billing=get_billing(settings),
                                    concurrency=settings.conductor_concurrency,
                                    errors=open_error_index(settings),
                                    error_log=EcsErrorLog(settings.errors_log_path),
                                    tracer=Tracer.from_settings(settings),
                                    metrics=metrics, name=conductor_name(slot),
-                                   lease_seconds=settings.conductor_lease_seconds)
+                                   lease_seconds=settings.conductor_lease_seconds,
+                                   lifecycle=lifecycle)
         self.conductor.start_sweeping()
         if slot != 0:
             return
+        self.collector = Collector(lifecycle)  # what expired goes, every gc_interval_seconds
+        self.collector.start()
         self.gauges = ClusterGauges(metrics, store, backend)
         self.gauges.start()
         # Replicas leave draining nodes (a preemption notice, an autoscaler's drain) at once.

@@ -28,6 +28,7 @@ from tilemore.blobs import open_blob_store
 from tilemore.catalog import Catalog
 from tilemore.engine import LocalBackend
 from tilemore.engine.backend import Backend
+from tilemore.lifecycle import Collector, Lifecycle
 from tilemore.metrics import Metrics, open_metrics
 from tilemore.service.conductor import Conductor
 from tilemore.service.ecs import EcsErrorLog
@@ -35,6 +36,7 @@ from tilemore.service.tracing import Tracer
 from tilemore.settings import Settings
 from tilemore.store import open_store
 from tilemore.store.errors import open_error_index
+from tilemore.store.lifecycle import open_lifecycle_store
 
 
 def free_port() -> int:
@@ -106,13 +108,18 @@ class Service:
         self.billing = Billing(self.ledger)
         self.errors = open_error_index(self.settings)
         self.tracer = Tracer.from_settings(self.settings)
+        metrics = recorder or open_metrics(self.settings.metrics)
+        self.lifecycle = Lifecycle(open_lifecycle_store(self.settings), self.blobs,
+                                   self.settings, metrics)
+        self.collector = Collector(self.lifecycle)  # passes run when a test asks
         self.conductor = Conductor(self.store, self.blobs, self.catalog, self.backend,
                                    billing=self.billing, errors=self.errors,
                                    error_log=EcsErrorLog(self.settings.errors_log_path),
-                                   tracer=self.tracer,
-                                   metrics=recorder or open_metrics(self.settings.metrics))
+                                   tracer=self.tracer, metrics=metrics,
+                                   lifecycle=self.lifecycle)
         self.api = ApiService(self.store, self.store, self.blobs, self.catalog, self.settings,
-                              self.conductor.submit, billing=self.billing, errors=self.errors)
+                              self.conductor.submit, billing=self.billing, errors=self.errors,
+                              lifecycle=self.lifecycle)
         self.store.create_domain("acme")
         self.store.create_domain("rival")
         for domain in ("acme", "rival"):
@@ -165,6 +172,7 @@ class Service:
         self.billing.close()
         self.ledger.close()
         self.errors.close()
+        self.lifecycle.store.close()
         self.store.close()
 
 

@@ -4,6 +4,7 @@ API handing out presigned result links from it."""
 from __future__ import annotations
 
 import hashlib
+import re
 import urllib.request
 
 import boto3
@@ -12,6 +13,7 @@ from images import encode, photo
 from moto.server import ThreadedMotoServer
 from refusing_s3 import RefusingS3Proxy
 from service_harness import Service, free_port, http
+from waits import until
 
 from tilemore.blobs import BlobNotFound, BlobStoreError, blob_key
 from tilemore.blobs.s3 import S3BlobStore
@@ -110,7 +112,8 @@ def test_presigned_link_downloads_without_credentials(s3_endpoint):
 
 def test_api_redirects_results_to_s3(s3_endpoint, tmp_path):
     svc = Service(tmp_path, blob_store="s3", s3_endpoint=s3_endpoint,
-                  s3_bucket="tilemore-test", s3_prefix="api/", s3_region="us-east-1")
+                  s3_bucket="tilemore-test", s3_prefix="api/", s3_region="us-east-1",
+                  retention_results_seconds=600)
     try:
         img = encode(photo(64, 48), "PNG")
         tid = svc.submit(img, {"adjustments": {}, "output_format": "png"}).json()["thread_id"]
@@ -119,13 +122,25 @@ def test_api_redirects_results_to_s3(s3_endpoint, tmp_path):
         reply = http("GET", body["result"]["url"], headers=svc.auth())  # follows the redirect
         assert reply.status == 200
         assert hashlib.sha256(reply.body).hexdigest() == body["result"]["sha256"]
-        listed = boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(
-            Bucket="tilemore-test", Prefix="api/")
-        # the input, every task's checkpoint and the result all live in the bucket (equal
-        # bytes, such as a branch that kept its input, share one key)
         rec = svc.store.get_thread(tid)
-        wanted = {rec.input_key, rec.result.key} | {
-            t.checkpoint_key for t in rec.tasks if t.status == "done"}
-        assert {f"api/{k[:2]}/{k}" for k in wanted} <= {o["Key"] for o in listed["Contents"]}
+        checkpoints = {t.checkpoint_key for t in rec.tasks if t.checkpoint_key}
+        raw = boto3.client("s3", endpoint_url=s3_endpoint)
+
+        def listed() -> set[str]:
+            return {o["Key"] for o in raw.list_objects_v2(
+                Bucket="tilemore-test", Prefix="api/").get("Contents", [])}
+        # the thread done, its checkpoints go; the input and the result stay, tagged
+        assert until(lambda: not {f"api/{k[:2]}/{k}" for k in checkpoints} & listed(), 10, 0.1)
+        assert {f"api/{k[:2]}/{k}" for k in (rec.input_key, rec.result.key)} <= listed()
+        for key, kind in ((rec.result.key, "result"), (rec.input_key, "input")):
+            tags = raw.get_object_tagging(Bucket="tilemore-test", Key=f"api/{key[:2]}/{key}")
+            # (a result with the very bytes of its input is one object: the last put's tag)
+            assert tags["TagSet"] == [{"Key": "tilemore-kind", "Value": (
+                kind if rec.result.key != rec.input_key else "result")}]
+        # the presigned link lives no longer than the result (10 minutes here, links an hour)
+        link = svc.api.result(svc.api.authenticate(svc.auth()["Authorization"]), tid,
+                              "result.png")[1]
+        expires = int(re.search(r"X-Amz-Expires=(\d+)", link).group(1))
+        assert 500 < expires <= 600
     finally:
         svc.close()

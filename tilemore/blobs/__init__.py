@@ -75,8 +75,11 @@ class BlobStore(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
-    def link(self, key: str, filename: str, content_type: str) -> str | None:
-        """A time-limited URL a client may download from directly, where the store has one."""
+    def link(self, key: str, filename: str, content_type: str,
+             expires_in: int | None = None) -> str | None:
+        """A time-limited URL a client may download from directly, where the store has one;
+        valid for ``expires_in`` seconds when given (never past what the blob is kept for),
+        else the store's own lifetime."""
 
 
 def blob_key(data: bytes) -> str:

@@ -90,19 +90,22 @@ class S3BlobStore:
                 return False
             raise BlobStoreError(f"cannot reach S3: {exc}") from None
 
-    def link(self, key: str, filename: str, content_type: str) -> str | None:
+    def link(self, key: str, filename: str, content_type: str,
+             expires_in: int | None = None) -> str | None:
+        seconds = self.presign_seconds if expires_in is None else max(1, min(
+            expires_in, self.presign_seconds))
         try:
-            return self._presign(key, filename, content_type)
+            return self._presign(key, filename, content_type, seconds)
         except (BotoCoreError, ClientError) as exc:
             raise BlobStoreError(f"cannot sign a link to blob {key[:12]}…: {exc}") from None
 
-    def _presign(self, key: str, filename: str, content_type: str) -> str:
+    def _presign(self, key: str, filename: str, content_type: str, seconds: int) -> str:
         return self.client.generate_presigned_url(
             "get_object",
             Params={"Bucket": self.bucket, "Key": self._key(key),
                     "ResponseContentType": content_type,
                     "ResponseContentDisposition": f'inline; filename="{filename}"'},
-            ExpiresIn=self.presign_seconds,
+            ExpiresIn=seconds,
         )
 
     def delete(self, keys: Sequence[str], *, modified_before: float | None = None) -> list[str]:

@@ -41,8 +41,9 @@ class TimedBlobStore:
     def exists(self, key: str) -> bool:
         return self.inner.exists(key)
 
-    def link(self, key: str, filename: str, content_type: str) -> str | None:
-        return self.inner.link(key, filename, content_type)
+    def link(self, key: str, filename: str, content_type: str,
+             expires_in: int | None = None) -> str | None:
+        return self.inner.link(key, filename, content_type, expires_in)
 
     def delete(self, keys: Sequence[str], *, modified_before: float | None = None) -> list[str]:
         started = time.perf_counter()

@@ -10,6 +10,7 @@ from rich.table import Table
 from tilemore.api.envelope import META_PART
 from tilemore.cli.errors import CLIError
 from tilemore.cli.format import echo_json, json_option
+from tilemore.cli.lifecycle import COMMANDS as LIFECYCLE_COMMANDS
 from tilemore.cli.state import cli_ledger, cli_store
 from tilemore.errors import TilemoreError
 from tilemore.settings import Settings
@@ -152,3 +153,7 @@ def add_credits(domain: str, order_id: str, amount: str) -> None:
         billing.close()
     click.echo(f"order {order_id}: {out['amount']} + bonus {out['applied_commitment_bonus']}"
                f"{' (already recorded)' if out['replayed'] else ''}; balance {out['balance']}")
+
+
+for _command in LIFECYCLE_COMMANDS:  # gc, usage, delete-domain-data (docs/lifecycle.md)
+    admin_cmd.add_command(_command)
