@@ -194,6 +194,27 @@ class Settings(BaseModel):
         10, ge=1, description="failed authentications one client may make in a row")
     auth_failure_per_second: float = Field(
         0.5, gt=0, description="…then this many a second; beyond, 429 with Retry-After")
+
+    # Rate limits and thread quotas (docs/api.md): the defaults for every domain; `tilemore
+    # admin set-limits` sets a domain's or a sub-account's own.
+    rate_limiting: bool = Field(
+        True, description="enforce rate limits and thread quotas; off only to measure what "
+        "they cost")
+    rate_limit_requests_per_second: float | None = Field(
+        None, gt=0, le=1e6, description="requests a second a domain may make (all its tokens "
+        "and sub-accounts together, across every ingress replica); unset: no limit")
+    rate_limit_concurrent_threads: int | None = Field(
+        None, ge=1, description="threads a domain may have running at once; unset: no limit")
+    rate_limit_burst_seconds: float = Field(
+        0.5, ge=0, le=60, description="a quiet subject may burst this many seconds' worth of "
+        "requests at once (at least one)")
+    rate_limit_sync_seconds: float = Field(
+        0.5, gt=0, le=10, description="how often an ingress replica shares its demand with "
+        "the others through the database and reads its share of each limit")
+    rate_limit_on_error: Literal["open", "closed"] = Field(
+        "open", description="when the shared rate-limit state cannot be read: open, each "
+        "replica goes on limiting alone to the whole limit; closed, limited subjects get "
+        "503 rate_limit_unavailable")
     sqlite_busy_seconds: float = Field(
         5.0, gt=0, le=60, description="how long a SQLite write waits for the file's lock "
         "before the request gets 503 database_busy")

@@ -25,6 +25,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from tilemore.api.ratelimit import fields
 from tilemore.errors import Forbidden, TooManyRequests, Unauthorized
 from tilemore.store import SCOPES, TokenInfo, TokenRepository
 
@@ -116,6 +117,11 @@ async def authenticated(api: Any, request: Request, scope: str = "read") -> Call
     caller: Caller = await run_in_threadpool(
         api.authenticate, request.headers.get("authorization"), client_of(request))
     caller.require(scope)
+    limiter = getattr(api, "limiter", None)
+    if limiter is not None:  # in memory: 429 rate_limited over the caller's limits
+        taken = limiter.admit(caller.domain, caller.account)
+        if taken:  # the RateLimit fields, for RateLimitHeaders to put on the answer
+            request.state.ratelimit = fields(taken, limiter.burst_seconds)
     return caller
 
 

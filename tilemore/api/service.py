@@ -31,6 +31,7 @@ from tilemore.api.envelope import (
     idempotency_key,
     parse_envelope,
 )
+from tilemore.api.ratelimit import RateLimiter
 from tilemore.api.views import result_filename, thread_body
 from tilemore.billing.money import fmt
 from tilemore.billing.pricing import estimate
@@ -48,6 +49,7 @@ from tilemore.store import (
     ThreadRepository,
     TokenRepository,
 )
+from tilemore.store.limits import ThreadQuota, check_quota
 
 log = logging.getLogger("tilemore.api")
 
@@ -90,6 +92,9 @@ class ApiService:
         self._authenticate = Authenticator(
             tokens, settings.token_cache_seconds, settings.auth_failure_burst,
             settings.auth_failure_per_second)
+        # Requests a second and running threads per domain and sub-account (None: off).
+        self.limiter = (RateLimiter.from_settings(tokens, settings)
+                        if settings.rate_limiting else None)
         self.decoding = PixelBudget(settings.decode_budget, settings.decode_wait_seconds)
         self._prices = Cached(billing.prices, PRICES_SECONDS)
         self._backlog = Cached(lambda: sum(threads.backlog().values()), BACKLOG_SECONDS)
@@ -99,7 +104,10 @@ class ApiService:
     # calls them on its thread pool, never on the event loop.
 
     def authenticate(self, header: str | None, client: str = "") -> Caller:
-        return self._authenticate(header, client)
+        caller = self._authenticate(header, client)
+        if self.limiter is not None:
+            self.limiter.maybe_sync()  # shares this replica's demand, when it is due
+        return caller
 
     def ask(self, caller: Caller, meta_parts: list[str], image_sha256: str,
             envelope: bytes) -> Answer:
@@ -160,9 +168,13 @@ class ApiService:
         check_output_sizes(sub.graph, header.width, header.height,
                            self.settings.output_pixel_limit)
         cost = estimate(sub.graph, header.width, header.height, self._prices())
+        quota = self.limiter.quota(sub.domain, sub.account) if self.limiter else None
+        if quota is not None:  # a first look, before anything is reserved or decoded
+            check_quota(quota, *self.threads.running_threads(sub.domain, sub.account),
+                        sub.account != sub.domain)
         self.billing.reserve(sub.account, sub.key, cost)
         try:
-            record, created = self._record(sub, upload, header)
+            record, created = self._record(sub, upload, header, quota)
         except BaseException:
             self._release_unused(sub.key)
             raise
@@ -170,8 +182,8 @@ class ApiService:
             self.handoff(record.id)
         return self._answer(record, replayed=not created)
 
-    def _record(self, sub: Submission, upload: Upload,
-                header: Header) -> tuple[ThreadRecord, bool]:
+    def _record(self, sub: Submission, upload: Upload, header: Header,
+                quota: ThreadQuota | None = None) -> tuple[ThreadRecord, bool]:
         # The whole image is decoded once (a JPEG at 1/8 scale): corrupt and truncated images
         # are refused now, with a 4xx, not found later by a worker.
         scale = 64 if header.format == "JPEG" else 1
@@ -188,7 +200,7 @@ class ApiService:
             output_format=sub.envelope.output_format,
             envelope=sub.envelope.model_dump(mode="json"),
             tasks=[(t.id, t.operator.name) for t in sub.graph.tasks],
-        ))
+        ), quota)  # the exact check: in the insert's transaction
         if created and self.lifecycle is not None:
             self.lifecycle.refer(record.id, record.domain, "input", input_key, upload.size)
         return record, created

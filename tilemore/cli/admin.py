@@ -157,3 +157,104 @@ def add_credits(domain: str, order_id: str, amount: str) -> None:
 
 for _command in LIFECYCLE_COMMANDS:  # gc, usage, delete-domain-data (docs/lifecycle.md)
     admin_cmd.add_command(_command)
+
+
+def _limit_value(text: str | None, what: str, kind: type) -> tuple[bool, float | int | None]:
+    """(given, value): a number, ``off`` (0: no limit) or ``default`` (None)."""
+    if text is None:
+        return False, None
+    if text == "default":
+        return True, None
+    if text == "off":
+        return True, 0
+    try:
+        value = kind(text)
+    except ValueError:
+        raise CLIError(f"{what}: a number, 'off' or 'default', got '{text[:40]}'") from None
+    if not 0 < value <= 1e6:
+        raise CLIError(f"{what}: more than 0 and at most 1,000,000 (or 'off')")
+    return True, value
+
+
+@admin_cmd.command("set-limits")
+@click.argument("domain")
+@click.option("--account", default=None, help="A sub-account's name: its own limits.")
+@click.option("--requests-per-second", "rps", default=None,
+              help="Requests a second (all replicas together), 'off' or 'default'.")
+@click.option("--concurrent-threads", "threads", default=None,
+              help="Threads running at once, 'off' or 'default'.")
+def set_limits(domain: str, account: str | None, rps: str | None, threads: str | None) -> None:
+    """Set DOMAIN's rate limit and thread quota (or a sub-account's, with --account).
+    Ingress replicas apply it within TILEMORE_RATE_LIMIT_SYNC_SECONDS."""
+    from tilemore.store.limits import Limit
+
+    store = cli_store()
+    if not store.domain_exists(domain):
+        raise CLIError(f"no domain '{domain}'")
+    subject = domain if account is None else f"{domain}/{account}"
+    if account is not None and store.account(subject) is None:
+        raise CLIError(f"no sub-account '{account}' in domain '{domain}'")
+    gave_rps, new_rps = _limit_value(rps, "--requests-per-second", float)
+    gave_threads, new_threads = _limit_value(threads, "--concurrent-threads", int)
+    if not gave_rps and not gave_threads:
+        raise CLIError("give --requests-per-second, --concurrent-threads or both")
+    old = store.rate_limits().get(subject, Limit())
+    store.set_rate_limit(subject, Limit(
+        new_rps if gave_rps else old.requests_per_second,
+        new_threads if gave_threads else old.concurrent_threads))  # type: ignore[arg-type]
+    _print_limits(store, domain, subject)
+
+
+@admin_cmd.command("limits")
+@click.argument("domain")
+@json_option
+def show_limits(domain: str, as_json: bool) -> None:
+    """Show DOMAIN's and its sub-accounts' rate limits and thread quotas: as set, and what
+    applies (the service's defaults where none is set)."""
+    store = cli_store()
+    if not store.domain_exists(domain):
+        raise CLIError(f"no domain '{domain}'")
+    rows = _limit_rows(store, domain)
+    if as_json:
+        echo_json(rows)
+        return
+    table = Table(title=f"limits of {domain}", title_justify="left")
+    for col in ("account", "requests/s", "concurrent threads"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["account"], _shown(r["requests_per_second"]),
+                      _shown(r["concurrent_threads"]))
+    Console().print(table)
+
+
+def _limit_rows(store: object, domain: str) -> list[dict]:
+    from tilemore.store.limits import Limit
+
+    settings = Settings.from_env()
+    limits = store.rate_limits()  # type: ignore[attr-defined]
+    subjects = [domain, *(a.id for a in store.subaccounts(domain))]  # type: ignore[attr-defined]
+    rows = []
+    for subject in subjects:
+        mine = limits.get(subject, Limit())
+        is_domain = subject == domain
+        rows.append({"account": subject, **{
+            name: {"set": value, "applies": (value if value is not None else default) or None}
+            for name, value, default in (
+                ("requests_per_second", mine.requests_per_second,
+                 settings.rate_limit_requests_per_second if is_domain else None),
+                ("concurrent_threads", mine.concurrent_threads,
+                 settings.rate_limit_concurrent_threads if is_domain else None))}})
+    return rows
+
+
+def _shown(value: dict) -> str:
+    applies = "no limit" if value["applies"] is None else f"{value['applies']:g}"
+    source = {None: " (default)", 0: " (off)"}.get(value["set"], "")
+    return applies + source
+
+
+def _print_limits(store: object, domain: str, subject: str) -> None:
+    for r in _limit_rows(store, domain):
+        if r["account"] == subject:
+            click.echo(f"{subject}: {_shown(r['requests_per_second'])} requests/s, "
+                       f"{_shown(r['concurrent_threads'])} concurrent threads")

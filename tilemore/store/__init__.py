@@ -90,9 +90,10 @@ class ThreadRecord:
 
 
 class ThreadRepository(Protocol):
-    def create_thread(self, new: NewThread) -> tuple[ThreadRecord, bool]:
+    def create_thread(self, new: NewThread, quota: Any = None) -> tuple[ThreadRecord, bool]:
         """Insert the thread and its pending tasks in one transaction, unless a thread with
-        the same idempotency key exists; return the thread and whether it is new."""
+        the same idempotency key exists; return the thread and whether it is new. With a
+        :class:`~tilemore.store.limits.ThreadQuota`, a new thread past it is refused."""
 
     def get_thread(self, thread_id: str) -> ThreadRecord | None: ...
 

@@ -13,6 +13,9 @@ class PostgresStore(SQLStore, PostgresDatabase):
     (``ON CONFLICT DO NOTHING`` waits for the other transaction), so one thread exists."""
 
     skip_locked = " FOR UPDATE OF threads SKIP LOCKED"  # conductors claim without waiting
+    # A thread quota's count and insert, one domain at a time (SQLite's write lock does it
+    # there); the key's second half is the domain's hash.
+    domain_lock = "SELECT pg_advisory_xact_lock(1953332332, hashtext(?))"
 
     def __init__(self, url: str) -> None:
         PostgresDatabase.__init__(self, url, SCHEMA, added_columns=ADDED_COLUMNS,

@@ -26,6 +26,7 @@ from tilemore.store import (
     check_scopes,
 )
 from tilemore.store.leases import LEASE_COLUMNS, Leases, fence
+from tilemore.store.limits import LIMITS_SCHEMA, LimitStore, ThreadQuota
 from tilemore.store.listing import LISTING_INDEXES, ThreadListing
 
 Row = Any  # sqlite3.Row or psycopg's dict row: both read by column name
@@ -75,7 +76,7 @@ CREATE TABLE IF NOT EXISTS threads (
     trace_id TEXT
 );
 CREATE INDEX IF NOT EXISTS threads_unfinished ON threads(status) WHERE status = 'processing';
-""" + LISTING_INDEXES + """CREATE TABLE IF NOT EXISTS pipeline_versions (
+""" + LISTING_INDEXES + LIMITS_SCHEMA + """CREATE TABLE IF NOT EXISTS pipeline_versions (
     fingerprint TEXT PRIMARY KEY,
     name TEXT NOT NULL,
     path TEXT NOT NULL,
@@ -140,7 +141,7 @@ def migrate_postgres(db: Any) -> None:
     db.execute("ALTER TABLE tasks ADD COLUMN IF NOT EXISTS note TEXT")
 
 
-class SQLStore(Leases, ThreadListing):
+class SQLStore(Leases, ThreadListing, LimitStore):
     """Implements both :class:`ThreadRepository` and :class:`TokenRepository` over a
     database the subclass supplies (``_tx``, ``_read``, ``_query``)."""
 
@@ -213,10 +214,13 @@ class SQLStore(Leases, ThreadListing):
 
     # -- threads -----------------------------------------------------------------------
 
-    def create_thread(self, new: NewThread) -> tuple[ThreadRecord, bool]:
+    def create_thread(self, new: NewThread,
+                      quota: ThreadQuota | None = None) -> tuple[ThreadRecord, bool]:
         now = time.time()
         thread_id = uuid.uuid4().hex
         with self._tx() as db:
+            if quota is not None:  # 429 too_many_threads past the domain's or account's
+                self._within_quota(db, new.domain, new.account, new.idem_key, quota)
             cur = db.execute(
                 "INSERT INTO threads (id, domain, account, idem_key, status, pipeline,"
                 " fingerprint, meta_parts, image_sha256, input_key, output_format, envelope,"
