@@ -153,7 +153,7 @@ function multipart(envelope, source, onProgress) {
 
 function query(params) {
   const pairs = Object.entries(params).filter(([, v]) => v !== undefined && v !== null)
-    .map(([k, v]) => [k, v instanceof Date ? v.toISOString() : String(v)]);
+    .flatMap(([k, v]) => (Array.isArray(v) ? v : [v]).map((item) => [k, item instanceof Date ? item.toISOString() : String(item)]));
   return pairs.length ? `?${new URLSearchParams(pairs)}` : '';
 }
 
@@ -269,9 +269,27 @@ class Tilemore {
     return this._call('POST', `${this.endpoint}/threads/${idOf(threadId)}/retry`, { signal });
   }
 
-  /** One page of the caller's threads, newest first: `{ threads, next_cursor }`. */
-  list({ status, meta, account, since, limit, cursor, signal } = {}) {
-    return this._call('GET', `${this.endpoint}/threads${query({ status, meta, account, since, limit, cursor })}`, { signal });
+  /**
+   * One page of the caller's threads, newest first: `{ threads, next_cursor }`; pass
+   * `next_cursor` back as `cursor`. `metaPart`: one or several, all of which the threads were
+   * submitted under; `account`: a sub-account's name; `createdSince`: a Date, ISO 8601 or unix seconds.
+   */
+  list(options = {}) {
+    const { status, account, limit, cursor, signal } = options;
+    const metaPart = options.metaPart ?? options.meta_part;
+    const since = options.createdSince ?? options.created_since;
+    const q = query({ status, meta_part: metaPart, account, created_since: since, limit, cursor });
+    return this._call('GET', `${this.endpoint}/threads${q}`, { signal });
+  }
+
+  /** Every thread `list(options)` finds, page after page. */
+  async* listAll(options = {}) {
+    let cursor;
+    do {
+      const page = await this.list({ ...options, cursor });
+      yield* page.threads;
+      cursor = page.next_cursor;
+    } while (cursor);
   }
 
   /** A done thread's result, streamed (see `run`); its SHA-256 is checked as it arrives. */

@@ -103,12 +103,18 @@ export interface ThreadPage {
 
 export interface ListOptions extends CallOptions {
   status?: ThreadStatus;
-  /** a meta part the threads were submitted under */
-  meta?: string;
+  /** meta parts, all of which the threads were submitted under */
+  metaPart?: string | string[];
+  /** a sub-account's name */
   account?: string;
-  since?: Date | string;
+  /** a Date, ISO 8601 or unix seconds */
+  createdSince?: Date | string | number;
+  /** 1 to 100 (20) */
   limit?: number;
+  /** the previous page's next_cursor */
   cursor?: string;
+  meta_part?: string | string[];
+  created_since?: Date | string | number;
 }
 
 export interface ResultInfo {
@@ -219,6 +225,7 @@ export declare class Tilemore {
   cancel(thread: Thread | string, options?: CallOptions): Promise<Thread>;
   retry(thread: Thread | string, options?: CallOptions): Promise<Thread>;
   list(options?: ListOptions): Promise<ThreadPage>;
+  listAll(options?: Omit<ListOptions, 'cursor'>): AsyncGenerator<Thread, void, undefined>;
   balance(account?: string | AccountOptions, options?: CallOptions): Promise<Balance>;
   history(account?: string | AccountOptions, options?: CallOptions): Promise<HistoryDay[]>;
   operations(options?: CallOptions & { date?: Date | string; account?: string }): Promise<Operation[]>;

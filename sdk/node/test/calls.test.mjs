@@ -236,3 +236,32 @@ test('the upload is one multipart body of known length, the envelope first', asy
     await s2.close();
   }
 });
+
+test('list pages the threads newest first, with filters; listAll follows the cursors', async () => {
+  const shop = client({ metaParts: ['sdk', 'shop-n'] });
+  const made = [];
+  for (const sample of info.samples.slice(0, 3)) made.push(await shop.wait(await shop.create(sample, 'png', { shifter: { resize: { width: 40 } } })));
+  const tm = client();
+  const page = await tm.list({ metaPart: 'shop-n', limit: 2 });
+  assert.deepEqual(page.threads.map((t) => t.thread_id), [made[2].thread_id, made[1].thread_id]);
+  assert.ok(page.next_cursor);
+  const last = await tm.list({ meta_part: ['sdk', 'shop-n'], limit: 2, cursor: page.next_cursor });
+  assert.deepEqual(last.threads.map((t) => t.thread_id), [made[0].thread_id]);
+  assert.equal(last.next_cursor, null);
+  const every = [];
+  for await (const t of tm.listAll({ metaPart: 'shop-n', limit: 1 })) every.push(t.thread_id);
+  assert.deepEqual(every, made.map((t) => t.thread_id).reverse());
+  assert.ok((await tm.list({ status: 'done', createdSince: new Date(Date.now() - 3600e3) })).threads.every((t) => t.status === 'done'));
+  await assert.rejects(tm.list({ limit: 0 }), (e) => e instanceof sdk.InvalidRequestError && e.code === 'invalid_limit');
+  await assert.rejects(tm.list({ cursor: 'nope' }), (e) => e instanceof sdk.InvalidRequestError && e.code === 'invalid_cursor');
+});
+
+test('retry runs a failed thread again, as the same thread', async () => {
+  const tm = client();
+  const failed = await tm.wait(await tm.create(Buffer.from(readFileSync(info.samples[3])), 'jpeg', {}, { pipeline: 'broken' }), { check: false });
+  assert.equal(failed.status, 'failed');
+  const again = await tm.retry(failed);
+  assert.equal(again.thread_id, failed.thread_id);
+  await assert.rejects(tm.wait(again), sdk.TaskFailedError); // the operator still breaks
+  await assert.rejects(tm.retry('0'.repeat(32)), sdk.NotFoundError);
+});

@@ -22,7 +22,8 @@ export async function uses(): Promise<void> {
   const sha: string = stream.tilemore.sha256;
   const file: ResultFile = await tm.run(Buffer.from("x"), "png", {}, { output: "out.png" });
   const again: ResultFile = await tm.download(done, { output: new URL("file:///tmp/out.png") });
-  const page: ThreadPage = await tm.list({ status: "done", since: new Date(), limit: 10, signal: abort.signal });
+  const page: ThreadPage = await tm.list({ status: "done", createdSince: new Date(), metaPart: ["shop"], limit: 10, signal: abort.signal });
+  for await (const t of tm.listAll({ meta_part: "shop" })) console.log(t.thread_id);
   const retried: Thread = await tm.retry(page.threads[0] ?? "id");
   const balance: Balance = await tm.balance();
   const sub: Balance = await tm.balance("studio", { signal: abort.signal });

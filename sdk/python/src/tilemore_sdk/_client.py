@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -207,15 +207,31 @@ class AsyncTilemore:
         return Thread.of(await self._call(
             "POST", f"{self.endpoint}/threads/{_id(thread_id)}/retry"))
 
-    async def list(self, *, status: str | None = None, meta: str | None = None,
-                   account: str | None = None, since: datetime | date | str | None = None,
+    async def list(self, *, status: str | None = None,
+                   meta_part: str | Sequence[str] | None = None, account: str | None = None,
+                   created_since: datetime | date | str | float | None = None,
                    limit: int | None = None, cursor: str | None = None) -> ThreadPage:
-        """One page of the caller's threads, newest first; pass ``next_cursor`` on."""
-        query = {"status": status, "meta": meta, "account": account,
-                 "since": since.isoformat() if isinstance(since, (date, datetime)) else since,
-                 "limit": limit, "cursor": cursor}
+        """One page of the caller's threads, newest first (``GET /threads``); pass the page's
+        ``next_cursor`` as ``cursor`` for the next. ``meta_part``: one or several, all of
+        which the threads were submitted under; ``account``: a sub-account's name."""
+        parts = [meta_part] if isinstance(meta_part, str) else meta_part
+        since = created_since.isoformat() if isinstance(created_since, (date, datetime)) \
+            else created_since
+        query = {"status": status, "meta_part": parts, "account": account,
+                 "created_since": since, "limit": limit, "cursor": cursor}
         page = await self._call("GET", _url(f"{self.endpoint}/threads", query))
         return ThreadPage([Thread.of(t) for t in page["threads"]], page.get("next_cursor"))
+
+    async def iter_threads(self, **filters: Any) -> AsyncIterator[Thread]:
+        """Every thread ``list(**filters)`` finds, page after page."""
+        cursor = None
+        while True:
+            page = await self.list(**filters, cursor=cursor)
+            for thread in page.threads:
+                yield thread
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
 
     async def download(self, thread: ThreadRef, output: str | os.PathLike | None = None, *,
                        progress: Progress | None = None) -> Result:
@@ -386,7 +402,8 @@ def _id(value: ThreadRef) -> str:
 
 
 def _url(base: str, query: Mapping[str, Any]) -> str:
-    pairs = {k: str(v) for k, v in query.items() if v is not None}
+    pairs = [(k, str(item)) for k, v in query.items() if v is not None
+             for item in (v if isinstance(v, (list, tuple)) else [v])]
     return f"{base}?{urlencode(pairs)}" if pairs else base
 
 

@@ -13,7 +13,7 @@ import builtins
 import os
 import threading
 import weakref
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, TypeVar
 
@@ -123,11 +123,23 @@ class Tilemore:
     def retry(self, thread_id: ThreadRef) -> Thread:
         return self._run(self._client.retry(thread_id))
 
-    def list(self, *, status: str | None = None, meta: str | None = None,
-             account: str | None = None, since: datetime | date | str | None = None,
+    def list(self, *, status: str | None = None,
+             meta_part: str | Sequence[str] | None = None, account: str | None = None,
+             created_since: datetime | date | str | float | None = None,
              limit: int | None = None, cursor: str | None = None) -> ThreadPage:
-        return self._run(self._client.list(status=status, meta=meta, account=account,
-                                           since=since, limit=limit, cursor=cursor))
+        return self._run(self._client.list(status=status, meta_part=meta_part,
+                                           account=account, created_since=created_since,
+                                           limit=limit, cursor=cursor))
+
+    def iter_threads(self, **filters: Any) -> Iterator[Thread]:
+        """Every thread ``list(**filters)`` finds, a page at a time."""
+        cursor = None
+        while True:
+            page = self.list(**filters, cursor=cursor)
+            yield from page.threads
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
 
     # -- billing ---------------------------------------------------------------------------
 
