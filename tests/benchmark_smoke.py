@@ -35,6 +35,7 @@ SMOKE_TESTS = {
     "ledger_appends": "tests/unit/test_benchmark_smoke_local.py",
     "metrics_overhead": "tests/integration/test_benchmark_smoke_ray.py",
     "pipeline_overhead": "tests/integration/test_benchmark_smoke_ray.py",
+    "rate_limit": "tests/unit/test_benchmark_smoke_rate_limit.py",
     "registry_writes": "tests/unit/test_benchmark_smoke_registry.py",
     "sdk_overhead": "tests/integration/test_benchmark_smoke_ray.py",
     "shifter_encoder": "tests/unit/test_benchmark_smoke_local.py",
