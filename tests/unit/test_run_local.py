@@ -197,3 +197,43 @@ def test_a_task_lost_again_and_again_fails_its_thread(tmp_path, backend):
         run_graph(g, encode(photo(32, 32)), LosingBackend(backend, "shaky", MAX_LOSSES + 1))
     assert isinstance(info.value.error, ReplicaLost)
     assert info.value.attempts == MAX_LOSSES + 1
+
+
+def test_every_stage_is_handed_on_at_once_and_judged_in_order(tmp_path, backend):
+    """The graph runs as a DAG: a stage is handed to the backend with its inputs' handles
+    before they finish (no round trip between stages), and progress still comes in the
+    graph's order, each task's inputs finished before it was."""
+    p = flaky(tmp_path)  # decode → shaky → encoder
+    g = build_graph(p, {"shaky": {"failures": 0, "counter": str(tmp_path / "calls")}})
+    events = []
+    run_graph(g, encode(photo(32, 32)), backend,
+              on_start=lambda t: events.append(("start", t.id)),
+              on_progress=lambda pr: events.append(("done", pr.task.task_id, pr)))
+    assert [e[:2] for e in events] == [
+        ("start", "decode"), ("start", "shaky"), ("start", "encoder"),
+        ("done", "decode"), ("done", "shaky"), ("done", "encoder")]
+    decode, shaky, encoder = (e[2] for e in events[3:])
+    assert decode.inputs_ready is None  # it reads the submitted file
+    assert shaky.inputs_ready == decode.task.finished
+    assert encoder.task.started >= shaky.task.finished  # the backend waited for its input
+
+
+def test_a_failed_stage_takes_back_what_was_handed_on_past_it(tmp_path, backend):
+    """The encoder was handed shaky's failed output: it is taken back, handed again after
+    the retry, and reported once, after shaky."""
+    p = flaky(tmp_path)
+    g = build_graph(p, {"shaky": {"failures": 2, "counter": str(tmp_path / "calls")}})
+    started, done = [], []
+    result = run_graph(g, encode(photo(32, 24)), backend, on_start=lambda t: started.append(t.id),
+                       on_progress=lambda pr: done.append(pr.task.task_id))
+    assert started == ["decode", "shaky", "encoder"] + ["shaky", "encoder"] * 2
+    assert done == ["decode", "shaky", "encoder"]
+    assert decode_png(result.output.data).shape == (24, 32, 3)
+
+
+def test_a_stage_failing_for_good_is_named_not_the_one_after_it(tmp_path, backend):
+    p = flaky(tmp_path, "{max_retries: 0}")
+    g = build_graph(p, {"shaky": {"failures": 1, "counter": str(tmp_path / "calls")}})
+    with pytest.raises(TaskFailed) as info:
+        run_graph(g, encode(photo(32, 32)), backend)
+    assert info.value.task_id == "shaky" and isinstance(info.value.error, ConnectionResetError)

@@ -118,8 +118,19 @@ class LocalBackend:
 
     def plan(self, operator: type[Operator], params: OperatorParams, original: Future,
              branches: list[str]) -> Future:
-        return self._pool.submit(lambda: self.host(operator).plan(params, original.result(),
-                                                                  branches))
+        # Started once its input is ready, never blocking a worker while it waits for it:
+        # a pool of waiting plans would starve the tasks they wait for.
+        verdict: Future = Future()
+
+        def run() -> None:
+            try:
+                verdict.set_result(self.host(operator).plan(params, original.result(),
+                                                            branches))
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on it
+                verdict.set_exception(exc)
+
+        original.add_done_callback(lambda _: self._pool.submit(run))
+        return verdict
 
     def wait(self, handles: Sequence[Future], timeout: float | None = None) -> list[Future]:
         done, _ = wait(handles, timeout=timeout, return_when=FIRST_COMPLETED)

@@ -158,9 +158,11 @@ class RayBackend:
         # task retries do (a call to a restarting actor would otherwise fail at once).
         # SPREAD: replicas of an operator on different nodes where they fit, so a lost node
         # takes one of them, not all (the calls then go to the others at once).
+        # Out of order: a call is handed over before its inputs are ready (the graph runs as
+        # a Ray DAG), and must not hold up calls behind it whose inputs are.
         actor_cls = ray.remote(OperatorHost).options(
             num_cpus=cpus, num_gpus=gpus, resources=dict(res.custom) or None,
-            scheduling_strategy="SPREAD",
+            scheduling_strategy="SPREAD", allow_out_of_order_execution=True,
             max_restarts=-1, max_task_retries=LOST_REPLICA_RETRIES,
             runtime_env=runtime_env_for(operator),  # its module's REQUIREMENTS
         )

@@ -1,9 +1,12 @@
 """Phase 4: run a task graph on a backend, as soon as each task's inputs allow.
 
-A task is handed to the backend the moment its inputs are finished, so parallel branches run
-together; the data itself stays in the backend (handles only pass through here). A task is
-never started on a failed input, so a failure stops its thread without orphaned work, and a
-task that has not started can still be called off. Only a selector's small verdict comes back
+A task is handed to the backend as soon as the tasks it reads are *handed on*, not finished:
+it gets their output handles (Ray ObjectRefs, futures) and the backend starts it once they are
+ready, with no round trip through here between stages. Parallel branches run together; the
+data itself stays in the backend. The backend never runs a task on a failed input (Ray passes
+the error on instead), and what was handed on past a failed task is taken back and handed
+again after the failed one's retry; a task's result is judged only after its inputs', so
+progress is always reported in the graph's order. Only a selector's small verdict comes back
 here: it decides which candidate's output the next stage receives.
 
 A selector that can judge the stage's input first (its operator's ``plan``) is asked before
@@ -86,6 +89,7 @@ class Progress:
     done: int
     total: int
     task: TaskStats
+    inputs_ready: float | None = None  # when its last input finished (its wait began)
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,8 @@ def run_graph(
                                            len(plans.live(task.id)))
     waiting = [t for t in graph.tasks if t.id not in done and t.id not in plans.skipped]
     planning: dict[Any, TaskNode] = {}  # plan handle → its selector
+    finished_early: dict[Any, TaskNode] = {}  # stats handle → a task done before its inputs
+    order = {t.id: i for i, t in enumerate(graph.tasks)}
     failures: dict[str, int] = {}  # counted against the task's retry policy
     losses: dict[str, int] = {}  # runs lost with a replica: not the operator's doing
     not_before: dict[str, float] = {}  # task id → monotonic time its retry may start
@@ -166,8 +172,8 @@ def run_graph(
             if "" not in outputs:
                 outputs[""] = backend.put(data)
             return outputs[""]
-        if isinstance(inp, FromTask):
-            return output_of(inp.task) if inp.task in stats else None
+        if isinstance(inp, FromTask):  # handed on already: the backend waits for it
+            return output_of(inp.task) if inp.task in stats else outputs.get(inp.task)
         assert isinstance(inp, Picked)
         verdict = selections.get(inp.selector)
         return None if verdict is None else output_of(plans.live(inp.selector)[verdict.pick])
@@ -176,10 +182,60 @@ def run_graph(
         return tuple(i for i in task.inputs
                      if not (isinstance(i, FromTask) and i.task in plans.skipped))
 
-    while waiting or running or planning:
+    def take_back(failed: TaskNode) -> None:
+        """Tasks handed on past ``failed`` (directly or further down) got its failure as
+        input: forget them, to be handed again once it has run again."""
+        gone = {failed.id}
+        while True:
+            later = [(h, t) for table in (running, finished_early) for h, t in table.items()
+                     if gone & set(_input_tasks(t, selections, plans))]
+            if not later:
+                return
+            for handle, task in later:
+                running.pop(handle, None)
+                finished_early.pop(handle, None)
+                outputs.pop(task.id, None)
+                gone.add(task.id)
+                waiting.append(task)
+
+    def judge(handle: Any, task: TaskNode) -> None:
+        """A finished run of ``task`` whose inputs all finished well."""
+        st = _stats(backend, handle, task)
+        if st.failure is not None:
+            if isinstance(st.failure.error, ReplicaLost):
+                n = losses[task.id] = losses.get(task.id, 0) + 1
+                if n > MAX_LOSSES:
+                    raise TaskFailed(task, st.failure, n)
+                delay = 0.0  # at once, on a replica that is up
+            else:
+                n = failures[task.id] = failures.get(task.id, 0) + 1
+                if not task.retry.retries(st.failure.error, n):
+                    raise TaskFailed(task, st.failure, n)
+                delay = task.retry.delay(n)
+            not_before[task.id] = time.monotonic() + delay
+            outputs.pop(task.id, None)
+            take_back(task)
+            for dep in _input_tasks(task, selections, plans) if reload is not None else ():
+                if stats[dep].checkpoint:
+                    outputs[dep] = backend.put(reload(stats[dep]))
+            waiting.append(task)
+            if on_retry is not None:
+                on_retry(Retry(task, n, st.failure, delay))
+            return
+        stats[task.id] = st
+        if task.operator.role == "selector":
+            verdict = backend.get(outputs[task.id])
+            selections[task.id] = _checked(verdict, task, len(plans.live(task.id)))
+        if on_progress is not None:
+            total = len(graph.tasks) - len(plans.skipped)
+            ready = [stats[d].finished for d in _input_tasks(task, selections, plans)]
+            on_progress(Progress(len(stats), total, stats[task.id], max(ready, default=None)))
+
+    while waiting or running or planning or finished_early:
         if should_stop is not None and should_stop():
             raise RunCanceled(f"stopped with {len(waiting)} of {len(graph.tasks)} tasks unstarted")
         now = time.monotonic()
+        waiting.sort(key=lambda t: order[t.id])  # a task after the ones it reads
         for task in list(waiting):
             if not_before.get(task.id, 0.0) > now:
                 continue
@@ -214,35 +270,17 @@ def run_graph(
                 if on_plan is not None:
                     on_plan(plan)
                 continue
-            task = running.pop(handle)
-            st = _stats(backend, handle, task)
-            if st.failure is not None:
-                if isinstance(st.failure.error, ReplicaLost):
-                    n = losses[task.id] = losses.get(task.id, 0) + 1
-                    if n > MAX_LOSSES:
-                        raise TaskFailed(task, st.failure, n)
-                    delay = 0.0  # at once, on a replica that is up
-                else:
-                    n = failures[task.id] = failures.get(task.id, 0) + 1
-                    if not task.retry.retries(st.failure.error, n):
-                        raise TaskFailed(task, st.failure, n)
-                    delay = task.retry.delay(n)
-                not_before[task.id] = time.monotonic() + delay
-                outputs.pop(task.id, None)
-                for dep in _input_tasks(task, selections, plans) if reload is not None else ():
-                    if stats[dep].checkpoint:
-                        outputs[dep] = backend.put(reload(stats[dep]))
-                waiting.append(task)
-                if on_retry is not None:
-                    on_retry(Retry(task, n, st.failure, delay))
+            if handle not in running:  # taken back by a failure judged in this round
                 continue
-            stats[task.id] = st
-            if task.operator.role == "selector":
-                verdict = backend.get(outputs[task.id])
-                selections[task.id] = _checked(verdict, task, len(plans.live(task.id)))
-            if on_progress is not None:
-                total = len(graph.tasks) - len(plans.skipped)
-                on_progress(Progress(len(stats), total, stats[task.id]))
+            finished_early[handle] = running.pop(handle)
+            # Judged in the graph's order: a task whose inputs are not judged yet waits
+            # (its failure may be only theirs, passed on).
+            while ready := [(h, t) for h, t in finished_early.items()
+                            if all(d in stats for d in _input_tasks(t, selections, plans))]:
+                for h, t in ready:
+                    if h in finished_early:
+                        del finished_early[h]
+                        judge(h, t)
 
     output = (backend.get(outputs[graph.output]) if graph.output in outputs
               else done[graph.output].load())

@@ -422,7 +422,9 @@ class Conductor:
 
         def finished(p: Progress) -> None:
             s = p.task
-            queued = s.started - handed[s.task_id] if s.task_id in handed else None
+            # its queue time: from when it was handed over, or its inputs were ready if later
+            waited = max(handed.get(s.task_id, 0.0), p.inputs_ready or 0.0)
+            queued = s.started - waited if s.task_id in handed else None
             emit(TaskFinished(rec, epoch, stats=s, operator=ops[s.task_id], queued=queued,
                               trace=trace))
 
