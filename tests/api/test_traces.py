@@ -18,6 +18,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from service_harness import Service
 from test_store_and_resume import _service_parts, _thread, died_after_decode, new_thread
+from waits import until
 
 from tilemore.engine import LocalBackend
 from tilemore.service.conductor import Conductor
@@ -135,7 +136,14 @@ def collected(tmp_path_factory):
         "adjustments": {}, "pipeline": "thumbnail"}).json()["thread_id"])
     failed = svc.wait(svc.submit(encode(noisy(photo(48, 32), 10, seed=3), "PNG"), {
         "adjustments": {}, "pipeline": "broken"}).json()["thread_id"])
-    svc.tracer.force_flush()
+
+    def roots_exported() -> bool:  # a thread's root span ends just after its status is written
+        svc.tracer.force_flush()
+        traces = collector.traces()
+        return all(any(not s.parent_span_id for s, _ in traces.get(b["trace_id"], ()))
+                   for b in (done, failed))
+
+    assert until(roots_exported, 10)
     yield svc, collector, done, failed
     svc.close()
     collector.close()
