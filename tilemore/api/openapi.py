@@ -1,0 +1,211 @@
+"""The OpenAPI document: FastAPI's, completed with what the routes cannot say themselves
+(they read their bodies bounded, by hand, and answer with plain dicts).
+
+Added: the bodies' models (:mod:`tilemore.api.schemas`) as components; two security schemes
+(``Authorization: Bearer <token>``, and the guide's ``Token <token> Domain <domain>``) that
+every route but health and the payment notifications requires, so ``/docs`` can make a real
+call; the submission's request body as JSON (the envelope alone) and as multipart (envelope
+part, image part); each route's answers, and its error responses with the codes each status
+may carry. The document passes ``openapi-spec-validator`` (tests/api/test_openapi.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from tilemore.api import schemas as s
+
+REF = "#/components/schemas/{model}"
+REQUESTS = {s.Envelope, s.MultipartSubmission, s.SubaccountRequest, s.TokenRequest,
+            s.PaymentRequest, s.PaymentNotification}
+
+# The errors every authenticated route may answer, by status.
+AUTH: dict[int, list[str]] = {
+    401: ["missing_credentials", "malformed_credentials", "invalid_token", "revoked_token"],
+    403: ["wrong_domain", "insufficient_scope"],
+    429: ["too_many_auth_failures", "rate_limited"],
+    503: ["not_ready", "database_unavailable", "database_busy", "database_full",
+          "rate_limit_unavailable"],
+}
+SUBMIT_ERRORS: dict[int, list[str]] = {
+    400: ["malformed_json", "invalid_hash", "hash_mismatch", "invalid_meta_parts",
+          "multipart_order", "missing_envelope", "missing_image", "malformed_multipart",
+          "empty_image", "corrupt_image", "truncated_image", "invalid_request"],
+    402: ["insufficient_credits"],
+    403: ["wrong_account"],
+    404: ["unknown_pipeline", "unknown_account"],
+    408: ["upload_too_slow"],
+    413: ["body_too_large", "envelope_too_large", "meta_too_large", "image_too_large",
+          "output_too_large"],
+    415: ["unsupported_media_type", "unsupported_image_format"],
+    422: ["missing_adjustments", "invalid_envelope", "unknown_stage", "unknown_algorithm",
+          "unknown_parameter", "invalid_parameter", "unsupported_output_format"],
+    429: ["too_many_threads"],
+    503: ["backlog_full", "blob_store_unavailable", "blob_store_full", "decode_busy"],
+}
+THREAD = {403: ["wrong_account"], 404: ["unknown_thread"]}
+ACCOUNT = {403: ["wrong_account"], 404: ["unknown_account"]}
+BODY = {400: ["malformed_json"], 408: ["upload_too_slow"], 413: ["body_too_large"]}
+
+# (method, path) → (answers: status → model or description, request model, errors).
+Spec = tuple[dict[int, Any], Any, dict[int, list[str]]]
+ROUTES: dict[tuple[str, str], Spec] = {
+    ("post", "/submitted/{image_sha256}/"): (
+        {200: s.NeedsFile, 202: s.ThreadAnswer}, "submission", SUBMIT_ERRORS),
+    ("post", "/{meta_parts}/submitted/{image_sha256}/"): (
+        {200: s.NeedsFile, 202: s.ThreadAnswer}, "submission", SUBMIT_ERRORS),
+    ("get", "/threads"): (
+        {200: s.ThreadList}, None,
+        {400: ["invalid_limit", "invalid_cursor", "invalid_filter"], **ACCOUNT}),
+    ("get", "/threads/{thread_id}"): ({200: s.ThreadAnswer, 202: s.ThreadAnswer}, None, THREAD),
+    ("post", "/threads/{thread_id}/cancel"): (
+        {200: s.ThreadAnswer, 202: s.ThreadAnswer}, None, {**THREAD, 409: ["already_finished"]}),
+    ("get", "/results/{thread_id}/{filename}"): (
+        {200: "the result's bytes", 307: "a presigned link to the result (blobs on S3)"},
+        None, {403: ["wrong_account"], 404: ["unknown_thread", "no_result", "not_found"]}),
+    ("get", "/errors"): (
+        {200: "the matches, best first"}, None,
+        {400: ["empty_query", "invalid_query", "invalid_limit", "invalid_filter"],
+         403: ["wrong_account"], 404: ["unknown_thread", "not_configured"]}),
+    ("get", "/billing/balance"): ({200: s.Balance}, None, ACCOUNT),
+    ("get", "/billing/history"): ({200: s.History}, None, ACCOUNT),
+    ("get", "/billing/operations"): (
+        {200: s.Operations}, None,
+        {400: ["invalid_date"], 422: ["history_out_of_range"], **ACCOUNT}),
+    ("post", "/billing/orders"): ({}, None, {403: ["orders_disabled"]}),
+    ("post", "/billing/payment-notifications"): (
+        {200: s.NotificationAnswer}, s.PaymentNotification,
+        {**BODY, 400: ["malformed_json", "malformed_signature"],
+         401: ["missing_signature", "invalid_signature", "stale_signature"],
+         404: ["payments_not_configured"], 409: ["event_conflict", "duplicate_reference"],
+         422: ["invalid_notification", "unknown_domain", "invalid_amount",
+               "amount_out_of_range"]}),
+    ("post", "/billing/subaccounts"): (
+        {200: s.Subaccount, 201: s.Subaccount}, s.SubaccountRequest,
+        {**BODY, 400: ["malformed_json", "invalid_name"], 403: ["wrong_account"]}),
+    ("get", "/billing/subaccounts"): ({200: s.Subaccounts}, None, {403: ["wrong_account"]}),
+    ("post", "/billing/subaccounts/{name}/tokens"): (
+        {201: s.IssuedToken}, s.TokenRequest,
+        {**BODY, **ACCOUNT, 422: ["unknown_scope"]}),
+    ("post", "/billing/subaccounts/{name}/payments"): (
+        {200: s.Payment}, s.PaymentRequest,
+        {**BODY, 400: ["malformed_json", "invalid_reference"], **ACCOUNT,
+         402: ["insufficient_credits"], 409: ["duplicate_reference"],
+         422: ["invalid_amount", "amount_out_of_range"]}),
+    ("get", "/healthz"): ({200: s.Health}, None, {}),
+}
+OPEN = {("get", "/healthz"), ("post", "/billing/payment-notifications")}  # no token
+STATUS_TEXT = {200: "OK", 201: "Created", 202: "Accepted: still processing", 307: "Redirect",
+               400: "Bad request", 401: "Unauthenticated", 402: "Insufficient credits",
+               403: "Forbidden", 404: "Not found", 408: "Request body too slow",
+               409: "Conflict", 410: "Gone", 413: "Too large", 415: "Unsupported media type",
+               422: "Unprocessable", 429: "Too many requests", 503: "Unavailable: retry"}
+
+
+def describe(app: FastAPI) -> None:
+    """Give ``app`` the completed document (built once, on first request)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document(app)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def document(app: FastAPI) -> dict[str, Any]:
+    doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                      routes=app.routes)
+    components = doc.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    _, defs = models_json_schema(
+        [(m, "validation" if m in REQUESTS else "serialization") for m in s.MODELS],
+        ref_template=REF)
+    schemas.update(defs.get("$defs", {}))
+    for unused in ("HTTPValidationError", "ValidationError"):  # refused as 400, not 422
+        schemas.pop(unused, None)
+    components["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer",
+                   "description": "`Authorization: Bearer <token>`; the token names its "
+                                  "domain. Scopes: submit, read, billing (docs/api.md)"},
+        "token_domain": {"type": "apiKey", "in": "header", "name": "Authorization",
+                         "description": "the guide's form, the whole header value: "
+                                        "`Token <token> Domain <domain>`"},
+    }
+    doc["security"] = [{"bearer": []}, {"token_domain": []}]
+    for path, item in doc.get("paths", {}).items():
+        for method, op in item.items():
+            _complete(method, _template(path), op)
+    return doc
+
+
+def _template(path: str) -> str:
+    return path.replace("{meta_parts:path}", "{meta_parts}")
+
+
+def _complete(method: str, path: str, op: dict[str, Any]) -> None:
+    answers, request, errors = ROUTES.get((method, path), ({}, None, {}))
+    responses: dict[str, Any] = {}
+    for status, model in answers.items():
+        responses[str(status)] = _answer(status, model, path)
+    if not answers:  # a route this module does not know (yet): FastAPI's own 2xx
+        responses.update({k: v for k, v in op.get("responses", {}).items()
+                          if k.startswith("2")})
+    if (method, path) in OPEN:
+        op["security"] = []
+        merged = {k: list(v) for k, v in errors.items()}
+    else:
+        merged = {k: list(v) for k, v in AUTH.items()}
+        for status, codes in errors.items():
+            merged.setdefault(status, [])
+            merged[status] += [c for c in codes if c not in merged[status]]
+    for status in sorted(merged):
+        codes = merged[status]
+        responses[str(status)] = {
+            "description": f"{STATUS_TEXT.get(status, 'Error')}: "
+                           + ", ".join(f"`{c}`" for c in codes),
+            "content": {"application/json": {"schema": {"$ref": REF.format(
+                model="ErrorAnswer")}}}}
+        if status in (429, 503):
+            responses[str(status)]["headers"] = _retry_headers(status)
+    op["responses"] = responses
+    if request == "submission":
+        op["requestBody"] = {"required": True, "content": {
+            "application/json": {"schema": {"$ref": REF.format(model="Envelope")}},
+            "multipart/form-data": {
+                "schema": {"$ref": REF.format(model="MultipartSubmission")},
+                "encoding": {"envelope": {"contentType": "application/json"},
+                             "image": {"contentType": "application/octet-stream"}}}}}
+    elif isinstance(request, type) and issubclass(request, BaseModel):
+        op["requestBody"] = {"required": request is not s.TokenRequest, "content": {
+            "application/json": {"schema": {"$ref": REF.format(model=request.__name__)}}}}
+
+
+def _answer(status: int, model: Any, path: str) -> dict[str, Any]:
+    if isinstance(model, str):
+        if status == 307:
+            return {"description": model, "headers": {"Location": {"schema": {
+                "type": "string"}}}}
+        if path.startswith("/results/"):
+            return {"description": model, "content": {"image/*": {"schema": {
+                "type": "string", "format": "binary"}}}}
+        return {"description": model, "content": {"application/json": {"schema": {
+            "type": "object"}}}}
+    return {"description": STATUS_TEXT.get(status, "OK"),
+            "content": {"application/json": {"schema": {"$ref": REF.format(
+                model=model.__name__)}}}}
+
+
+def _retry_headers(status: int) -> dict[str, Any]:
+    headers: dict[str, Any] = {"Retry-After": {"description": "seconds to wait",
+                                               "schema": {"type": "integer"}}}
+    if status == 429:
+        for name in ("RateLimit", "RateLimit-Policy"):
+            headers[name] = {"description": "draft-ietf-httpapi-ratelimit-headers",
+                             "schema": {"type": "string"}}
+    return headers

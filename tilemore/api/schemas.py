@@ -1,0 +1,207 @@
+"""The bodies of the HTTP API as pydantic models, for the OpenAPI document
+(:mod:`tilemore.api.openapi`): what a client sends and gets back. The routes build their
+answers as plain dicts (``tilemore.api.views``, ``tilemore.billing``); these models describe
+them, and a test checks real answers against them. Amounts are strings (20 fractional
+digits), times ISO 8601 in UTC."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tilemore.api.envelope import Envelope
+
+Amount = str  # a decimal, as a string: "12.50000000000000000000"
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")  # answers may gain fields; clients ignore them
+
+
+class ErrorDetail(_Open):
+    code: str = Field(description="machine-readable: README, Errors, and docs/api.md")
+    message: str
+
+
+class ErrorAnswer(_Open):
+    error: ErrorDetail
+
+
+class Progress(_Open):
+    done: int
+    total: int
+
+
+class TaskState(_Open):
+    id: str
+    operator: str
+    status: Literal["pending", "running", "done", "failed", "canceled", "skipped"]
+    started_at: str | None
+    finished_at: str | None
+    seconds: float | None
+    megapixels: float | None
+    error: str | None = None
+    reason: str | None = Field(None, description="why a skipped task did not run")
+
+
+class Result(_Open):
+    url: str = Field(description="GET it with the same credentials")
+    content_type: str
+    bytes: int
+    sha256: str
+    width: int
+    height: int
+
+
+class ThreadAnswer(_Open):
+    status: Literal["processing", "done", "failed", "canceled"]
+    thread_id: str
+    pipeline: str
+    meta_parts: list[str]
+    meta: dict[str, Any]
+    created_at: str
+    updated_at: str
+    finished_at: str | None
+    progress: Progress
+    tasks: list[TaskState]
+    qc: list[dict[str, Any]]
+    trace_id: str | None
+    account: str
+    credits_charged: Amount
+    cancel_requested: bool | None = None
+    result: Result | None = Field(None, description="when done")
+    error: ErrorDetail | None = Field(None, description="when failed")
+
+
+class NeedsFile(_Open):
+    status: Literal["needs-file"]
+    message: str
+
+
+class ThreadList(_Open):
+    threads: list[ThreadAnswer] = Field(description="newest first")
+    next_cursor: str | None = Field(description="send back as `cursor`; null: the last page")
+
+
+class Health(_Open):
+    status: str
+    version: str
+
+
+class MultipartSubmission(BaseModel):
+    """The envelope part first, then the image part."""
+
+    envelope: Envelope
+    image: bytes = Field(json_schema_extra={"format": "binary", "contentMediaType":
+                                            "application/octet-stream"})
+
+
+# -- billing -------------------------------------------------------------------------------
+
+
+class Balance(_Open):
+    account: str
+    balance: Amount
+    held: Amount = Field(description="reserved for threads running")
+    available: Amount
+
+
+class HistoryDay(_Open):
+    date: str
+    amount_when_day_started: Amount
+    transaction_total: Amount
+    traced_total: Amount = Field(description="what sub-accounts consumed for the domain")
+    ordered_total: Amount
+    applied_commitment_bonus: Amount
+
+
+class History(_Open):
+    account: str
+    days: list[HistoryDay] = Field(description="the latest 31 days, oldest first")
+
+
+class Operation(_Open):
+    seq: int
+    kind: Literal["order", "bonus", "charge", "payment", "correction"]
+    amount: Amount
+    balance_after: Amount
+    thread_id: str | None
+    task_id: str | None
+    operator: str | None
+    megapixels: float | None
+    reference: str | None
+    at: float = Field(description="unix seconds")
+
+
+class Operations(_Open):
+    account: str
+    date: str
+    operations: list[Operation]
+
+
+class SubaccountRequest(BaseModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9._~-]{1,128}$")
+
+
+class Subaccount(_Open):
+    account: str
+    name: str
+    created: bool
+
+
+class SubaccountBalance(Balance):
+    name: str
+
+
+class Subaccounts(_Open):
+    subaccounts: list[SubaccountBalance]
+
+
+class TokenRequest(BaseModel):
+    scopes: list[Literal["submit", "read", "billing"]] | None = Field(
+        None, description="default: the caller's own scopes")
+
+
+class IssuedToken(_Open):
+    account: str
+    token_id: str
+    token: str = Field(description="shown once")
+    scopes: list[str]
+    bearer: str = Field(description="`Bearer <token>`: the Authorization header's value")
+    authorization: str = Field(description="the guide's `Token <token> Domain <domain>`")
+
+
+class PaymentRequest(BaseModel):
+    payment_id: str = Field(min_length=1, max_length=200)
+    amount: Amount
+
+
+class Payment(Balance):
+    payment_id: str
+    amount: Amount
+    from_: str = Field(alias="from")
+    replayed: bool
+
+
+class PaymentNotification(BaseModel):
+    event_id: str
+    domain: str
+    order_id: str
+    amount: Amount
+
+
+class NotificationAnswer(_Open):
+    event_id: str
+    domain: str
+    order_id: str
+    amount: Amount
+    applied_commitment_bonus: Amount
+    replayed: bool
+
+
+MODELS: tuple[type[BaseModel], ...] = (
+    ErrorAnswer, ThreadAnswer, NeedsFile, ThreadList, Health, Envelope, MultipartSubmission,
+    Balance, History, Operations, SubaccountRequest, Subaccount, Subaccounts, TokenRequest,
+    IssuedToken, PaymentRequest, Payment, PaymentNotification, NotificationAnswer,
+)
