@@ -45,6 +45,7 @@ SUBMIT_ERRORS: dict[int, list[str]] = {
     415: ["unsupported_media_type", "unsupported_image_format"],
     422: ["missing_adjustments", "invalid_envelope", "unknown_stage", "unknown_algorithm",
           "unknown_parameter", "invalid_parameter", "unsupported_output_format"],
+    410: ["result_expired"],  # a replay whose result went with its retention
     429: ["too_many_threads"],
     503: ["backlog_full", "blob_store_unavailable", "blob_store_full", "decode_busy"],
 }
@@ -67,7 +68,12 @@ ROUTES: dict[tuple[str, str], Spec] = {
         {200: s.ThreadAnswer, 202: s.ThreadAnswer}, None, {**THREAD, 409: ["already_finished"]}),
     ("get", "/results/{thread_id}/{filename}"): (
         {200: "the result's bytes", 307: "a presigned link to the result (blobs on S3)"},
-        None, {403: ["wrong_account"], 404: ["unknown_thread", "no_result", "not_found"]}),
+        None, {403: ["wrong_account"], 404: ["unknown_thread", "no_result", "not_found"],
+               410: ["result_expired"]}),
+    ("post", "/threads/{thread_id}/retry"): (  # tilemore.api.lifecycle
+        {200: s.ThreadAnswer, 202: s.ThreadAnswer}, None,
+        {**THREAD, 402: ["insufficient_credits"], 409: ["thread_running", "thread_done"],
+         410: ["input_expired", "retry_window_closed"]}),
     ("get", "/errors"): (
         {200: "the matches, best first"}, None,
         {400: ["empty_query", "invalid_query", "invalid_limit", "invalid_filter"],
