@@ -10,6 +10,8 @@ const fs = require('node:fs');
 const fsp = require('node:fs/promises');
 const os = require('node:os');
 const path = require('node:path');
+const http = require('node:http');
+const https = require('node:https');
 const { Readable, Transform } = require('node:stream');
 const { pipeline } = require('node:stream/promises');
 const timers = require('node:timers/promises');
@@ -26,6 +28,7 @@ const FORMATS = Object.freeze(['jpeg', 'png', 'webp']);
 const RETRY_STATUSES = new Set([429, 500, 502, 503, 504]);
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const MAX_ERROR_BODY = 64 * 1024; // an error answer is read at most this far
+const MAX_ANSWER = 16 * 2 ** 20; // an upload's answer (a thread, as JSON), at most
 // A pause that an abort ends with the signal's own reason (its AbortError or TimeoutError).
 async function sleep(ms, signal) {
   try {
@@ -59,29 +62,50 @@ function inputError(input, e) {
   return new InputError(`${input}: cannot read (${e.code || e.message})`, { code: 'input_unreadable' });
 }
 
-async function hashStream(stream, total, onProgress, copyTo) {
-  const hash = crypto.createHash('sha256');
-  let size = 0;
-  for await (const chunk of stream) {
-    const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-    hash.update(bytes);
-    if (copyTo) {
-      if (!copyTo.write(bytes)) await new Promise((resolve) => copyTo.once('drain', resolve));
-    }
-    size += bytes.length;
-    if (onProgress) onProgress('hash', size, total);
+const CHUNK = 1 << 20;
+
+// Memory stays flat however large the input: a file is read into one buffer that is reused
+// (never a fresh Buffer per chunk, which only the garbage collector would give back), and an
+// upload writes a chunk, waits until the socket has taken it, then reads the next into the
+// same buffer.
+async function readChunks(handle, size, onChunk) {
+  const buffer = Buffer.allocUnsafeSlow(CHUNK);
+  let done = 0;
+  while (done < size) {
+    const { bytesRead } = await handle.read(buffer, 0, Math.min(CHUNK, size - done), done);
+    if (bytesRead === 0) throw new InputError('the input shrank while it was read', { code: 'input_changed' });
+    await onChunk(buffer.subarray(0, bytesRead));
+    done += bytesRead;
   }
-  return { sha256: hash.digest('hex'), size };
 }
 
-/** The input as { sha256, size, open(): Readable, close() }. */
+async function hashFile(file, onProgress, signal) {
+  const handle = await fsp.open(file, 'r');
+  try {
+    const { size, isFile } = await handle.stat().then((st) => ({ size: st.size, isFile: st.isFile() }));
+    if (!isFile) throw Object.assign(new Error('not a regular file'), { code: 'EISDIR' });
+    const hash = crypto.createHash('sha256');
+    let done = 0;
+    await readChunks(handle, size, (chunk) => {
+      signal?.throwIfAborted();
+      hash.update(chunk);
+      done += chunk.length;
+      if (onProgress) onProgress('hash', done, size);
+    });
+    return { sha256: hash.digest('hex'), size };
+  } finally {
+    await handle.close();
+  }
+}
+
+/** The input as { sha256, size, path | data, close() }: a path is read twice (hash, upload). */
 async function prepare(input, { signal, onProgress } = {}) {
   signal?.throwIfAborted();
   if (Buffer.isBuffer(input) || input instanceof Uint8Array) {
     const data = Buffer.from(input.buffer, input.byteOffset, input.byteLength);
     const sha256 = crypto.createHash('sha256').update(data).digest('hex');
     if (onProgress) onProgress('hash', data.length, data.length);
-    return { sha256, size: data.length, open: () => Readable.from([data]), close: async () => {} };
+    return { sha256, size: data.length, data, close: async () => {} };
   }
   if (input && (typeof input.pipe === 'function' || typeof input.getReader === 'function')) {
     // Not readable twice: spooled to a private temporary file while it is hashed.
@@ -90,41 +114,36 @@ async function prepare(input, { signal, onProgress } = {}) {
     const spool = path.join(dir, 'input');
     const close = () => fsp.rm(dir, { recursive: true, force: true });
     try {
-      const out = fs.createWriteStream(spool);
-      const done = new Promise((resolve, reject) => { out.on('finish', resolve); out.on('error', reject); });
-      const { sha256, size } = await hashStream(stream, undefined, onProgress, out);
-      out.end();
-      await done;
-      signal?.throwIfAborted();
-      return { sha256, size, open: () => fs.createReadStream(spool), close };
+      const hash = crypto.createHash('sha256');
+      let size = 0;
+      const counter = new Transform({
+        transform(chunk, _encoding, callback) {
+          hash.update(chunk);
+          size += chunk.length;
+          if (onProgress) onProgress('hash', size, undefined);
+          callback(null, chunk);
+        },
+      });
+      await pipeline(stream, counter, fs.createWriteStream(spool), { signal });
+      return { sha256: hash.digest('hex'), size, path: spool, close };
     } catch (e) {
       await close();
-      throw e;
+      throw signal?.aborted ? signal.reason : e;
     }
   }
   if (typeof input !== 'string' && !(input instanceof URL)) {
     throw new InputError('input must be a path, a Buffer or a Readable stream', { code: 'input_error' });
   }
-  let handle;
   try {
-    handle = await fsp.open(input, 'r');
-    const { size: total } = await handle.stat();
-    const { sha256, size } = await hashStream(
-      handle.createReadStream({ start: 0, autoClose: false, signal }), total, onProgress);
-    return {
-      sha256, size,
-      open: () => (size === 0 ? Readable.from([]) : fs.createReadStream(input, { start: 0, end: size - 1 })),
-      close: async () => {},
-    };
+    const { sha256, size } = await hashFile(input, onProgress, signal);
+    return { sha256, size, path: input, close: async () => {} };
   } catch (e) {
-    if (e.name === 'AbortError') throw signal?.reason ?? e;
+    if (signal?.aborted) throw signal.reason;
     throw e instanceof TilemoreError ? e : inputError(input, e);
-  } finally {
-    await handle?.close();
   }
 }
 
-/** A multipart body (the envelope first, then the image streamed from its source) of known length. */
+/** A multipart body (the envelope first, then the image from its source) of known length. */
 function multipart(envelope, source, onProgress) {
   const boundary = `tilemore-${crypto.randomBytes(12).toString('hex')}`;
   const head = Buffer.from(
@@ -133,22 +152,68 @@ function multipart(envelope, source, onProgress) {
     + `--${boundary}\r\nContent-Disposition: form-data; name="image"; filename="input"\r\n`
     + 'Content-Type: application/octet-stream\r\n\r\n');
   const tail = Buffer.from(`\r\n--${boundary}--\r\n`);
-  async function* body() {
-    yield head;
-    let sent = 0;
-    for await (const chunk of source.open()) {
-      sent += chunk.length;
-      if (sent > source.size) throw new InputError('the input grew while it was sent', { code: 'input_changed' });
-      if (onProgress) onProgress('upload', sent, source.size);
-      yield chunk;
-    }
-    if (sent !== source.size) throw new InputError('the input shrank while it was sent', { code: 'input_changed' });
-    yield tail;
-  }
   return {
-    body, contentType: `multipart/form-data; boundary=${boundary}`,
+    contentType: `multipart/form-data; boundary=${boundary}`,
     length: head.length + source.size + tail.length,
+    /** Writes the body to `write(chunk)`, which resolves once the chunk is taken. */
+    async writeTo(write) {
+      await write(head);
+      let sent = 0;
+      const progress = async (chunk) => {
+        await write(chunk);
+        sent += chunk.length;
+        if (onProgress) onProgress('upload', sent, source.size);
+      };
+      if (source.data) {
+        await progress(source.data);
+      } else {
+        const handle = await fsp.open(source.path, 'r');
+        try {
+          await readChunks(handle, source.size, progress);
+        } finally {
+          await handle.close();
+        }
+      }
+      await write(tail);
+    },
   };
+}
+
+/**
+ * POST a multipart body with node:http, a chunk at a time, each written only once the previous
+ * one left for the socket (fetch would take chunks as fast as they come and hold them).
+ * Resolves to a fetch-like { status, headers, body: Buffer }.
+ */
+function postMultipart(url, headers, form, signal, maxBody) {
+  const target = new URL(url);
+  const client = target.protocol === 'https:' ? https : http;
+  return new Promise((resolve, reject) => {
+    const req = client.request(target, {
+      method: 'POST', signal,
+      headers: { ...headers, 'Content-Type': form.contentType, 'Content-Length': String(form.length) },
+    }, (res) => {
+      const chunks = [];
+      let size = 0;
+      res.on('data', (chunk) => {
+        if (size < maxBody) chunks.push(chunk.subarray(0, maxBody - size));
+        size += chunk.length;
+      });
+      res.on('end', () => {
+        const answer = new Headers();
+        for (const [name, value] of Object.entries(res.headers)) {
+          for (const v of Array.isArray(value) ? value : [value]) answer.append(name, v);
+        }
+        resolve({ status: res.statusCode, headers: answer, body: Buffer.concat(chunks) });
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    const write = (chunk) => new Promise((done, fail) => {
+      if (req.destroyed) { fail(new Error('the connection closed')); return; }
+      req.write(chunk, (e) => (e ? fail(e) : done()));
+    });
+    form.writeTo(write).then(() => req.end(), (e) => { req.destroy(e); reject(e); });
+  });
 }
 
 function query(params) {
@@ -407,20 +472,15 @@ class Tilemore {
       if (json !== undefined) {
         headers['Content-Type'] = 'application/json';
         body = JSON.stringify(json);
-      } else if (makeBody) {
-        const form = makeBody(); // a fresh body for every attempt
-        headers['Content-Type'] = form.contentType;
-        headers['Content-Length'] = String(form.length);
-        body = form.body();
       }
       this._debug(`→ ${method} ${url}${json !== undefined ? ` ${body}` : makeBody ? ' (multipart)' : ''}`);
       const timeout = new AbortController();
       const timer = setTimeout(() => timeout.abort(new Error(`no answer within ${this.timeoutMs} ms`)), this.timeoutMs);
       try {
-        const res = await fetch(url, {
-          method, headers, body, redirect, duplex: body && typeof body !== 'string' ? 'half' : undefined,
-          signal: signal ? AbortSignal.any([signal, timeout.signal]) : timeout.signal,
-        });
+        const both = signal ? AbortSignal.any([signal, timeout.signal]) : timeout.signal;
+        const res = makeBody // a fresh body for every attempt
+          ? await postMultipart(url, headers, makeBody(), both, MAX_ANSWER)
+          : await fetch(url, { method, headers, body, redirect, signal: both });
         const limit = parseRateLimit(res.headers);
         const wait = waitSeconds(limit);
         if (wait !== undefined && res.status !== 503) {
@@ -431,7 +491,8 @@ class Tilemore {
           this._debug(`← ${res.status} (streamed)`);
           return { status: res.status, headers: res.headers, stream: res.body };
         }
-        const buffer = await readBody(res, res.status >= 400 ? MAX_ERROR_BODY : Infinity);
+        const buffer = Buffer.isBuffer(res.body) ? res.body
+          : await readBody(res, res.status >= 400 ? MAX_ERROR_BODY : Infinity);
         this._debug(`← ${res.status} ${buffer.subarray(0, 500).toString()}`);
         if (RETRY_STATUSES.has(res.status) && attempt < this.maxRetries) {
           if (res.status !== 429 || wait === undefined) await sleep(this._pause(attempt, res.status, wait), signal);
