@@ -3,8 +3,10 @@ and what becomes of them when it ends (:mod:`tilemore.lifecycle`)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from tilemore.lifecycle import Lifecycle
-from tilemore.service.events import Listener, TaskFinished, TaskStarted, ThreadEnded
+from tilemore.service.events import Listener, TaskFinished, ThreadEnded
 
 
 class LifecycleListener(Listener):
@@ -15,10 +17,12 @@ class LifecycleListener(Listener):
     def __init__(self, lifecycle: Lifecycle) -> None:
         self.lifecycle = lifecycle
 
-    def task_started(self, event: TaskStarted) -> None:
+    def tasks_started(self, event: Any) -> None:
         if event.first:  # the ingress referenced it too; a hand-off after its crash did not
             t = event.thread
             self.lifecycle.refer(t.id, t.domain, "input", t.input_key)
+
+    task_started = tasks_started  # the hook's name when tasks were started one at a time
 
     def task_finished(self, event: TaskFinished) -> None:
         s = event.stats
