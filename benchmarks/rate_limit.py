@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -67,6 +68,11 @@ class Child:
             raise RuntimeError(f"the service's thread ended {info['status']}")
         self.url = f"{info['url']}/threads/{info['thread']}"
         self.headers = {"Authorization": f"Bearer {info['token']}"}
+
+    def cpu_seconds(self) -> float:
+        """The service process's CPU time so far (user + system, all its threads)."""
+        stat = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
 
     def close(self) -> None:
         self.proc.stdin.close()  # type: ignore[union-attr]
@@ -157,22 +163,36 @@ def main() -> None:
         for i in range(args.rounds):
             for mode in order if i % 2 == 0 else order[::-1]:
                 child = children[mode]
-                rounds[mode].append(asyncio.run(load(child.url, child.headers,
-                                                     args.requests, args.clients)))
+                cpu = child.cpu_seconds()
+                done = asyncio.run(load(child.url, child.headers, args.requests, args.clients))
+                done["cpu_ms_per_request"] = 1000 * (child.cpu_seconds() - cpu) / args.requests
+                rounds[mode].append(done)
     finally:
         for child in children.values():
             child.close()
     on = statistics.median(r["per_second"] for r in rounds["on"])
     off = statistics.median(r["per_second"] for r in rounds["off"])
+    # The service's CPU per request: steadier than throughput on a machine shared with
+    # other work (what the limiter costs is CPU in the service).
+    cpu_on = statistics.median(r["cpu_ms_per_request"] for r in rounds["on"])
+    cpu_off = statistics.median(r["cpu_ms_per_request"] for r in rounds["off"])
+    pairs = [a["per_second"] / b["per_second"] for a, b in zip(rounds["on"], rounds["off"],
+                                                                strict=True)]
     held = replicas_hold(args.simulated_seconds)
     out = {"machine": machine(), "requests": args.requests, "clients": args.clients,
            "rounds": args.rounds, "on_per_second": on, "off_per_second": off,
            "ratio": on / off, "cost_percent": 100 * (1 - on / off),
+           "pair_ratio_median": statistics.median(pairs), "pair_ratios": pairs,
+           "cpu_ms_per_request_on": cpu_on, "cpu_ms_per_request_off": cpu_off,
+           "cpu_ratio": cpu_off / cpu_on,
            "rounds_detail": rounds, "replicas": held}
     print(f"GET /threads/{{id}}, {args.requests} requests x {args.rounds} rounds per mode at "
           f"{args.clients} clients on {machine()}")
     print(f"  limiter on  {on:8.0f} req/s (median)\n  limiter off {off:8.0f} req/s (median)\n"
-          f"  on / off    {on / off:8.3f}  (target ≥ 0.95: ≤ 5 % cost)")
+          f"  on / off    {on / off:8.3f}  (target ≥ 0.95: ≤ 5 % cost); median of the "
+          f"round pairs' ratios {statistics.median(pairs):.3f}")
+    print(f"  service CPU per request: on {cpu_on:.3f} ms, off {cpu_off:.3f} ms: off / on "
+          f"{cpu_off / cpu_on:.3f}")
     print(f"three replicas, one limit of {held['limit_per_10s'] / 10:g}/s, moving load: "
           f"{held['fewest_in_10s']}..{held['most_in_10s']} admitted per 10 s window "
           f"(limit {held['limit_per_10s']:g}; target within 10 %)")
@@ -183,7 +203,7 @@ def main() -> None:
         "the limiter's answers carry RateLimit fields, the others none":
             all(r["with_fields"] == args.requests for r in rounds["on"])
             and all(r["with_fields"] == 0 for r in rounds["off"]),
-        "throughputs are positive": positive(on, off),
+        "throughputs are positive": positive(on, off, cpu_on, cpu_off),
         "three replicas hold the limit within 10 % over every 10 s window":
             0.9 <= held["fewest_ratio"] and held["most_ratio"] <= 1.1,
     })
