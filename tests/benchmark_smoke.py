@@ -39,6 +39,7 @@ SMOKE_TESTS = {
     "registry_writes": "tests/unit/test_benchmark_smoke_registry.py",
     "sdk_overhead": "tests/integration/test_benchmark_smoke_ray.py",
     "shifter_encoder": "tests/unit/test_benchmark_smoke_local.py",
+    "storage": "tests/unit/test_benchmark_smoke_storage.py",
 }
 
 

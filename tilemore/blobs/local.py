@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
@@ -27,6 +28,7 @@ from tilemore.blobs import (
 )
 
 log = logging.getLogger("tilemore.blobs")
+DELETE_THREADS = 16  # unlinks in flight at once in a large delete
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 
@@ -94,20 +96,24 @@ class LocalBlobStore:
         return None  # the API streams local blobs itself
 
     def delete(self, keys: Sequence[str], *, modified_before: float | None = None) -> list[str]:
-        gone = []
-        for key in keys:
+        def one(key: str) -> bool:
             path = self._path(key)
             try:
                 if modified_before is not None and path.stat().st_mtime >= modified_before:
-                    continue  # put again meanwhile: someone relies on it
+                    return False  # put again meanwhile: someone relies on it
                 path.unlink()
             except FileNotFoundError:
                 pass
             except OSError as exc:  # refused (permissions, a read-only disk): stays, counted
                 log.warning("blob %s… not deleted: %s", key[:12], exc.strerror or exc)
-                continue
-            gone.append(key)
-        return gone
+                return False
+            return True
+
+        if len(keys) < DELETE_THREADS * 4:
+            return [k for k in keys if one(k)]
+        # An unlink waits on the disk, not on Python: a few at once go several times faster.
+        with ThreadPoolExecutor(DELETE_THREADS, thread_name_prefix="blob-delete") as pool:
+            return [k for k, gone in zip(keys, pool.map(one, keys), strict=True) if gone]
 
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
         check_prefix(prefix)
