@@ -1,6 +1,7 @@
 """The registry's writes for one thread of the two-stage pipeline, as the ingress and a
-conductor make them today (create with its tasks, claim the lease, each task started and
-done, finish, give the lease back: 8 write transactions, each fenced by the lease), from
+conductor make them today (create with its tasks, claim the lease, both tasks started in one
+write — the graph is handed over as a DAG —, each done, finish with QC's verdicts, give the
+lease back: 6 write transactions, each fenced by the lease), from
 concurrent writers, on SQLite and on PostgreSQL with durable commits; and the ledger's
 group-committed charges on PostgreSQL. These rates bound the threads/s one database carries
 (docs/scaling.md). No target: a measurement for the scale plan.
@@ -32,7 +33,7 @@ from tilemore.billing.writer import LedgerWriter
 from tilemore.settings import Settings
 from tilemore.store import NewThread, ResultInfo, open_store
 
-WRITES_PER_THREAD = 8
+WRITES_PER_THREAD = 6
 TASKS = [("decode", "decode"), ("encoder", "encoder")]
 
 
@@ -44,13 +45,13 @@ def one_thread(store, owner: str) -> None:
         {"adjustments": {}}, TASKS))
     lease = store.claim_thread(owner, record.id, 10.0)
     assert lease is not None
+    started = time.time()
+    store.tasks_started(record.id, [task for task, _ in TASKS], started, epoch=lease.epoch)
     for task, _ in TASKS:
-        started = time.time()
-        store.task_started(record.id, task, started, epoch=lease.epoch)
         store.task_done(record.id, task, started, time.time(), 0.004, None,
                         epoch=lease.epoch)
     store.finish_thread(record.id, ResultInfo(f"out/{key}", "0" * 64, 1000,
-                                                     "image/jpeg", 64, 64), epoch=lease.epoch)
+                                              "image/jpeg", 64, 64), qc=[], epoch=lease.epoch)
     store.release_lease(lease)
 
 

@@ -52,7 +52,7 @@ def test_an_expired_lease_moves_and_the_old_holders_writes_are_refused(store, ba
     rec, _ = store.create_thread(new_thread("pause"))
     first = store.claim_thread("a", rec.id, 10, now=1000.0)
     assert store.claim_thread("b", rec.id, 10, now=1005.0) is None  # still held
-    store.task_started(rec.id, "decode", 1001.0, epoch=first.epoch)
+    store.tasks_started(rec.id, ["decode"], 1001.0, epoch=first.epoch)
     second = store.claim_thread("b", rec.id, 10, now=1011.0)  # a was paused past its lease
     assert second.epoch == first.epoch + 1
     with pytest.raises(LeaseLost):

@@ -40,7 +40,8 @@ def test_tiles_on_a_lost_node_run_again_elsewhere(cluster, tmp_path):
 
         def run() -> None:
             result["r"] = run_graph(graph, encode(src), backend, on_retry=retries.append,
-                                    on_start=lambda t: t.id == "blur" and started.set())
+                                    on_start=lambda ts: any(t.id == "blur" for t in ts)
+                                    and started.set())
 
         runner = threading.Thread(target=run)
         runner.start()

@@ -41,7 +41,8 @@ def test_a_preemption_notice_moves_the_work_off_its_node(cluster, tmp_path, meta
 
         def run() -> None:
             result["r"] = run_graph(graph, encode(photo(64, 48)), backend, on_retry=retries.append,
-                                    on_start=lambda t: t.id == "work" and started.set())
+                                    on_start=lambda ts: any(t.id == "work" for t in ts)
+                                    and started.set())
 
         runner = threading.Thread(target=run)
         runner.start()

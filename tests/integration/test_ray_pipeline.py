@@ -204,9 +204,9 @@ def test_a_replica_killed_mid_task_is_retried_on_its_restart(tmp_path, ray_backe
     ray_backend.prepare([t.operator for t in graph.tasks])
     retries, killed, armed = [], [], []
 
-    def kill_once(task):
-        if task.id == "work" and not armed:
-            armed.append(task.id)
+    def kill_once(tasks):
+        if any(t.id == "work" for t in tasks) and not armed:
+            armed.append("work")
             def later():
                 time.sleep(0.8)
                 killed.append(time.time())

@@ -19,7 +19,10 @@ class Heard(Listener):
         self.events.append((event.hook, getattr(getattr(event, "task", None), "id", "")
                             or getattr(getattr(event, "stats", None), "task_id", "")))
 
-    task_started = task_finished = task_retried = task_failed = _note
+    task_finished = task_retried = task_failed = _note
+
+    def tasks_started(self, event) -> None:
+        self.events += [(event.hook, t.id) for t in event.tasks]
 
     def thread_ended(self, event: ThreadEnded) -> None:
         self.events.append((event.hook, event.status))
@@ -42,7 +45,8 @@ def test_a_listener_hears_every_task_and_the_end_in_order(parts):
     rec = parts.accept("k1")
     assert conductor.run_thread(rec.id) == "done"  # the broken best-effort one changed nothing
     assert heard.events == [  # every stage handed on at once (a DAG), judged in order
-        ("task_started", "decode"), ("task_started", "shifter"), ("task_started", "encoder"),
+        ("tasks_started", "decode"), ("tasks_started", "shifter"),
+        ("tasks_started", "encoder"),
         ("task_finished", "decode"), ("task_finished", "shifter"),
         ("task_finished", "encoder"), ("thread_ended", "done")]
     assert billing.thread_cost(rec.id) > 0  # the service's own listeners charged…
@@ -55,7 +59,7 @@ def test_a_listener_hears_every_task_and_the_end_in_order(parts):
 class Refusing(Listener):
     required = True
 
-    def task_started(self, event) -> None:
+    def tasks_started(self, event) -> None:
         raise RuntimeError("refused")
 
 

@@ -207,7 +207,7 @@ def test_every_stage_is_handed_on_at_once_and_judged_in_order(tmp_path, backend)
     g = build_graph(p, {"shaky": {"failures": 0, "counter": str(tmp_path / "calls")}})
     events = []
     run_graph(g, encode(photo(32, 32)), backend,
-              on_start=lambda t: events.append(("start", t.id)),
+              on_start=lambda ts: events.extend(("start", t.id) for t in ts),
               on_progress=lambda pr: events.append(("done", pr.task.task_id, pr)))
     assert [e[:2] for e in events] == [
         ("start", "decode"), ("start", "shaky"), ("start", "encoder"),
@@ -224,7 +224,8 @@ def test_a_failed_stage_takes_back_what_was_handed_on_past_it(tmp_path, backend)
     p = flaky(tmp_path)
     g = build_graph(p, {"shaky": {"failures": 2, "counter": str(tmp_path / "calls")}})
     started, done = [], []
-    result = run_graph(g, encode(photo(32, 24)), backend, on_start=lambda t: started.append(t.id),
+    result = run_graph(g, encode(photo(32, 24)), backend,
+                       on_start=lambda ts: started.extend(t.id for t in ts),
                        on_progress=lambda pr: done.append(pr.task.task_id))
     assert started == ["decode", "shaky", "encoder"] + ["shaky", "encoder"] * 2
     assert done == ["decode", "shaky", "encoder"]

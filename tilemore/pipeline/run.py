@@ -125,7 +125,7 @@ def run_graph(
     on_progress: Callable[[Progress], None] | None = None,
     *,
     completed: Mapping[str, Completed] | None = None,
-    on_start: Callable[[TaskNode], None] | None = None,
+    on_start: Callable[[list[TaskNode]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_retry: Callable[[Retry], None] | None = None,
     reload: Callable[[TaskStats], Any] | None = None,
@@ -133,8 +133,9 @@ def run_graph(
     on_plan: Callable[[BranchPlan], None] | None = None,
     poll_seconds: float = 0.5,
 ) -> RunResult:
-    """Run ``graph`` on ``data``. Tasks in ``completed`` are not run again; ``on_start`` and
-    ``on_progress`` see every task start and finish (to record them); ``should_stop`` is
+    """Run ``graph`` on ``data``. Tasks in ``completed`` are not run again; ``on_start``
+    hears the tasks handed over together (one call per step, so they are recorded in one
+    write), ``on_progress`` every task that finished (in the graph's order); ``should_stop`` is
     asked between steps, and stops the run before anything else starts. A failed task runs
     again as its retry policy says (``on_retry`` hears of it); one out of retries raises
     :class:`TaskFailed`. A run lost with its replica (:class:`ReplicaLost`) runs again at
@@ -236,6 +237,7 @@ def run_graph(
             raise RunCanceled(f"stopped with {len(waiting)} of {len(graph.tasks)} tasks unstarted")
         now = time.monotonic()
         waiting.sort(key=lambda t: order[t.id])  # a task after the ones it reads
+        handed: list[TaskNode] = []
         for task in list(waiting):
             if not_before.get(task.id, 0.0) > now:
                 continue
@@ -250,12 +252,13 @@ def run_graph(
                     planning[handle] = selector
                 continue
             handles = [resolve(i) for i in inputs_of(task)]
-            if on_start is not None:
-                on_start(task)
             out, st = backend.call(task.id, task.operator, plans.params(task), handles)
             outputs[task.id] = out
             running[st] = task
             waiting.remove(task)
+            handed.append(task)
+        if handed and on_start is not None:  # heard before any of them is judged
+            on_start(handed)
         backing_off = [not_before[t.id] - now for t in waiting if not_before.get(t.id, 0) > now]
         if not running and not planning:
             if not backing_off:

@@ -56,7 +56,7 @@ from tilemore.service.events import (
     TaskFailedForGood,
     TaskFinished,
     TaskRetried,
-    TaskStarted,
+    TasksStarted,
     ThreadEnded,
     Tracing,
 )
@@ -414,10 +414,10 @@ class Conductor:
         handed: dict[str, float] = {}  # task id → when it went to the backend
         emit = self.events.emit
 
-        def started(task: TaskNode) -> None:
+        def started(tasks: list[TaskNode]) -> None:
             first = not handed and not completed
-            event = TaskStarted(rec, epoch, task=task, first=first, trace=trace)
-            handed[task.id] = event.at
+            event = TasksStarted(rec, epoch, tasks=tuple(tasks), first=first, trace=trace)
+            handed.update((t.id, event.at) for t in tasks)
             emit(event)
 
         def finished(p: Progress) -> None:
@@ -465,12 +465,11 @@ class Conductor:
         self.blobs.put(out.data, kind="result")
         if self.lifecycle is not None:
             self.lifecycle.refer(thread_id, rec.domain, "result", key, len(out.data))
-        self.threads.set_qc(thread_id, [asdict(q) for q in result.qc], epoch=epoch)
         for q in result.qc:
             self.metrics.qc_pick(rec.pipeline, q.stage, q.pick)
         self.threads.finish_thread(thread_id, ResultInfo(key, key, len(out.data),
                                                          out.content_type, out.width, out.height),
-                                   epoch=epoch)
+                                   qc=[asdict(q) for q in result.qc], epoch=epoch)
         return "done"
 
     def _should_stop(self, thread_id: str) -> bool:

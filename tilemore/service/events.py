@@ -46,10 +46,12 @@ class Event:
 
 
 @dataclass(frozen=True)
-class TaskStarted(Event):
-    hook = "task_started"
-    task: TaskNode
-    first: bool  # the thread's first task: its time in the queue ends here
+class TasksStarted(Event):
+    """Tasks handed to the backend together (a Ray DAG hands a whole chain at once)."""
+
+    hook = "tasks_started"
+    tasks: tuple[TaskNode, ...]
+    first: bool  # the thread's first tasks: its time in the queue ends here
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ class Listener:
 
     required: ClassVar[bool] = False
 
-    def task_started(self, event: TaskStarted) -> None: ...
+    def tasks_started(self, event: TasksStarted) -> None: ...
     def task_finished(self, event: TaskFinished) -> None: ...
     def task_retried(self, event: TaskRetried) -> None: ...
     def branches_skipped(self, event: BranchesSkipped) -> None: ...
@@ -131,8 +133,9 @@ class Recorder(Listener):
     def __init__(self, threads: ThreadRepository) -> None:
         self.threads = threads
 
-    def task_started(self, event: TaskStarted) -> None:
-        self.threads.task_started(event.thread.id, event.task.id, event.at, epoch=event.epoch)
+    def tasks_started(self, event: TasksStarted) -> None:  # one write for them all
+        self.threads.tasks_started(event.thread.id, [t.id for t in event.tasks], event.at,
+                                   epoch=event.epoch)
 
     def task_finished(self, event: TaskFinished) -> None:
         s = event.stats
@@ -195,7 +198,7 @@ class Meter(Listener):
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
-    def task_started(self, event: TaskStarted) -> None:
+    def tasks_started(self, event: TasksStarted) -> None:
         if event.first:
             self.metrics.thread_started(event.thread.pipeline,
                                         event.at - event.thread.created_at)
@@ -219,8 +222,9 @@ class Meter(Listener):
 class Tracing(Listener):
     """A span per task in the thread's trace (the trace itself travels with the event)."""
 
-    def task_started(self, event: TaskStarted) -> None:
-        event.trace.task_started(event.task.id, event.at)  # a retried task's span starts here
+    def tasks_started(self, event: TasksStarted) -> None:
+        for task in event.tasks:  # a retried task's span starts at its first run
+            event.trace.task_started(task.id, event.at)
 
     def task_finished(self, event: TaskFinished) -> None:
         event.trace.task_span(event.stats)  # the worker's own times, tiles and megapixels

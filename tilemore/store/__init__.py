@@ -9,6 +9,7 @@ PostgreSQL one (:mod:`tilemore.store.postgres`), and the API and the conductor d
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -99,8 +100,9 @@ class ThreadRepository(Protocol):
 
     def get_thread_by_key(self, idem_key: str) -> ThreadRecord | None: ...
 
-    def task_started(self, thread_id: str, task_id: str, at: float, *,
-                     epoch: int | None = None) -> None: ...
+    def tasks_started(self, thread_id: str, task_ids: Sequence[str], at: float, *,
+                      epoch: int | None = None) -> None:
+        """Mark pending tasks ``running``: handed to the backend together, at ``at``."""
 
     def task_done(self, thread_id: str, task_id: str, started_at: float, finished_at: float,
                   megapixels: float, checkpoint_key: str | None, *,
@@ -124,7 +126,9 @@ class ThreadRepository(Protocol):
                epoch: int | None = None) -> None: ...
 
     def finish_thread(self, thread_id: str, result: ResultInfo, *,
-                      epoch: int | None = None) -> None: ...
+                      qc: list[dict[str, Any]] | None = None,
+                      epoch: int | None = None) -> None:
+        """The thread is ``done`` with ``result`` (and QC's verdicts, when it has any)."""
 
     def fail_thread(self, thread_id: str, code: str, message: str,
                     task_id: str | None = None, *, epoch: int | None = None) -> None: ...

@@ -10,7 +10,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -257,12 +257,13 @@ class SQLStore(Leases, ThreadListing, LimitStore):
                                (rows[0]["id"],)).fetchall()
         return _thread(rows[0], [_task(t) for t in tasks])
 
-    def task_started(self, thread_id: str, task_id: str, at: float, *,
-                     epoch: int | None = None) -> None:
-        with self._tx() as db:
+    def tasks_started(self, thread_id: str, task_ids: Sequence[str], at: float, *,
+                      epoch: int | None = None) -> None:
+        with self._tx() as db:  # one write for the tasks handed over together
             fence(db, thread_id, epoch)
-            db.execute("UPDATE tasks SET status = 'running', started_at = ? WHERE thread_id = ?"
-                       " AND task_id = ? AND status = 'pending'", (at, thread_id, task_id))
+            db.executemany("UPDATE tasks SET status = 'running', started_at = ? WHERE"
+                           " thread_id = ? AND task_id = ? AND status = 'pending'",
+                           [(at, thread_id, task_id) for task_id in task_ids])
             _touch(db, thread_id)
 
     def task_done(self, thread_id: str, task_id: str, started_at: float, finished_at: float,
@@ -310,9 +311,12 @@ class SQLStore(Leases, ThreadListing, LimitStore):
             db.execute("UPDATE threads SET qc = ? WHERE id = ?", (json.dumps(qc), thread_id))
 
     def finish_thread(self, thread_id: str, result: ResultInfo, *,
+                      qc: list[dict[str, Any]] | None = None,
                       epoch: int | None = None) -> None:
-        with self._tx() as db:
+        with self._tx() as db:  # the result and QC's verdicts in one write
             fence(db, thread_id, epoch)
+            if qc is not None:
+                db.execute("UPDATE threads SET qc = ? WHERE id = ?", (json.dumps(qc), thread_id))
             db.execute("UPDATE threads SET status = 'done', result = ?, finished_at = ?"
                        " WHERE id = ? AND status = 'processing'",
                        (json.dumps(result.__dict__), time.time(), thread_id))
