@@ -37,6 +37,7 @@ SMOKE_TESTS = {
     "pipeline_overhead": "tests/integration/test_benchmark_smoke_ray.py",
     "rate_limit": "tests/unit/test_benchmark_smoke_rate_limit.py",
     "registry_writes": "tests/unit/test_benchmark_smoke_registry.py",
+    "sdk_memory": "tests/unit/test_benchmark_smoke_sdk_memory.py",
     "sdk_overhead": "tests/integration/test_benchmark_smoke_ray.py",
     "shifter_encoder": "tests/unit/test_benchmark_smoke_local.py",
     "storage": "tests/unit/test_benchmark_smoke_storage.py",
