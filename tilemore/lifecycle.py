@@ -227,6 +227,41 @@ class Collector:
         report.seconds = time.perf_counter() - started
         return report
 
+    def sweep_orphans(self, min_age: float = 86400.0, dry_run: bool = False) -> Report:
+        """Remove blobs no record knows (no row, no thread's input, no task's checkpoint)
+        written more than ``min_age`` seconds ago by the store's clock: left by a writer that
+        died between its put and its record, or by an older release. Refused (an empty report)
+        while ended threads from before lifecycles are still to be dated: their results are
+        known only once they are."""
+        started = time.perf_counter()
+        report = Report(dry_run=dry_run)
+        if self.store.unrecorded_ends(1):
+            log.warning("orphan sweep skipped: ended threads are still to be dated (gc first)")
+            return report
+        blobs = self.lifecycle.blobs
+        cutoff = time.time() - min_age
+        chunk: list = []
+
+        def judge(infos: list) -> None:
+            known = self.store.known([b.key for b in infos])
+            orphans = [b for b in infos if b.key not in known and b.modified < cutoff]
+            gone = set() if dry_run or not orphans else set(blobs.delete(
+                [b.key for b in orphans], modified_before=cutoff))
+            removed = [Removed(b.key, "orphan", b.bytes) for b in orphans
+                       if dry_run or b.key in gone]
+            report.add(removed, [Removed(b.key, "orphan", b.bytes) for b in orphans
+                                 if not dry_run and b.key not in gone])
+
+        for info in blobs.list():
+            chunk.append(info)
+            if len(chunk) >= 500:
+                judge(chunk)
+                chunk = []
+        if chunk:
+            judge(chunk)
+        report.seconds = time.perf_counter() - started
+        return report
+
     def _date_unrecorded(self, batch: int) -> int:
         """Ended threads without dates (ended before this release, or a listener that did
         not get through): referenced and dated now, from now."""

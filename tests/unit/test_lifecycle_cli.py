@@ -95,3 +95,15 @@ def test_usage_gc_and_deleting_a_domain_s_data(capsys, world):
     code, out, _ = run(capsys, "admin", "gc")
     assert code == 0 and "removed: 1 thread records" in out and "input" in out
     assert threads.get_thread(b) is None and list(blobs.list()) == []
+
+
+def test_gc_orphans(capsys, world):
+    threads, blobs, lc = world
+    key = blobs.put(b"no record names this")
+    path = blobs.root / key[:2] / key
+    os.utime(path, (path.stat().st_mtime - 2 * 86400,) * 2)
+    code, out, _ = run(capsys, "admin", "gc", "--orphans", "--dry-run")
+    assert code == 0 and "would remove: 0 thread records, 1 orphan (20 B)" in out
+    assert blobs.exists(key)
+    assert run(capsys, "admin", "gc", "--orphans")[0] == 0 and not blobs.exists(key)
+    assert run(capsys, "admin", "gc", "--orphans", "--orphan-age", "60")[0] != 0  # too young

@@ -200,3 +200,22 @@ def test_threads_that_ended_before_lifecycles_are_dated_by_the_collector(backend
     assert report.dated == 1 and w.blobs.exists(key)
     assert w.store.expiry(rec.id).retry_until is not None
     assert ("input", key) in {(k, v) for k, v, _ in w.store.refs(rec.id)}
+
+
+def test_the_orphan_sweep_removes_only_old_blobs_no_record_knows(backend):
+    import os
+
+    w = World(backend)
+    inp = w.put(b"an input", "input")
+    w.thread("t", inp)
+    orphan = w.blobs.put(b"left by a writer that died before its record")
+    young = w.blobs.put(b"written a moment ago, its record still coming")
+    old = time.time() - 3 * 86400
+    for key in (inp, orphan):
+        os.utime(w.settings.blob_path / key[:2] / key, (old, old))
+    dry = w.collector.sweep_orphans(86400, dry_run=True)
+    assert dry.blobs == {"orphan": [1, 44]} and w.blobs.exists(orphan)
+    report = w.collector.sweep_orphans(86400)
+    assert report.blobs == {"orphan": [1, 44]}
+    assert not w.blobs.exists(orphan)
+    assert w.blobs.exists(inp) and w.blobs.exists(young)

@@ -43,11 +43,19 @@ def _print(report: Report, verb: str) -> None:
 
 @click.command("gc")
 @click.option("--dry-run", is_flag=True, help="Say what a pass would remove; remove nothing.")
+@click.option("--orphans", is_flag=True,
+              help="Instead: remove stored blobs no record knows (reads the whole store).")
+@click.option("--orphan-age", type=click.FloatRange(min=3600), default=86400.0,
+              show_default=True, help="Seconds since an orphan was written, at least.")
 @json_option
-def gc_cmd(dry_run: bool, as_json: bool) -> None:
+def gc_cmd(dry_run: bool, orphans: bool, orphan_age: float, as_json: bool) -> None:
     """Remove what expired now: one collector pass (conductors run one every minute). A dry
     run counts one batch of each kind at most."""
-    report = _collector().run_pass(dry_run=dry_run)
+    collector = _collector()
+    if orphans:
+        report = collector.sweep_orphans(orphan_age, dry_run)
+    else:
+        report = collector.run_pass(dry_run=dry_run)
     if as_json:
         echo_json(report.to_dict())
     else:

@@ -343,9 +343,9 @@ class LifecycleSQL:
             return set()
         marks = ", ".join("?" * len(keys))
         rows = self._query(f"SELECT key FROM blobs WHERE key IN ({marks})"
-                           f" UNION SELECT input_key FROM threads WHERE input_key IN ({marks})"
-                           f" UNION SELECT checkpoint_key FROM tasks WHERE checkpoint_key IN"
-                           f" ({marks})", (*keys, *keys, *keys))
+                           " UNION SELECT input_key AS key FROM threads WHERE input_key IN"
+                           f" ({marks}) UNION SELECT checkpoint_key AS key FROM tasks WHERE"
+                           f" checkpoint_key IN ({marks})", (*keys, *keys, *keys))
         return {r["key"] for r in rows}
 
     def expire_errors(self, before_seconds: float, limit: int) -> int:
