@@ -120,7 +120,7 @@ class Settings(BaseModel):
         "as it ends")
     gc_interval_seconds: float = Field(
         60, ge=1, le=86400, description="the collector's pause between passes")
-    gc_batch: int = Field(1000, ge=1, le=100_000, description="rows one collector step takes")
+    gc_batch: int = Field(1000, ge=1, le=10_000, description="rows one collector step takes")
 
     errors_log_path: Path | None = Field(
         None, description="append every failed task's error here too, one Elastic Common "

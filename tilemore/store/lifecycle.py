@@ -119,6 +119,7 @@ class LifecycleSQL:
 
     NOW: str
     LOCK: str = ""
+    ROW_LOCK: str = ""  # PostgreSQL: rows a statement re-checks stay as seen until commit
     _tx: Any
     _read: Any
     _query: Any
@@ -295,13 +296,20 @@ class LifecycleSQL:
         ledger, which lives elsewhere and names them only by id)."""
         if not thread_ids:
             return 0
-        args = [(t,) for t in thread_ids]
         with self._tx() as db:
+            # Again, under lock: a thread run again meanwhile (a retry) is not forgotten.
+            marks = ", ".join("?" * len(thread_ids))
+            ended = [r["id"] for r in db.execute(
+                f"SELECT id FROM threads WHERE id IN ({marks}) AND status <> 'processing'"
+                f"{self.ROW_LOCK}", tuple(thread_ids)).fetchall()]
+            gone = set(thread_ids) - {r["id"] for r in db.execute(
+                f"SELECT id FROM threads WHERE id IN ({marks})", tuple(thread_ids)).fetchall()}
+            args = [(t,) for t in [*ended, *gone]]
             db.executemany("DELETE FROM blob_refs WHERE thread_id = ?", args)
             db.executemany("DELETE FROM tasks WHERE thread_id = ?", args)
             db.executemany("DELETE FROM thread_expiry WHERE thread_id = ?", args)
             db.executemany("DELETE FROM threads WHERE id = ? AND status <> 'processing'", args)
-        return len(thread_ids)
+        return len(ended)
 
     def drop_expired_refs(self, limit: int) -> int:
         """Forget references past their date (the blobs themselves go by collect_blobs)."""
@@ -414,6 +422,7 @@ class SQLiteLifecycle(LifecycleSQL, SQLiteDatabase):
 class PostgresLifecycle(LifecycleSQL, PostgresDatabase):
     NOW = "EXTRACT(EPOCH FROM clock_timestamp())::double precision"
     LOCK = " FOR UPDATE OF b SKIP LOCKED"  # two collectors take different blobs
+    ROW_LOCK = " FOR UPDATE"
 
     def __init__(self, url: str) -> None:
         PostgresDatabase.__init__(self, url, SCHEMA)
