@@ -184,8 +184,11 @@ class RateLimiter:
             counted = {s: b.arrivals for s, b in self._buckets.items()}
         try:
             limits = self.store.rate_limits()
-            totals, live = self.store.share_demand(self.replica, demand, self.wall(),
-                                                   fresh=3 * self.sync_seconds)
+            if demand:
+                totals, live = self.store.share_demand(self.replica, demand, self.wall(),
+                                                       fresh=3 * self.sync_seconds)
+            else:  # nothing limited is busy here: read the limits, write nothing
+                totals, live = {}, self._live
         except Exception as exc:  # noqa: BLE001 - any failure: the state is unreachable
             if not self.unreachable:
                 log.warning("rate-limit state unreachable (%s); failing %s", exc,
