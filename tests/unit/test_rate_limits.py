@@ -206,3 +206,46 @@ def test_limits_are_set_and_shown_in_tilemore_admin(backend, monkeypatch, capsys
                          "no sub-account")]:
         assert main(["admin", *argv]) == 1
         assert words in capsys.readouterr().err
+
+
+def _new(key: str, account: str = "acme"):
+    from tilemore.store import NewThread
+
+    return NewThread(domain="acme", account=account, idem_key=key, pipeline="p",
+                     fingerprint="f", meta_parts=[], image_sha256="0" * 64, input_key="k",
+                     output_format="png", envelope={}, tasks=[("t", "op")])
+
+
+def test_the_thread_quota_holds_under_concurrent_inserts(backend):
+    """Eight replicas insert at once with one place left: exactly one gets it; a replay of
+    an existing thread is never refused; the sub-account's own quota counts its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tilemore.store.limits import TooManyThreads
+
+    store = backend.store()
+    store.create_domain("acme")
+    store.create_subaccount("acme", "studio")
+    quota = ThreadQuota(domain=3, account=1)
+    store.create_thread(_new("a"), quota)
+    store.create_thread(_new("s1", "acme/studio"), quota)
+    with pytest.raises(TooManyThreads) as err:
+        store.create_thread(_new("s2", "acme/studio"), quota)
+    assert (err.value.status, err.value.code) == (429, "too_many_threads")
+    stores = [backend.store() for _ in range(8)]
+
+    def insert(i: int) -> bool:
+        try:
+            stores[i].create_thread(_new(f"race-{i}"), quota)
+            return True
+        except TooManyThreads:
+            return False
+
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(insert, range(8)))
+    assert sum(won) == 1
+    assert store.running_threads("acme", "acme/studio") == (3, 1)
+    record, created = store.create_thread(_new("a"), quota)  # a replay, at the limit
+    assert not created and record.idem_key == "a"
+    store.mark_canceled(record.id)
+    assert store.create_thread(_new("b"), quota)[1]  # a place came free
