@@ -170,7 +170,7 @@ def test_the_readme_snippet_leaves_no_unclosed_session(service, tmp_path, ending
     code = textwrap.dedent(README_SNIPPET).format(path=str(src), adjust=ADJUST) + ending
     env = {**os.environ, "TILEMORE_API_ENDPOINT": service.url,
            "TILEMORE_API_TOKEN": service.token, "TILEMORE_DOMAIN": "acme",
-           "PYTHONWARNINGS": "error", "PYTHONDEVMODE": "1"}
+           "PYTHONWARNINGS": "error"}  # not dev mode: its slow-callback notes vary with load
     done = subprocess.run([sys.executable, "-W", "error", "-c", code], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -32,6 +32,7 @@ class Source:
     def __init__(self, file: BinaryIO, start: int, size: int, sha256: str,
                  owned: bool, spooled: Path | None = None) -> None:
         self.file, self.start, self.size, self.sha256 = file, start, size, sha256
+        self.in_memory = isinstance(file, io.BytesIO)  # read without a thread hop
         self._owned, self._spooled = owned, spooled
 
     def close(self) -> None:
@@ -45,7 +46,10 @@ class Source:
 
 
 async def prepare(value: Input, progress: Progress | None = None) -> Source:
-    """Hash ``value`` (spooling it first when it cannot be read twice)."""
+    """Hash ``value`` (spooling it first when it cannot be read twice); files are read off
+    the event loop, bytes at once."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return _prepare(value, progress)
     return await asyncio.to_thread(_prepare, value, progress)
 
 
@@ -141,10 +145,13 @@ class _FilePart(payload.Payload):
     async def write_with_length(self, writer: Any, content_length: int | None) -> None:
         src = self._source
         left = src.size if content_length is None else min(src.size, content_length)
-        await asyncio.to_thread(src.file.seek, src.start)
+        async def run(fn: Callable[..., Any], *args: Any) -> Any:
+            return fn(*args) if src.in_memory else await asyncio.to_thread(fn, *args)
+
+        await run(src.file.seek, src.start)
         sent = 0
         while left > 0:
-            chunk = await asyncio.to_thread(src.file.read, min(CHUNK, left))
+            chunk = await run(src.file.read, min(CHUNK, left))
             if not chunk:
                 raise InputError("the input shrank while it was sent", code="input_changed")
             await writer.write(chunk)
