@@ -21,7 +21,7 @@ from tilemore.api.envelope import check_meta_parts
 from tilemore.api.errors import add_error_routes
 from tilemore.api.lifecycle import add_lifecycle_routes
 from tilemore.api.listing import add_listing_routes
-from tilemore.api.openapi import describe
+from tilemore.api.openapi import DescribedAPI
 from tilemore.api.ratelimit import RateLimitHeaders
 from tilemore.api.service import Answer, ApiService
 from tilemore.errors import ServiceUnavailable, TilemoreError
@@ -57,10 +57,10 @@ def process_service() -> ApiService | None:
 
 
 def create_app(api: ApiService | None = None) -> FastAPI:
-    app = FastAPI(title="Tilemore", version=__version__, description=DESCRIPTION)
+    # DescribedAPI: the OpenAPI document completed with models, security, bodies and errors.
+    app = DescribedAPI(title="Tilemore", version=__version__, description=DESCRIPTION)
     app.state.api = api
     app.add_middleware(RateLimitHeaders)  # an admitted request's RateLimit fields
-    describe(app)  # the OpenAPI document, completed: models, security, bodies, errors
 
     @app.exception_handler(TilemoreError)
     async def tilemore_error(request: Request, exc: TilemoreError) -> JSONResponse:

@@ -113,15 +113,15 @@ STATUS_TEXT = {200: "OK", 201: "Created", 202: "Accepted: still processing", 307
                422: "Unprocessable", 429: "Too many requests", 503: "Unavailable: retry"}
 
 
-def describe(app: FastAPI) -> None:
-    """Give ``app`` the completed document (built once, on first request)."""
+class DescribedAPI(FastAPI):
+    """FastAPI whose document is the completed one, built once, on first request. A
+    subclass, not a closure set on the app: Ray Serve pickles the app, and a function that
+    holds the app it hangs on is a cycle cloudpickle cannot follow."""
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = document(app)
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            self.openapi_schema = document(self)
+        return self.openapi_schema
 
 
 def document(app: FastAPI) -> dict[str, Any]:
