@@ -50,7 +50,7 @@ const BY_STATUS = {
 // Bounded: a broken header makes the client wait at most MAX_WAIT seconds.
 const MAX_WAIT = 300;
 const NUMBER = /^\d{1,12}(\.\d{1,6})?$/;
-const PARAM = /(?:^|[;,\s])(r|t|q|limit|remaining|reset)\s*=\s*(\d{1,12}(?:\.\d{1,6})?)/g;
+const PARAM = /(?:^|[;,\s])(r|t|limit|remaining|reset)\s*=\s*(\d{1,12}(?:\.\d{1,6})?)/g;
 
 function number(text) {
   if (text === null || text === undefined) return undefined;
@@ -60,16 +60,25 @@ function number(text) {
 
 function parseRateLimit(headers) {
   const get = (name) => (headers && typeof headers.get === 'function' ? headers.get(name) : undefined) ?? undefined;
-  const params = {};
-  for (const [, key, value] of (get('ratelimit') || '').slice(0, 1024).matchAll(PARAM)) {
-    if (!(key in params)) params[key] = Number(value);
+  const flat = {}; // draft 7's keys, each once
+  const states = []; // drafts >= 8: [r, t] per policy
+  for (const item of (get('ratelimit') || '').slice(0, 1024).split(',')) {
+    const found = {};
+    for (const [, key, value] of item.matchAll(PARAM)) found[key] ??= Number(value);
+    if (found.r !== undefined) states.push([found.r, found.t]);
+    for (const key of ['limit', 'remaining', 'reset']) if (found[key] !== undefined) flat[key] ??= found[key];
+  }
+  let remaining = flat.remaining ?? number(get('ratelimit-remaining'));
+  let reset = flat.reset ?? number(get('ratelimit-reset'));
+  if (states.length) { // several policies (a domain's, a sub-account's): the tightest counts
+    remaining = Math.min(...states.map(([r]) => r));
+    const resets = states.filter(([r, t]) => r === remaining && t !== undefined).map(([, t]) => t);
+    reset = resets.length ? Math.max(...resets) : undefined;
   }
   const policy = get('ratelimit-policy');
-  const q = policy ? /(?:^|;)\s*q=(\d{1,12})/.exec(policy.slice(0, 1024)) : null;
-  const limit = params.limit ?? (q ? Number(q[1]) : undefined) ?? number(get('ratelimit-limit'))
+  const quotas = [...(policy || '').slice(0, 1024).matchAll(/(?:^|;)\s*q=(\d{1,12})/g)].map((m) => Number(m[1]));
+  const limit = flat.limit ?? (quotas.length ? Math.min(...quotas) : undefined) ?? number(get('ratelimit-limit'))
     ?? (policy ? number(policy.split(';')[0]) : undefined);
-  const remaining = params.remaining ?? params.r ?? number(get('ratelimit-remaining'));
-  const reset = params.reset ?? params.t ?? number(get('ratelimit-reset'));
   return { limit, remaining, reset, retryAfter: number(get('retry-after')), policy: policy ?? undefined };
 }
 

@@ -55,6 +55,7 @@ test('settings come from the environment; without a domain the token is a Bearer
     assert.equal((await new Tilemore().balance()).account, 'acme');
     delete process.env.TILEMORE_DOMAIN;
     assert.deepEqual(new Tilemore().auth, { Authorization: `Bearer ${info.token}` });
+    assert.equal((await new Tilemore().balance()).account, 'acme'); // the token names its domain
     delete process.env.TILEMORE_API_TOKEN;
     assert.throws(() => new Tilemore(), TypeError);
   } finally {
@@ -264,4 +265,22 @@ test('retry runs a failed thread again, as the same thread', async () => {
   assert.equal(again.thread_id, failed.thread_id);
   await assert.rejects(tm.wait(again), sdk.TaskFailedError); // the operator still breaks
   await assert.rejects(tm.retry('0'.repeat(32)), sdk.NotFoundError);
+});
+
+test('of several RateLimit policies (a domain, its sub-account) the tightest counts', async () => {
+  const s = await scripted({
+    '/billing/balance': () => [200, {
+      ratelimit: '"acme";r=7;t=0, "acme/studio";r=0;t=1', 'ratelimit-policy': '"acme";q=10;w=1, "acme/studio";q=2;w=1',
+    }, { account: 'acme/studio', balance: '1', held: '0', available: '1' }],
+  });
+  try {
+    const tm = new Tilemore({ apiEndpoint: s.url, apiToken: 't' });
+    await tm.balance();
+    const started = Date.now();
+    await tm.balance();
+    assert.ok(Date.now() - started >= 900, 'the sub-account had none left: the next call waited');
+    assert.deepEqual(sdk.RateLimitError.prototype instanceof sdk.TilemoreError, true);
+  } finally {
+    await s.close();
+  }
 });

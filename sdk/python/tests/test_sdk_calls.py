@@ -145,13 +145,14 @@ def test_settings_come_from_the_environment(service, monkeypatch):
     monkeypatch.setenv("TILEMORE_DOMAIN", "acme")
     with sdk.Tilemore() as tm:
         assert tm.balance().account == "acme"
+    monkeypatch.delenv("TILEMORE_DOMAIN")
+    with sdk.Tilemore() as tm:  # Authorization: Bearer: the token names its domain
+        assert tm.client.auth["Authorization"].startswith("Bearer ")
+        assert tm.balance().account == "acme"
     monkeypatch.delenv("TILEMORE_API_TOKEN")
     with pytest.raises(sdk.TilemoreError) as info:
         sdk.Tilemore()
     assert info.value.code == "not_configured"
-    monkeypatch.delenv("TILEMORE_DOMAIN")
-    monkeypatch.setenv("TILEMORE_API_TOKEN", "t")
-    assert sdk.AsyncTilemore().auth == {"Authorization": "Bearer t"}  # the token names it
 
 
 README_SNIPPET = """
@@ -290,5 +291,32 @@ def test_the_services_own_429_is_honoured(tmp_path):
             with pytest.raises(sdk.AuthenticationError):  # sent once the wait is over
                 tm.balance()
             assert time.monotonic() - started >= exc.retry_after - 0.5
+    finally:
+        svc.close()
+
+
+def test_the_services_rate_limit_is_honoured(tmp_path):
+    """Against a service limiting the domain to 2 requests a second: a client making calls
+    one after another is slowed to the limit (it waits as the RateLimit fields say) and never
+    fails; concurrent calls that find nothing left, with no retries, raise RateLimitError
+    carrying the fields."""
+    svc = Service(tmp_path, rate_limit_requests_per_second=2)
+    try:
+        with sdk.Tilemore(svc.url, svc.token, "acme") as tm:
+            started = time.monotonic()
+            for _ in range(6):
+                assert tm.balance().account == "acme"
+            assert time.monotonic() - started >= 1.5  # six requests at 2/s, a burst of one
+
+        async def burst() -> list[object]:
+            async with sdk.AsyncTilemore(svc.url, svc.token, "acme", max_retries=0) as tm:
+                return await asyncio.gather(*(tm.balance() for _ in range(6)),
+                                            return_exceptions=True)
+
+        refused = [e for e in asyncio.run(burst()) if isinstance(e, Exception)]
+        assert refused and all(isinstance(e, sdk.RateLimitError) for e in refused), refused
+        err = refused[0]
+        assert err.code == "rate_limited" and err.retry_after >= 1
+        assert err.rate_limit.remaining == 0 and err.rate_limit.limit == 2
     finally:
         svc.close()

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 MAX_WAIT = 300.0
-_PARAM = re.compile(r"(?:^|[;,\s])(r|t|q|w|limit|remaining|reset)\s*=\s*(\d{1,12}(?:\.\d{1,6})?)")
+_PARAM = re.compile(r"(?:^|[;,\s])(r|t|limit|remaining|reset)\s*=\s*(\d{1,12}(?:\.\d{1,6})?)")
 
 
 def _number(text: str | None) -> float | None:
@@ -38,18 +38,27 @@ class RateLimit:
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> RateLimit:
         h = {k.lower(): v for k, v in headers.items()}
-        params: dict[str, float] = {}
-        for name in ("ratelimit", "ratelimit-policy"):
-            for key, value in _PARAM.findall(h.get(name, "")[:1024]):
-                params.setdefault(key if name == "ratelimit" else f"policy_{key}", float(value))
-        limit = params.get("limit", params.get("policy_q", _number(h.get("ratelimit-limit"))))
-        if limit is None:
-            limit = _number((h.get("ratelimit-policy") or "").split(";")[0]) \
-                if h.get("ratelimit-policy") else None
-        remaining = params.get("remaining", params.get("r", _number(h.get("ratelimit-remaining"))))
-        reset = params.get("reset", params.get("t", _number(h.get("ratelimit-reset"))))
-        return cls(limit, remaining, reset, _number(h.get("retry-after")),
-                   h.get("ratelimit-policy"))
+        flat: dict[str, float] = {}  # draft 7's keys, each once
+        states: list[tuple[float, float | None]] = []  # drafts ≥ 8: (r, t) per policy
+        for item in h.get("ratelimit", "")[:1024].split(","):
+            found = dict((k, float(v)) for k, v in _PARAM.findall(item))
+            if "r" in found:
+                states.append((found["r"], found.get("t")))
+            for key in ("limit", "remaining", "reset"):
+                if key in found:
+                    flat.setdefault(key, found[key])
+        remaining = flat.get("remaining", _number(h.get("ratelimit-remaining")))
+        reset = flat.get("reset", _number(h.get("ratelimit-reset")))
+        if states:  # several policies (a domain's, a sub-account's): the tightest counts
+            remaining = min(r for r, _ in states)
+            resets = [t for r, t in states if r == remaining and t is not None]
+            reset = max(resets) if resets else None
+        policy = h.get("ratelimit-policy")
+        quotas = [float(q) for q in re.findall(r"(?:^|;)\s*q=(\d{1,12})", (policy or "")[:1024])]
+        limit = flat.get("limit", min(quotas) if quotas else _number(h.get("ratelimit-limit")))
+        if limit is None and policy:
+            limit = _number(policy.split(";")[0])
+        return cls(limit, remaining, reset, _number(h.get("retry-after")), policy)
 
     def wait_seconds(self) -> float | None:
         """How long to wait before the next request: Retry-After, else the window's reset
