@@ -52,6 +52,11 @@ def test_the_document_is_valid_and_complete():
             if op.get("security") != []:
                 assert "`insufficient_scope`" in op["responses"]["403"]["description"]
     assert "HTTPValidationError" not in doc["components"]["schemas"]
+    params = {p["name"]: p["schema"] for p in paths["/threads"]["get"]["parameters"]}
+    assert params["limit"] == {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}
+    assert params["meta_part"]["maxItems"] == 8
+    sha = {p["name"]: p["schema"] for p in submit["parameters"]}["image_sha256"]
+    assert sha["pattern"] == "^[0-9a-f]{64}$"
 
 
 def test_real_answers_fit_the_models(svc):

@@ -106,6 +106,29 @@ ROUTES: dict[tuple[str, str], Spec] = {
     ("get", "/healthz"): ({200: s.Health}, None, {}),
 }
 OPEN = {("get", "/healthz"), ("post", "/billing/payment-notifications")}  # no token
+
+# What each parameter accepts, by name: the routes read them as text and check them
+# themselves (a bad one is a 400 with a code), so FastAPI cannot say it.
+_PART = r"[A-Za-z0-9][A-Za-z0-9._~-]{0,127}"
+PARAMETERS: dict[str, dict[str, Any]] = {
+    "image_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$",
+                     "description": "the image's SHA-256, 64 lowercase hex digits"},
+    "meta_parts": {"type": "string", "pattern": f"^{_PART}(/{_PART})*$",
+                   "description": "path segments of your choosing: letters, digits, . _ ~ -"},
+    "thread_id": {"type": "string", "maxLength": 64},
+    "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+    "status": {"type": "string", "enum": ["processing", "done", "failed", "canceled"]},
+    "meta_part": {"type": "array", "maxItems": 8,
+                  "items": {"type": "string", "pattern": f"^{_PART}$"}},
+    "created_since": {"type": "string", "maxLength": 40,
+                      "description": "ISO 8601 (no zone: UTC) or unix seconds"},
+    "cursor": {"type": "string", "maxLength": 200,
+               "description": "the previous page's next_cursor, as it came"},
+    "date": {"type": "string", "format": "date", "description": "today or yesterday"},
+    "account": {"type": "string", "pattern": f"^{_PART}$",
+                "description": "one of your sub-accounts, by name"},
+    "name": {"type": "string", "pattern": f"^{_PART}$", "description": "a sub-account's name"},
+}
 STATUS_TEXT = {200: "OK", 201: "Created", 202: "Accepted: still processing", 307: "Redirect",
                400: "Bad request", 401: "Unauthenticated", 402: "Insufficient credits",
                403: "Forbidden", 404: "Not found", 408: "Request body too slow",
@@ -180,6 +203,9 @@ def _complete(method: str, path: str, op: dict[str, Any]) -> None:
         if status in (429, 503):
             responses[str(status)]["headers"] = _retry_headers(status)
     op["responses"] = responses
+    for param in op.get("parameters", []):
+        if param.get("name") in PARAMETERS:
+            param["schema"] = dict(PARAMETERS[param["name"]])
     if request == "submission":
         op["requestBody"] = {"required": True, "content": {
             "application/json": {"schema": {"$ref": REF.format(model="Envelope")}},
