@@ -175,7 +175,7 @@ class AsyncTilemore:
 
     async def run(self, input: Input, output_format: str, adjustments: Mapping[str, Any],
                   meta: Mapping[str, Any] | None = None, *,
-                  output: str | os.PathLike | None = None, pipeline: str | None = None,
+                  output: str | os.PathLike[str] | None = None, pipeline: str | None = None,
                   account: str | None = None, progress: Progress | None = None,
                   timeout: float | None = None) -> Result:
         """``create`` + ``wait`` + ``download``: the result, streamed to ``output`` when
@@ -233,7 +233,7 @@ class AsyncTilemore:
                 return
             cursor = page.next_cursor
 
-    async def download(self, thread: ThreadRef, output: str | os.PathLike | None = None, *,
+    async def download(self, thread: ThreadRef, output: str | os.PathLike[str] | None = None, *,
                        progress: Progress | None = None) -> Result:
         """A done thread's result: streamed to ``output`` (written whole or not at all)
         when given, else into memory; its SHA-256 checked either way."""
@@ -337,6 +337,10 @@ class AsyncTilemore:
         value = _json_or_text(raw)
         if status >= 400:
             raise error_for(status, value, headers)
+        if not isinstance(value, dict):
+            raise ServerError(f"{method} {url}: the answer is not a JSON object",
+                              code="unexpected_answer", status=status,
+                              request_id=headers.get("x-request-id"))
         return value
 
     async def _send(self, method: str, url: str, *, json_body: Any = None,
@@ -383,8 +387,9 @@ class AsyncTilemore:
     def _pause(self, attempt: int, status: int, limit: RateLimit) -> float:
         wait = limit.wait_seconds()
         if wait is not None:  # the service said when: 429 waits that long, 5xx a bounded while
-            return min(wait, self.max_rate_limit_wait if status == 429 else self.max_backoff)
-        return min(self.max_backoff, self.backoff * 2**attempt) * (0.5 + random.random() / 2)
+            cap = self.max_rate_limit_wait if status == 429 else self.max_backoff
+            return float(min(wait, cap))
+        return float(min(self.max_backoff, self.backoff * 2**attempt)) * (0.5 + random.random() / 2)
 
 
 async def _read(resp: aiohttp.ClientResponse, limit: int | None) -> bytes:

@@ -21,7 +21,7 @@ from aiohttp import payload
 from tilemore_sdk._errors import InputError
 
 CHUNK = 1 << 20
-Input = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
+Input = str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO
 # progress(phase, done, total): phase is "hash", "upload" or "download"; total may be None
 Progress = Callable[[str, int, int | None], Any]
 
@@ -57,9 +57,12 @@ def _prepare(value: Input, progress: Progress | None) -> Source:
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = bytes(value)
         return Source(io.BytesIO(data), 0, len(data), hashlib.sha256(data).hexdigest(), True)
-    if hasattr(value, "read"):
-        return _from_file(value, progress)  # type: ignore[arg-type]
-    path = Path(value)  # type: ignore[arg-type]
+    if not isinstance(value, (str, os.PathLike)):
+        if not hasattr(value, "read"):
+            raise InputError("input must be a path, bytes or a binary file object",
+                             code="input_error")
+        return _from_file(value, progress)
+    path = Path(value)
     try:
         f = path.open("rb")
     except FileNotFoundError:

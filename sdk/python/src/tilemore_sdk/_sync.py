@@ -107,7 +107,7 @@ class Tilemore:
         return self._run(self._client.submit(input, output_format, adjustments, meta,
                                              **options))
 
-    def download(self, thread: ThreadRef, output: str | os.PathLike | None = None, *,
+    def download(self, thread: ThreadRef, output: str | os.PathLike[str] | None = None, *,
                  progress: Progress | None = None) -> Result:
         return self._run(self._client.download(thread, output, progress=progress))
 

@@ -106,7 +106,7 @@ class Result:
     def thread(self) -> Thread:
         return Thread.of(self.answer)
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike[str]) -> Path:
         path = Path(path)
         tmp = path.with_name(f".{path.name}.part")
         if self._data is None and self.path is not None:
@@ -152,9 +152,9 @@ class HistoryDay(_Raw):
 
     @classmethod
     def of(cls, d: dict[str, Any]) -> HistoryDay:
-        return cls(d["date"], *(Decimal(d[k]) for k in (
-            "amount_when_day_started", "transaction_total", "traced_total", "ordered_total",
-            "applied_commitment_bonus")), d)
+        return cls(d["date"], Decimal(d["amount_when_day_started"]),
+                   Decimal(d["transaction_total"]), Decimal(d["traced_total"]),
+                   Decimal(d["ordered_total"]), Decimal(d["applied_commitment_bonus"]), d)
 
 
 @dataclass(frozen=True)
