@@ -18,14 +18,16 @@ class ScriptedServer:
     def __init__(self, script: Script) -> None:
         self.script = script
         self.hits: dict[str, list[float]] = {}
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []  # path, headers, body
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_any(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
+                body = self.rfile.read(length) if length else b""
                 path = self.path.split("?")[0]
+                server.requests.append((path, {k.lower(): v for k, v in self.headers.items()},
+                                        body))
                 times = server.hits.setdefault(path, [])
                 times.append(time.monotonic())
                 answer = server.script.get(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import io
 import os
 import subprocess
@@ -320,3 +321,21 @@ def test_the_services_rate_limit_is_honoured(tmp_path):
         assert err.rate_limit.remaining == 0 and err.rate_limit.limit == 2
     finally:
         svc.close()
+
+
+def test_the_upload_is_one_multipart_body_of_known_length(tmp_path):
+    data = picture(107)
+    src = tmp_path / "in.jpg"
+    src.write_bytes(data)
+    url = f"/sdk/submitted/{hashlib.sha256(data).hexdigest()}/"
+    server = ScriptedServer({url: lambda n: (200, {}, {"status": "needs-file"}) if n == 1
+                             else (202, {}, {"thread_id": "t9", "status": "processing"})})
+    try:
+        with sdk.Tilemore(server.url, "t", "acme") as tm:
+            assert tm.create(src, "png", {}).id == "t9"
+        _, headers, body = server.requests[1]
+        assert "transfer-encoding" not in headers
+        assert int(headers["content-length"]) == len(body) > len(data)
+        assert body.index(b'name="envelope"') < body.index(b'name="image"') < body.index(data)
+    finally:
+        server.close()
