@@ -238,7 +238,7 @@ class AsyncTilemore:
         """A done thread's result: streamed to ``output`` (written whole or not at all)
         when given, else into memory; its SHA-256 checked either way."""
         if not isinstance(thread, Thread) or thread.result is None:
-            thread = await self.get(_id(thread))
+            thread = await self.get(thread.id if isinstance(thread, Thread) else thread)
         info = thread.result
         if info is None:
             raise TilemoreError(f"thread {thread.id} has no result ({thread.status})",
