@@ -347,3 +347,35 @@ def test_histories_of_a_transfer(backend):
     assert sub["2026-11-01"]["ordered_total"] == "4.00000000000000000000"
     assert acme["2026-11-03"]["amount_when_day_started"] == "6.00000000000000000000"
     assert sub["2026-11-03"]["amount_when_day_started"] == "4.00000000000000000000"
+
+
+def test_closing_a_sqlite_file_waits_for_a_read_in_flight_on_another_thread(tmp_path):
+    """Closing freed a connection another thread was reading on (a segfault, once in CI's
+    tests); now close waits for that read, and a read after close is a clean 503."""
+    import threading
+    import time
+
+    from tilemore.errors import DatabaseUnavailable
+    from tilemore.store.sqlite_db import SQLiteDatabase
+
+    db = SQLiteDatabase(tmp_path / "x.db", "CREATE TABLE IF NOT EXISTS t (n INTEGER);")
+    with db._tx() as w:  # noqa: SLF001
+        w.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(2000)])
+    reading, seen = threading.Event(), []
+
+    def read() -> None:
+        with db._read() as r:  # noqa: SLF001 - a long read on this thread's connection
+            reading.set()
+            time.sleep(0.3)  # close() is called meanwhile and must wait for us
+            seen.append(r.execute("SELECT COUNT(*) FROM t").fetchone()[0])
+
+    t = threading.Thread(target=read)
+    t.start()
+    reading.wait(5)
+    closer = threading.Thread(target=db.close)
+    closer.start()
+    t.join(5)
+    closer.join(5)
+    assert seen == [2000] and not closer.is_alive()
+    with pytest.raises(DatabaseUnavailable):
+        db._query("SELECT 1")  # noqa: SLF001

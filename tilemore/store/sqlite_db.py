@@ -4,6 +4,10 @@ writes that belong together in one ``BEGIN IMMEDIATE`` transaction, and a read c
 per thread (WAL readers never wait for writers). A lock held past ``busy_seconds``, a full
 or unreadable disk, is a 503 (:class:`~tilemore.errors.DatabaseUnavailable`), not a 500.
 
+Closing waits for each connection's call in flight (a read on another thread: SQLite frees
+a connection's statements on close, and a query running on one would read freed memory);
+a call after close is a 503 too.
+
 The stores' SQL is written once for SQLite and PostgreSQL (:mod:`tilemore.store.postgres_db`
 is the other side of this seam): ``?`` placeholders, rows read by column name, and schemas
 with ``{real}``, ``{amount}`` and ``{seq}`` where the two dialects' types differ.
@@ -23,6 +27,26 @@ from tilemore.errors import DatabaseBusy, DatabaseFull, DatabaseUnavailable
 TYPES = {"real": "REAL", "amount": "TEXT", "seq": "INTEGER PRIMARY KEY AUTOINCREMENT"}
 
 
+class _Connection:
+    """A connection and the lock its calls hold, so that close never cuts one short."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        # reentrant: a query within a snapshot read, on the same thread
+        self.db, self.lock, self.closed = db, threading.RLock(), False
+
+    @contextmanager
+    def use(self) -> Iterator[sqlite3.Connection]:
+        with self.lock:
+            if self.closed:
+                raise DatabaseUnavailable("the database was closed (the service is stopping)")
+            yield self.db
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            self.db.close()
+
+
 class SQLiteDatabase:
     def __init__(self, path: Path | str, schema: str,
                  added_columns: Sequence[tuple[str, str, str]] = (),
@@ -35,9 +59,10 @@ class SQLiteDatabase:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._busy_seconds = busy_seconds
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: list[_Connection] = []
         self._readers = threading.local()
         self._db = self._connect()
+        self._closed = False
         self._lock = threading.RLock()
         with self._lock, _unavailable_mapped():
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -54,16 +79,20 @@ class SQLiteDatabase:
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA foreign_keys=ON")
-        self._connections.append(db)
         return db
 
-    def _reader(self) -> sqlite3.Connection:
+    def _reader(self) -> _Connection:
         """This thread's own connection for reads: in WAL mode readers never wait for a
         writer, so a read must not queue behind this process's writes either."""
-        db = getattr(self._readers, "db", None)
-        if db is None:
-            db = self._readers.db = self._connect()
-        return db
+        reader = getattr(self._readers, "db", None)
+        if reader is None:
+            with self._lock:  # close() walks the list
+                if self._closed:
+                    raise DatabaseUnavailable("the database was closed (the service is "
+                                              "stopping)")
+                reader = self._readers.db = _Connection(self._connect())
+                self._connections.append(reader)
+        return reader
 
     def _add_column(self, table: str, column: str, kind: str) -> None:
         present = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
@@ -80,6 +109,8 @@ class SQLiteDatabase:
         """A write transaction; ``BEGIN IMMEDIATE`` takes the file's write lock up front, so
         read-then-write sequences (balances, the hash chain) are serialised."""
         with self._lock, _unavailable_mapped():
+            if self._closed:
+                raise DatabaseUnavailable("the database was closed (the service is stopping)")
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -92,8 +123,7 @@ class SQLiteDatabase:
     def _read(self) -> Iterator[sqlite3.Connection]:
         """Several reads from one snapshot: a read transaction (in WAL mode, a reader sees
         the file as of its first read, whatever other processes commit meanwhile)."""
-        db = self._reader()
-        with _unavailable_mapped():
+        with self._reader().use() as db, _unavailable_mapped():
             db.execute("BEGIN")
             try:
                 yield db
@@ -101,13 +131,16 @@ class SQLiteDatabase:
                 db.execute("ROLLBACK")  # nothing to keep: it only read
 
     def _query(self, sql: str, args: tuple | list = ()) -> list[sqlite3.Row]:
-        with _unavailable_mapped():
-            return self._reader().execute(sql, args).fetchall()
+        with self._reader().use() as db, _unavailable_mapped():
+            return db.execute(sql, args).fetchall()
 
     def close(self) -> None:
-        with self._lock:
-            for db in self._connections:
-                db.close()
+        with self._lock:  # a write under way finishes first; none starts after
+            self._closed = True
+            readers = list(self._connections)
+            self._db.close()
+        for reader in readers:  # each after its call in flight, if any
+            reader.close()
 
     def __enter__(self) -> Self:
         return self
