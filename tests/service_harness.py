@@ -167,6 +167,11 @@ class Service:
         self.server.should_exit = True
         self.thread.join(timeout=10)
         self.conductor.close()
+        # Threads in flight finish their step first: a store closed under a running query
+        # can crash the process (SQLite), not just fail the thread.
+        deadline = time.monotonic() + 10
+        while self.conductor.active() and time.monotonic() < deadline:
+            time.sleep(0.05)
         self.tracer.shutdown()  # exports what is left
         self.backend.close()
         self.billing.close()
