@@ -142,5 +142,7 @@ def test_api_redirects_results_to_s3(s3_endpoint, tmp_path):
                               "result.png")[1]
         expires = int(re.search(r"X-Amz-Expires=(\d+)", link).group(1))
         assert 500 < expires <= 600
+        with urllib.request.urlopen(link) as resp:
+            assert resp.headers["Cache-Control"] == f"private, max-age={expires}"
     finally:
         svc.close()

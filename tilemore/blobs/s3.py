@@ -104,7 +104,9 @@ class S3BlobStore:
             "get_object",
             Params={"Bucket": self.bucket, "Key": self._key(key),
                     "ResponseContentType": content_type,
-                    "ResponseContentDisposition": f'inline; filename="{filename}"'},
+                    "ResponseContentDisposition": f'inline; filename="{filename}"',
+                    # a copy cached from the link lives no longer than the link
+                    "ResponseCacheControl": f"private, max-age={seconds}"},
             ExpiresIn=seconds,
         )
 
