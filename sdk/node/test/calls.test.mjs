@@ -284,3 +284,15 @@ test('of several RateLimit policies (a domain, its sub-account) the tightest cou
     await s.close();
   }
 });
+
+test('wait gives up after its timeout', async () => {
+  const s = await scripted({ '/threads/t1': () => [200, {}, { thread_id: 't1', status: 'processing' }] });
+  try {
+    const tm = new Tilemore({ apiEndpoint: s.url, apiToken: 't', pollIntervalMs: 50 });
+    const started = Date.now();
+    await assert.rejects(tm.wait('t1', { timeoutMs: 500 }), (e) => e instanceof sdk.WaitTimeout && e.code === 'wait_timeout');
+    assert.ok(Date.now() - started < 3000 && s.hits['/threads/t1'].length >= 3);
+  } finally {
+    await s.close();
+  }
+});

@@ -339,3 +339,22 @@ def test_the_upload_is_one_multipart_body_of_known_length(tmp_path):
         assert body.index(b'name="envelope"') < body.index(b'name="image"') < body.index(data)
     finally:
         server.close()
+
+
+def test_wait_gives_up_after_its_timeout_and_cancel_answers_a_thread():
+    processing = {"thread_id": "t1", "status": "processing", "meta": {}}
+    server = ScriptedServer({
+        "/threads/t1": lambda n: (200, {}, processing),
+        "/threads/t1/cancel": lambda n: (200, {}, {**processing, "cancel_requested": True}),
+    })
+    try:
+        with sdk.Tilemore(server.url, "t", "acme", poll_interval=0.05) as tm:
+            started = time.monotonic()
+            with pytest.raises(sdk.WaitTimeout) as info:
+                tm.wait("t1", timeout=0.5)
+            assert info.value.code == "wait_timeout" and time.monotonic() - started < 3
+            assert len(server.hits["/threads/t1"]) >= 3  # it polled meanwhile
+            canceled = tm.cancel("t1")
+            assert isinstance(canceled, sdk.Thread) and canceled["cancel_requested"] is True
+    finally:
+        server.close()
