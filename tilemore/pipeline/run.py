@@ -16,6 +16,7 @@ and the selector chooses among the others.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import traceback
@@ -112,6 +113,7 @@ class Retry:
 
 
 MAX_LOSSES = 10  # a task's runs lost with their replica before the thread gives up
+DISCARD_SECONDS = 1.0  # how long a run waits, at its end, for what it handed on in vain
 
 
 class RunCanceled(Exception):
@@ -158,6 +160,7 @@ def run_graph(
     waiting = [t for t in graph.tasks if t.id not in done and t.id not in plans.skipped]
     planning: dict[Any, TaskNode] = {}  # plan handle → its selector
     finished_early: dict[Any, TaskNode] = {}  # stats handle → a task done before its inputs
+    abandoned: dict[Any, Any] = {}  # stats handle → output handle of runs taken back
     order = {t.id: i for i, t in enumerate(graph.tasks)}
     failures: dict[str, int] = {}  # counted against the task's retry policy
     losses: dict[str, int] = {}  # runs lost with a replica: not the operator's doing
@@ -195,7 +198,7 @@ def run_graph(
             for handle, task in later:
                 running.pop(handle, None)
                 finished_early.pop(handle, None)
-                outputs.pop(task.id, None)
+                abandoned[handle] = outputs.pop(task.id, None)
                 gone.add(task.id)
                 waiting.append(task)
 
@@ -214,7 +217,7 @@ def run_graph(
                     raise TaskFailed(task, st.failure, n)
                 delay = task.retry.delay(n)
             not_before[task.id] = time.monotonic() + delay
-            outputs.pop(task.id, None)
+            outputs.pop(task.id, None)  # its error was read with its stats
             take_back(task)
             for dep in _input_tasks(task, selections, plans) if reload is not None else ():
                 if stats[dep].checkpoint:
@@ -232,63 +235,96 @@ def run_graph(
             ready = [stats[d].finished for d in _input_tasks(task, selections, plans)]
             on_progress(Progress(len(stats), total, stats[task.id], max(ready, default=None)))
 
-    while waiting or running or planning or finished_early:
-        if should_stop is not None and should_stop():
-            raise RunCanceled(f"stopped with {len(waiting)} of {len(graph.tasks)} tasks unstarted")
-        now = time.monotonic()
-        waiting.sort(key=lambda t: order[t.id])  # a task after the ones it reads
-        handed: list[TaskNode] = []
-        for task in list(waiting):
-            if not_before.get(task.id, 0.0) > now:
+    try:
+        while waiting or running or planning or finished_early:
+            if should_stop is not None and should_stop():
+                raise RunCanceled(f"stopped with {len(waiting)} of {len(graph.tasks)} tasks "
+                                  "unstarted")
+            now = time.monotonic()
+            waiting.sort(key=lambda t: order[t.id])  # a task after the ones it reads
+            handed: list[TaskNode] = []
+            for task in list(waiting):
+                if not_before.get(task.id, 0.0) > now:
+                    continue
+                if any(resolve(i) is None for i in task.inputs if not isinstance(i, Source)
+                       and not (isinstance(i, FromTask) and i.task in plans.skipped)):
+                    continue
+                selector = plans.undecided_selector_of(task.id)
+                if selector is not None:  # its selector first looks at the input
+                    if all(s.id != selector.id for s in planning.values()):
+                        handle = backend.plan(selector.operator, selector.params,  # type: ignore
+                                              resolve(task.inputs[0]), plans.branch_names(selector))
+                        planning[handle] = selector
+                    continue
+                handles = [resolve(i) for i in inputs_of(task)]
+                out, st = backend.call(task.id, task.operator, plans.params(task), handles)
+                outputs[task.id] = out
+                running[st] = task
+                waiting.remove(task)
+                handed.append(task)
+            if handed and on_start is not None:  # heard before any of them is judged
+                on_start(handed)
+            backing_off = [not_before[t.id] - now for t in waiting if not_before.get(t.id, 0) > now]
+            if not running and not planning:
+                if not backing_off:
+                    raise RuntimeError(f"tasks can never start: {[t.id for t in waiting]}")
+                time.sleep(min(min(backing_off), poll_seconds))
                 continue
-            if any(resolve(i) is None for i in task.inputs if not isinstance(i, Source)
-                   and not (isinstance(i, FromTask) and i.task in plans.skipped)):
-                continue
-            selector = plans.undecided_selector_of(task.id)
-            if selector is not None:  # its selector first looks at the input
-                if all(s.id != selector.id for s in planning.values()):
-                    handle = backend.plan(selector.operator, selector.params,  # type: ignore
-                                          resolve(task.inputs[0]), plans.branch_names(selector))
-                    planning[handle] = selector
-                continue
-            handles = [resolve(i) for i in inputs_of(task)]
-            out, st = backend.call(task.id, task.operator, plans.params(task), handles)
-            outputs[task.id] = out
-            running[st] = task
-            waiting.remove(task)
-            handed.append(task)
-        if handed and on_start is not None:  # heard before any of them is judged
-            on_start(handed)
-        backing_off = [not_before[t.id] - now for t in waiting if not_before.get(t.id, 0) > now]
-        if not running and not planning:
-            if not backing_off:
-                raise RuntimeError(f"tasks can never start: {[t.id for t in waiting]}")
-            time.sleep(min(min(backing_off), poll_seconds))
-            continue
-        timeout = min([poll_seconds, *backing_off])
-        for handle in backend.wait([*running, *planning], timeout=timeout):
-            if handle in planning:
-                plan = plans.decide(planning.pop(handle), _plan_of(backend, handle))
-                waiting = [t for t in waiting if t.id not in plans.skipped]
-                if on_plan is not None:
-                    on_plan(plan)
-                continue
-            if handle not in running:  # taken back by a failure judged in this round
-                continue
-            finished_early[handle] = running.pop(handle)
-            # Judged in the graph's order: a task whose inputs are not judged yet waits
-            # (its failure may be only theirs, passed on).
-            while ready := [(h, t) for h, t in finished_early.items()
-                            if all(d in stats for d in _input_tasks(t, selections, plans))]:
-                for h, t in ready:
-                    if h in finished_early:
-                        del finished_early[h]
-                        judge(h, t)
+            timeout = min([poll_seconds, *backing_off])
+            for handle in backend.wait([*running, *planning, *abandoned], timeout=timeout):
+                if handle in abandoned:  # taken back: its (failed) result only needs reading
+                    _read_quietly(backend, handle, abandoned.pop(handle))
+                    continue
+                if handle in planning:
+                    plan = plans.decide(planning.pop(handle), _plan_of(backend, handle))
+                    waiting = [t for t in waiting if t.id not in plans.skipped]
+                    if on_plan is not None:
+                        on_plan(plan)
+                    continue
+                if handle not in running:  # taken back by a failure judged in this round
+                    continue
+                finished_early[handle] = running.pop(handle)
+                # Judged in the graph's order: a task whose inputs are not judged yet waits
+                # (its failure may be only theirs, passed on).
+                while ready := [(h, t) for h, t in finished_early.items()
+                                if all(d in stats for d in _input_tasks(t, selections, plans))]:
+                    for h, t in ready:
+                        if h in finished_early:
+                            del finished_early[h]
+                            judge(h, t)
+    except (TaskFailed, RunCanceled):
+        # What was handed on past the end: its errors read, so Ray reports none unhandled
+        live = {h: outputs.get(t.id) for table in (running, finished_early)
+                for h, t in table.items()}
+        _discard(backend, {**abandoned, **live, **dict.fromkeys(planning)}, DISCARD_SECONDS)
+        raise
+    _discard(backend, abandoned, DISCARD_SECONDS)
 
     output = (backend.get(outputs[graph.output]) if graph.output in outputs
               else done[graph.output].load())
     return RunResult(output, stats, _qc_reports(graph, selections, plans),
                      time.perf_counter() - started, outputs)
+
+
+def _discard(backend: Backend, handles: Mapping[Any, Any], seconds: float) -> None:
+    """Read what runs no longer needed left behind, within ``seconds``: a failed one's error
+    (its stats and its output), so that the backend never reports it as never read. A run
+    that succeeded is not fetched."""
+    left = dict(handles)
+    deadline = time.monotonic() + seconds
+    while left and (remaining := deadline - time.monotonic()) > 0:
+        for handle in backend.wait(list(left), timeout=remaining):
+            _read_quietly(backend, handle, left.pop(handle))
+
+
+def _read_quietly(backend: Backend, stats: Any, output: Any | None) -> None:
+    """A finished run nobody needs: its stats read, and its output only if it failed."""
+    try:
+        backend.get(stats)
+    except Exception:  # noqa: BLE001 - the error is the point: it is read now
+        if output is not None:
+            with contextlib.suppress(Exception):
+                backend.get(output)
 
 
 def _input_tasks(task: TaskNode, selections: Mapping[str, Selection],
