@@ -95,20 +95,31 @@ class Lifecycle:
               size: int = 0) -> None:
         self.store.add_refs([(thread_id, domain, kind, key, size)])
 
-    def thread_ended(self, thread_id: str, domain: str, status: str) -> ThreadExpiry | None:
-        """The listener on a thread's end: date what it leaves; a done thread's checkpoints
-        go now (those no other thread needs). Never raises."""
+    def thread_ended(self, thread_id: str, domain: str, status: str,
+                     sizes: dict[str, int] | None = None) -> ThreadExpiry | None:
+        """The listener on a thread's end: reference what its record names (input,
+        checkpoints, result; ``sizes`` by key where known) and date it, in one transaction;
+        a done thread's checkpoints go now (those no other thread needs). Never raises."""
         try:
+            names = self.store.thread_blobs(thread_id)
+            refs = [(kind, key, (sizes or {}).get(key, 0)) for kind, key in names]
             dates = self.store.thread_ended(thread_id, domain, status,
-                                            self.retention.ttl(domain))
+                                            self.retention.ttl(domain), refs)
             if status == "done":
-                keys = [k for kind, k, _ in self.store.refs(thread_id) if kind == "checkpoint"]
+                keys = {key for kind, key in names if kind == "checkpoint"} | {
+                    key for kind, key, _ in self.store.refs(thread_id) if kind == "checkpoint"}
                 if keys:
-                    self.collect(keys)
+                    self.collect(sorted(keys))
             return dates
         except Exception as exc:  # noqa: BLE001 - the collector dates it on its next pass
             log.warning("thread %s: end not dated (%s); the collector will", thread_id, exc)
             return None
+
+    def ensure_input(self, thread_id: str, domain: str, key: str) -> None:
+        """Reference a thread's input unless it is (a read, a write only when missing: the
+        ingress references it; one that died between its record and its reference did not)."""
+        if not any(kind == "input" for kind, _, _ in self.store.refs(thread_id)):
+            self.refer(thread_id, domain, "input", key)
 
     def collect(self, keys: Sequence[str] | None = None, limit: int | None = None,
                 dry_run: bool = False, grace: float | None = None) -> tuple[list[Removed],

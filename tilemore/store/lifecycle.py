@@ -164,11 +164,19 @@ class LifecycleSQL:
 
     # -- a thread's end, and its expiry ----------------------------------------------------
 
-    def thread_ended(self, thread_id: str, domain: str, status: str, ttl: Ttl) -> ThreadExpiry:
+    def thread_ended(self, thread_id: str, domain: str, status: str, ttl: Ttl,
+                     refs: Sequence[tuple[str, str, int]] = ()) -> ThreadExpiry:
         """Date what the thread leaves: checkpoints at once when ``done``, else when its retry
-        window closes; input, result and record after their time to live. Called again (a
+        window closes; input, result and record after their time to live. ``refs``: (kind,
+        key, bytes) the thread uses and may not have referenced yet (its checkpoints: a
+        running thread's are referenced only here, in this one transaction). Called again (a
         retried thread ending again), it dates them from the new end."""
         with self._tx() as db:
+            for kind, key, size in refs:
+                self._pin(db, key, kind, size)
+                db.execute("INSERT INTO blob_refs (thread_id, kind, key, domain, expires_at)"
+                           " VALUES (?, ?, ?, ?, NULL) ON CONFLICT (thread_id, kind, key)"
+                           " DO NOTHING", (thread_id, kind, key, domain))
             now = _now_sql(db, self.NOW)
             done = status == "done"
             result_until = now + ttl.results if done else None
