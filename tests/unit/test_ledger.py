@@ -379,3 +379,27 @@ def test_closing_a_sqlite_file_waits_for_a_read_in_flight_on_another_thread(tmp_
     assert seen == [2000] and not closer.is_alive()
     with pytest.raises(DatabaseUnavailable):
         db._query("SELECT 1")  # noqa: SLF001
+
+
+def test_threads_that_come_and_go_reuse_sqlite_read_connections(tmp_path):
+    """Read connections are lent and reused, never one per thread: SQLite keeps a closed
+    connection's file handles while the process has the file open (an ingress, whose
+    request threads come and go, once held 3,909)."""
+    import os
+    import threading
+
+    from tilemore.store.sqlite_db import SQLiteDatabase
+
+    db = SQLiteDatabase(tmp_path / "x.db", "CREATE TABLE IF NOT EXISTS t (n INTEGER);")
+
+    def handles() -> int:
+        return sum(1 for fd in os.listdir("/proc/self/fd")
+                   if os.path.realpath(f"/proc/self/fd/{fd}").startswith(str(tmp_path)))
+
+    before = handles()
+    for _ in range(50):
+        t = threading.Thread(target=lambda: db._query("SELECT COUNT(*) FROM t"))  # noqa: SLF001
+        t.start()
+        t.join()
+    assert handles() <= before + 3  # one reader's file handles, not 50 threads' worth
+    db.close()

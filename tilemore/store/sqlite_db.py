@@ -1,12 +1,16 @@
 """One SQLite file shared by every process of a service: WAL mode, commits fsync'd
 (``synchronous=FULL``) before they return, one write connection per process behind a lock,
-writes that belong together in one ``BEGIN IMMEDIATE`` transaction, and a read connection
-per thread (WAL readers never wait for writers). A lock held past ``busy_seconds``, a full
-or unreadable disk, is a 503 (:class:`~tilemore.errors.DatabaseUnavailable`), not a 500.
+writes that belong together in one ``BEGIN IMMEDIATE`` transaction, and reads on read
+connections of their own (WAL readers never wait for writers). A lock held past
+``busy_seconds``, a full or unreadable disk, is a 503
+(:class:`~tilemore.errors.DatabaseUnavailable`), not a 500.
 
-Closing waits for each connection's call in flight (a read on another thread: SQLite frees
-a connection's statements on close, and a query running on one would read freed memory);
-a call after close is a 503 too.
+Read connections are kept in a pool and lent to one read at a time, never closed while the
+database is open: SQLite keeps a closed connection's file handles until every connection of
+the process to that file has closed (closing them would drop the others' POSIX locks), so a
+connection per short-lived thread leaked thousands of handles. A connection lent out when
+the database closes is closed by its borrower when the read is over (closing it under a
+running query would free memory the query reads); a read after close is a 503 too.
 
 The stores' SQL is written once for SQLite and PostgreSQL (:mod:`tilemore.store.postgres_db`
 is the other side of this seam): ``?`` placeholders, rows read by column name, and schemas
@@ -27,26 +31,6 @@ from tilemore.errors import DatabaseBusy, DatabaseFull, DatabaseUnavailable
 TYPES = {"real": "REAL", "amount": "TEXT", "seq": "INTEGER PRIMARY KEY AUTOINCREMENT"}
 
 
-class _Connection:
-    """A connection and the lock its calls hold, so that close never cuts one short."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        # reentrant: a query within a snapshot read, on the same thread
-        self.db, self.lock, self.closed = db, threading.RLock(), False
-
-    @contextmanager
-    def use(self) -> Iterator[sqlite3.Connection]:
-        with self.lock:
-            if self.closed:
-                raise DatabaseUnavailable("the database was closed (the service is stopping)")
-            yield self.db
-
-    def close(self) -> None:
-        with self.lock:
-            self.closed = True
-            self.db.close()
-
-
 class SQLiteDatabase:
     def __init__(self, path: Path | str, schema: str,
                  added_columns: Sequence[tuple[str, str, str]] = (),
@@ -59,8 +43,8 @@ class SQLiteDatabase:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._busy_seconds = busy_seconds
-        self._connections: list[_Connection] = []
-        self._readers = threading.local()
+        self._idle: list[sqlite3.Connection] = []  # read connections not lent out
+        self._lent = threading.local()  # the connection this thread's read holds
         self._db = self._connect()
         self._closed = False
         self._lock = threading.RLock()
@@ -81,18 +65,31 @@ class SQLiteDatabase:
         db.execute("PRAGMA foreign_keys=ON")
         return db
 
-    def _reader(self) -> _Connection:
-        """This thread's own connection for reads: in WAL mode readers never wait for a
-        writer, so a read must not queue behind this process's writes either."""
-        reader = getattr(self._readers, "db", None)
-        if reader is None:
-            with self._lock:  # close() walks the list
+    @contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        """A read connection, lent for one read (a query within a snapshot read on the same
+        thread gets the snapshot's own)."""
+        held = getattr(self._lent, "db", None)
+        if held is not None:
+            yield held
+            return
+        with self._lock:
+            if self._closed:
+                raise DatabaseUnavailable("the database was closed (the service is stopping)")
+            db = self._idle.pop() if self._idle else None
+        if db is None:
+            with _unavailable_mapped():
+                db = self._connect()
+        self._lent.db = db
+        try:
+            yield db
+        finally:
+            self._lent.db = None
+            with self._lock:
                 if self._closed:
-                    raise DatabaseUnavailable("the database was closed (the service is "
-                                              "stopping)")
-                reader = self._readers.db = _Connection(self._connect())
-                self._connections.append(reader)
-        return reader
+                    db.close()
+                else:
+                    self._idle.append(db)
 
     def _add_column(self, table: str, column: str, kind: str) -> None:
         present = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
@@ -123,7 +120,7 @@ class SQLiteDatabase:
     def _read(self) -> Iterator[sqlite3.Connection]:
         """Several reads from one snapshot: a read transaction (in WAL mode, a reader sees
         the file as of its first read, whatever other processes commit meanwhile)."""
-        with self._reader().use() as db, _unavailable_mapped():
+        with self._reader() as db, _unavailable_mapped():
             db.execute("BEGIN")
             try:
                 yield db
@@ -131,16 +128,16 @@ class SQLiteDatabase:
                 db.execute("ROLLBACK")  # nothing to keep: it only read
 
     def _query(self, sql: str, args: tuple | list = ()) -> list[sqlite3.Row]:
-        with self._reader().use() as db, _unavailable_mapped():
+        with self._reader() as db, _unavailable_mapped():
             return db.execute(sql, args).fetchall()
 
     def close(self) -> None:
         with self._lock:  # a write under way finishes first; none starts after
             self._closed = True
-            readers = list(self._connections)
             self._db.close()
-        for reader in readers:  # each after its call in flight, if any
-            reader.close()
+            for db in self._idle:  # those lent out are closed by their borrowers
+                db.close()
+            self._idle.clear()
 
     def __enter__(self) -> Self:
         return self
