@@ -1,18 +1,26 @@
 """Train the CNNs' weights from photos scikit-image ships. ``--damage gaussian`` (the
 denoiser, ``dncnn``): synthetic Gaussian noise of deviation 5–50 (blind). Its committed
-weights come from two stages:
+weights come from four stages, the last two in bfloat16 autocast (the network then learns to
+lose nothing to bfloat16, which it runs in on CPUs that compute it natively):
 
     python -m tilemore_operators.dncnn_training --photos base --steps 6122 --seed 0 --out s1.pt
-    python -m tilemore_operators.dncnn_training --init s1.pt --steps STEPS2 --seed 1 --lr 5e-4
+    python -m tilemore_operators.dncnn_training --init s1.pt --steps STEPS2 --seed 1 --lr 5e-4 \
+        --out s2.pt
+    python -m tilemore_operators.dncnn_training --init s2.pt --steps 1500 --seed 4 --lr 1e-4 \
+        --bf16 --threads 1 --out s3.pt
+    python -m tilemore_operators.dncnn_training --init s3.pt --steps 2000 --seed 5 --lr 1e-4 \
+        --bf16 --threads 1
+
+(sha256 of the result ``10ffd09c…``; of stage 2's, shipped before, ``7c9667eb…``.)
 
 ``--damage jpeg`` (the deblocker, ``deblock``): JPEG compression at qualities 5–95 (4:2:0 or
 4:4:4 chroma), some patches first given Gaussian noise of deviation up to 30 (noise then
-re-encoding): a third in stage 1, 60 % in stage 2. Fine-tuned from the denoiser's weights,
-on one thread, in bfloat16 autocast. Both stages were stopped early for time, at a
+re-encoding): a third in stage 1, 60 % in stage 2. Fine-tuned from the denoiser's stage-2
+weights, on one thread, in bfloat16 autocast. Both stages were stopped early for time, at a
 checkpoint (every 500 steps) of a longer schedule, which ``--stop`` reproduces:
 
     python -m tilemore_operators.dncnn_training --damage jpeg \
-        --init operators/weights/dncnn-rgb.pt --steps 10000 --stop 4500 --seed 2 --lr 5e-4 \
+        --init s2.pt --steps 10000 --stop 4500 --seed 2 --lr 5e-4 \
         --threads 1 --bf16 --out deblock-s1.pt
     python -m tilemore_operators.dncnn_training --damage jpeg --init deblock-s1.pt \
         --steps 2500 --stop 1000 --seed 3 --lr 2e-4 --noisy 0.6 --threads 1 --bf16
