@@ -38,10 +38,18 @@ def age(svc: Service, thread_id: str, **columns: float) -> None:
                        " AND kind = ?", (seconds, thread_id, KIND.get(column)))
 
 
+def ended(svc: Service, thread_id: str) -> dict:
+    """The thread's answer once it ended and its end was dated (the listener dates it just
+    after the status is written)."""
+    body = svc.wait(thread_id)
+    assert until(lambda: svc.lifecycle.dates(thread_id) is not None, 10, 0.02)
+    return body
+
+
 def done_thread(svc: Service, image: bytes, envelope: dict = THUMB) -> dict:
     reply = svc.submit(image, envelope)
     assert reply.status == 202, reply.body
-    body = svc.wait(reply.json()["thread_id"])
+    body = ended(svc, reply.json()["thread_id"])
     assert body["status"] == "done", body
     return body
 
@@ -116,7 +124,7 @@ def test_a_failed_thread_runs_again_and_only_unfinished_tasks_are_charged(svc, t
     image = encode(photo(40, 30), "PNG")
     reply = svc.submit(image, env)
     tid = reply.json()["thread_id"]
-    failed = svc.wait(tid)
+    failed = ended(svc, tid)
     assert failed["status"] == "failed", failed
     decode = next(t for t in svc.store.get_thread(tid).tasks if t.task_id == "decode")
     assert decode.status == "done" and svc.blobs.exists(decode.checkpoint_key)  # kept
@@ -143,7 +151,7 @@ def test_a_retry_after_the_input_expired_names_the_image_to_send(svc, tmp_path):
            "adjustments": {"flaky": {"failures": 3, "counter": str(counter)}}}
     image = encode(photo(44, 30), "PNG")
     tid = svc.submit(image, env).json()["thread_id"]
-    assert svc.wait(tid)["status"] == "failed"
+    assert ended(svc, tid)["status"] == "failed"
     age(svc, tid, input_until=10**8)
     svc.collector.run_pass()
     sha = hashlib.sha256(image).hexdigest()
@@ -164,9 +172,35 @@ def test_a_retry_after_the_window_closed_is_410(svc, tmp_path):
     env = {"pipeline": "fragile", "output_format": "png",
            "adjustments": {"flaky": {"failures": 9, "counter": str(tmp_path / "c")}}}
     tid = svc.submit(encode(photo(30, 30), "PNG"), env).json()["thread_id"]
-    assert svc.wait(tid)["status"] == "failed"
+    assert ended(svc, tid)["status"] == "failed"
     age(svc, tid, retry_until=10**8)
     reply = http("POST", f"{svc.url}/threads/{tid}/retry", b"", svc.auth())
     assert reply.status == 410 and reply.code == "retry_window_closed"
     rival = {"Authorization": f"Token {svc.rival_token} Domain rival"}
     assert http("POST", f"{svc.url}/threads/{tid}/retry", b"", rival).status == 403
+
+
+def test_expiry_and_retry_on_both_databases(backend, tmp_path):
+    """The same answers with the records in PostgreSQL (and in SQLite): 410 after the
+    result expired, a new thread on retry, a failed thread run again."""
+    service = Service(tmp_path / "svc", database_url=backend.url,
+                      pipeline_paths=[DATA / "fragile.yaml"], blob_grace_seconds=0)
+    try:
+        image = encode(photo(40, 36), "PNG")
+        first = done_thread(service, image)
+        age(service, first["thread_id"], result_until=10**8)
+        service.collector.run_pass()
+        assert service.submit(image, THUMB).code == "result_expired"
+        again = http("POST", f"{service.url}/threads/{first['thread_id']}/retry", b"",
+                     service.auth())
+        assert again.status == 202 and service.wait(again.json()["thread_id"])["status"] == \
+            "done"
+        env = {"pipeline": "fragile", "output_format": "png",
+               "adjustments": {"flaky": {"failures": 3, "counter": str(tmp_path / "c")}}}
+        tid = service.submit(image, env).json()["thread_id"]
+        assert ended(service, tid)["status"] == "failed"
+        assert http("POST", f"{service.url}/threads/{tid}/retry", b"",
+                    service.auth()).status == 202
+        assert service.wait(tid)["status"] == "done"
+    finally:
+        service.close()
