@@ -68,6 +68,10 @@ def test_a_done_thread_keeps_its_input_and_its_result_once(svc):
     assert reply.status == 200
     max_age = int(reply.headers["cache-control"].split("max-age=")[1].split(",")[0])
     assert 3500 < max_age <= 3600  # never cached past the result's retention
+    with svc.lifecycle.store._tx() as db:  # noqa: SLF001 - as before its end is dated
+        db.execute("DELETE FROM thread_expiry WHERE thread_id = ?", (rec.id,))
+    reply = http("GET", body["result"]["url"], headers=svc.auth())
+    assert reply.headers["cache-control"] == "private, max-age=3600, immutable"
 
 
 def test_after_the_result_expired_410_then_a_new_thread_charged_again(svc):

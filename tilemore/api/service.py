@@ -257,9 +257,14 @@ class ApiService:
     def result_seconds(self, record: ThreadRecord) -> int | None:
         """Seconds the thread's result is still kept (None: for ever, no lifecycle here);
         :class:`ResultExpired` once it went."""
-        dates = self.lifecycle.dates(record.id) if self.lifecycle is not None else None
-        if dates is None or dates.result_until is None:
+        if self.lifecycle is None:
             return None
+        dates = self.lifecycle.dates(record.id)
+        if dates is None or dates.result_until is None:
+            # Not dated yet (the end's listener runs just after the status is written, or an
+            # older thread the collector has still to date): dated later, from then, so its
+            # retention from now is the least it has left.
+            return int(self.lifecycle.retention.ttl(record.domain).results)
         if dates.result_expired:
             raise result_expired(record, dates.result_until)
         return max(1, int(dates.result_until - dates.now))
