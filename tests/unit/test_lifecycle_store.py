@@ -219,3 +219,20 @@ def test_the_orphan_sweep_removes_only_old_blobs_no_record_knows(backend):
     assert report.blobs == {"orphan": [1, 44]}
     assert not w.blobs.exists(orphan)
     assert w.blobs.exists(inp) and w.blobs.exists(young)
+
+
+def test_indexed_errors_expire_and_go_with_their_domain(backend):
+    from tilemore.store import ErrorRecord
+
+    w = World(backend)
+    index = backend.errors()
+    for i, (domain, age) in enumerate((("acme", 40 * 86400), ("acme", 0), ("rival", 0))):
+        index.record_error(ErrorRecord(domain, domain, f"t{i}", "boom", "explode",
+                                       "ZeroDivisionError", f"division {i}", "Traceback…",
+                                       1, True, time.time() - age))
+    assert w.collector.run_pass().errors == 1  # older than the errors' 30 days
+    left = index.search_errors("division", domain=None)
+    assert sorted(h.record.thread_id for h in left) == ["t1", "t2"]
+    w.threads.create_domain("rival")
+    assert w.collector.run_pass(domain="rival").errors == 1
+    assert [h.record.thread_id for h in index.search_errors("division", domain=None)] == ["t1"]
