@@ -11,7 +11,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 
 from tilemore import __version__
 from tilemore.api.auth import authenticated, client_of
@@ -24,7 +26,7 @@ from tilemore.api.listing import add_listing_routes
 from tilemore.api.openapi import DescribedAPI
 from tilemore.api.ratelimit import RateLimitHeaders
 from tilemore.api.service import Answer, ApiService
-from tilemore.errors import ServiceUnavailable, TilemoreError
+from tilemore.errors import NotFound, ServiceUnavailable, TilemoreError
 from tilemore.settings import Settings
 
 log = logging.getLogger("tilemore.api")
@@ -80,6 +82,26 @@ def create_app(api: ApiService | None = None) -> FastAPI:
         return JSONResponse({"error": {"code": "invalid_request",
                                        "message": f"{where}: {err.get('msg')}"}},
                             status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def routing_error(request: Request, exc: HTTPException) -> JSONResponse:
+        """Starlette's own answers (no such route, a method the path lacks) in the service's
+        error body. Its 405 names only the first route that matched the path: ``Allow``
+        here lists the methods of every route for it."""
+        if exc.status_code == 405:
+            allowed = sorted({m for route in request.app.router.routes
+                              if route.matches(request.scope)[0] != Match.NONE
+                              for m in getattr(route, "methods", None) or ()})
+            err = TilemoreError(f"{request.method[:20]} is not allowed here; allowed: "
+                                f"{', '.join(allowed)}", code="method_not_allowed")
+            err.status, err.headers = 405, {"Allow": ", ".join(allowed)}
+        elif exc.status_code == 404:
+            err = NotFound(f"no such route: {request.method[:20]} {request.url.path[:200]}",
+                           code="not_found")
+        else:
+            err = TilemoreError(str(exc.detail), code="http_error")
+            err.status, err.headers = exc.status_code, exc.headers
+        return await tilemore_error(request, err)
 
     def service(request: Request) -> ApiService:
         api = request.app.state.api or process_service()

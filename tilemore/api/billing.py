@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -27,12 +29,13 @@ from tilemore.api.auth import Caller, authenticated
 from tilemore.api.body import BodyTooLarge, UploadTooSlow
 from tilemore.api.envelope import META_PART, BadRequest
 from tilemore.billing import payments
-from tilemore.billing.money import InvalidAmount, parse_amount
+from tilemore.billing.money import parse_amount
 from tilemore.errors import Forbidden, NotFound, TilemoreError
 from tilemore.store import SCOPES, check_scopes
 
 MAX_BODY = payments.MAX_BODY  # every billing body is a few short fields
 BODY_SECONDS = 10.0  # to send one, whole
+DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # the operations' date=, as the document says
 
 
 class UnknownDomain(TilemoreError):
@@ -70,7 +73,9 @@ class BillingApi:
     def operations(self, caller: Caller, name: str | None, day: str | None) -> dict:
         account = self.account_for(caller, name)
         try:
-            when = date.fromisoformat(day) if day else today()
+            if day is not None and not DAY.fullmatch(day):  # fromisoformat takes more forms
+                raise ValueError(day)
+            when = date.fromisoformat(day) if day is not None else today()
         except ValueError:
             raise BadRequest(f"date '{day}' is not YYYY-MM-DD", code="invalid_date") from None
         return {"account": account, "date": when.isoformat(),
@@ -105,7 +110,7 @@ class BillingApi:
         never a scope the caller lacks."""
         self._domain_only(caller, "issue tokens")
         account = self.account_for(caller, name)
-        scopes = check_scopes(body["scopes"]) if "scopes" in body else tuple(
+        scopes = check_scopes(body["scopes"]) if body.get("scopes") is not None else tuple(
             s for s in SCOPES if s in caller.scopes)
         for scope in scopes:
             caller.require(scope)
@@ -157,16 +162,14 @@ async def _json(request: Request, empty: dict | None = None) -> dict:
     if empty is not None and not raw.strip():
         return empty
     try:
-        value = json.loads(raw, parse_float=_no_float)
+        # Exact, never a binary float: an amount must be a string (parse_amount refuses any
+        # number), and a number elsewhere in the body (a field the route ignores) is fine.
+        value = json.loads(raw, parse_float=Decimal)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}", code="malformed_json") from None
     if not isinstance(value, dict):
         raise BadRequest("the body must be a JSON object", code="malformed_json")
     return value
-
-
-def _no_float(text: str) -> float:
-    raise InvalidAmount(f"amounts are strings ('\"{text}\"'), never JSON numbers")
 
 
 def add_billing_routes(app: FastAPI, service: Callable[[Request], Any]) -> None:

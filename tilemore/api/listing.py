@@ -41,6 +41,17 @@ class BadListing(TilemoreError):
     status = 400
 
 
+# created_since: unix seconds, or an ISO 8601 date or UTC time (``Z``, an offset, or none),
+# each month with its own days (29 February passes the pattern; a common year's is a 400).
+SECONDS = r"[0-9]{1,12}(\.[0-9]{1,9})?"
+_DAY = (r"(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})-((0[13578]|1[02])-"
+        r"(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-9]))")
+_TIME = (r"T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?"
+         r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?")
+SINCE_PATTERN = f"^({SECONDS}|{_DAY}({_TIME})?)$"
+SINCE = re.compile(SINCE_PATTERN)
+
+
 def parse_limit(text: str | None) -> int:
     if text is None:
         return DEFAULT_LIMIT
@@ -78,9 +89,9 @@ def parse_since(text: str | None) -> float | None:
     if text is None:
         return None
     try:
-        if len(text) > 40:
-            raise ValueError("too long")
-        if re.fullmatch(r"\d{1,12}(\.\d{1,9})?", text):
+        if len(text) > 40 or not SINCE.fullmatch(text):  # exactly what the document says
+            raise ValueError("not a time")
+        if re.fullmatch(SECONDS, text):
             return float(text)
         when = datetime.fromisoformat(text)
         return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()

@@ -19,6 +19,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from tilemore.api import schemas as s
+from tilemore.api.listing import SINCE_PATTERN
+from tilemore.store.errors import MAX_QUERY
 
 REF = "#/components/schemas/{model}"
 REQUESTS = {s.Envelope, s.MultipartSubmission, s.SubaccountRequest, s.TokenRequest,
@@ -120,11 +122,20 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "status": {"type": "string", "enum": ["processing", "done", "failed", "canceled"]},
     "meta_part": {"type": "array", "maxItems": 8,
                   "items": {"type": "string", "pattern": f"^{_PART}$"}},
-    "created_since": {"type": "string", "maxLength": 40,
-                      "description": "ISO 8601 (no zone: UTC) or unix seconds"},
+    "created_since": {"type": "string", "maxLength": 40, "pattern": SINCE_PATTERN,
+                      "description": "ISO 8601, a date or a time (no zone: UTC), or unix "
+                                     "seconds"},
     "cursor": {"type": "string", "maxLength": 200,
                "description": "the previous page's next_cursor, as it came"},
-    "date": {"type": "string", "format": "date", "description": "today or yesterday"},
+    "date": {"type": "string", "format": "date", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+             "description": "today or yesterday (UTC); other days: 422 "
+                            "`history_out_of_range`"},
+    # Required: a search needs words (a blank one is 400 empty_query); no NUL, which no
+    # database takes.
+    "q": {"type": "string", "minLength": 1, "maxLength": MAX_QUERY,
+          "pattern": "^[^\\u0000]*\\S[^\\u0000]*$",
+          "description": "words, \"phrases\", OR (a syntax the index rejects: 400 "
+                         "`invalid_query`)"},
     "account": {"type": "string", "pattern": f"^{_PART}$",
                 "description": "one of your sub-accounts, by name"},
     "name": {"type": "string", "pattern": f"^{_PART}$", "description": "a sub-account's name"},
@@ -206,6 +217,8 @@ def _complete(method: str, path: str, op: dict[str, Any]) -> None:
     for param in op.get("parameters", []):
         if param.get("name") in PARAMETERS:
             param["schema"] = dict(PARAMETERS[param["name"]])
+            if param["name"] == "q":
+                param["required"] = True
     if request == "submission":
         op["requestBody"] = {"required": True, "content": {
             "application/json": {"schema": {"$ref": REF.format(model="Envelope")}},

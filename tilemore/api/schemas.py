@@ -6,13 +6,18 @@ digits), times ISO 8601 in UTC."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from tilemore.api.envelope import Envelope
 
 Amount = str  # a decimal, as a string: "12.50000000000000000000"
+# What a request may send: greater than zero, below 10^18, at most 20 fractional digits (the
+# server takes a few more spellings, " 5" or "5e2"; this is the one to use).
+PositiveAmount = Annotated[str, Field(
+    pattern=r"^([1-9][0-9]{0,17}(\.[0-9]{1,20})?|0\.[0-9]{0,19}[1-9])$",
+    examples=["12.5"])]
 
 
 class _Open(BaseModel):
@@ -141,7 +146,7 @@ class Operations(_Open):
 
 
 class SubaccountRequest(BaseModel):
-    name: str = Field(pattern=r"^[A-Za-z0-9._~-]{1,128}$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$")  # as meta parts
 
 
 class Subaccount(_Open):
@@ -160,7 +165,8 @@ class Subaccounts(_Open):
 
 class TokenRequest(BaseModel):
     scopes: list[Literal["submit", "read", "billing"]] | None = Field(
-        None, description="default: the caller's own scopes")
+        None, min_length=1, max_length=12,
+        description="default (absent or null): the caller's own scopes")
 
 
 class IssuedToken(_Open):
@@ -174,7 +180,7 @@ class IssuedToken(_Open):
 
 class PaymentRequest(BaseModel):
     payment_id: str = Field(min_length=1, max_length=200)
-    amount: Amount
+    amount: PositiveAmount
 
 
 class Payment(Balance):
@@ -188,7 +194,7 @@ class PaymentNotification(BaseModel):
     event_id: str
     domain: str
     order_id: str
-    amount: Amount
+    amount: PositiveAmount
 
 
 class NotificationAnswer(_Open):
