@@ -164,6 +164,12 @@ def test_bad_amounts(svc, amount, code):
     assert (reply.status, reply.code) == (422, code)
 
 
+@pytest.mark.parametrize("name", ["studio\n", "-studio", "", "a/b", "x" * 129])
+def test_bad_subaccount_names(svc, name):
+    reply = post(svc, "/billing/subaccounts", {"name": name})
+    assert (reply.status, reply.code) == (400, "invalid_name")  # a newline after it too
+
+
 def test_subletting(svc):
     made = post(svc, "/billing/subaccounts", {"name": "studio-k"})
     assert made.status == 201 and made.json()["account"] == "acme/studio-k"

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tilemore.errors import TilemoreError
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-META_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$")
+META_PART = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._~-]{0,127}\Z")  # \Z: no newline after it
 MAX_META_PARTS = 8
 
 
