@@ -305,6 +305,10 @@ class Collector:
 
     def start(self) -> None:
         def loop() -> None:
+            try:  # the storage gauges from the start, not only after the first pass
+                self._gauge()
+            except Exception as exc:  # noqa: BLE001 - the first pass tries again
+                log.warning("storage gauges not read: %s", exc)
             while not self._stop.wait(self.lifecycle.settings.gc_interval_seconds):
                 try:
                     report = self.run_pass()

@@ -41,6 +41,7 @@ def scraped(tmp_path_factory):
                 img = encode(noisy(photo(160, 120), 10, seed=i), "PNG")
                 ids.append(svc.submit(img, env).json()["thread_id"])
             assert [svc.wait(t, timeout=120)["status"] for t in ids] == ["done"] * THREADS
+            svc.collector.run_pass()  # the storage gauges, as the first conductor's collector
             yield prom
         finally:
             gauges.stop()
