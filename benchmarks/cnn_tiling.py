@@ -88,7 +88,7 @@ def operator_precisions(side: int = 1000, crop: int | None = None
     for precision in ("float32", "bfloat16") if cpu_has_bf16() else ("float32",):
         host.operator.precision = precision
         params = DnCNNDenoise.Params()
-        mp_s = side * side / 1e6 / timed(lambda: host.run("t", params, img))
+        mp_s = side * side / 1e6 / timed(lambda p=params: host.run("t", p, img))
         values = [_psnr(host.run("q", params, Image(n))[0].pixels, c)
                   for n, c in zip(noisy, clean, strict=True)]
         out[precision] = {"mp_s": mp_s, "psnr_sigma25": float(np.mean(values)),

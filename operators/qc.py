@@ -26,7 +26,6 @@ from tilemore_operators.noise import estimate_sigma, noise_floor
 from tilemore.image import Image
 from tilemore.operator import Operator, OperatorParams, Price, Resources, Selection
 
-
 BranchName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 MISFIT = 100.0  # what a candidate made for another damage loses from its score
 

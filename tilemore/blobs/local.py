@@ -7,11 +7,11 @@ race rule of :mod:`tilemore.lifecycle`)."""
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import shutil
 import tempfile
-import logging
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
