@@ -115,6 +115,7 @@ def test_uninstall_puts_the_previous_handlers_back():
         pass
 
     before = signal.signal(signal.SIGTERM, mine)
+    interrupt = signal.getsignal(signal.SIGINT)  # ignored where the run is in the background
     try:
         stop = GracefulStop(5, exit=lambda code: None)
         stop.install()
@@ -122,7 +123,7 @@ def test_uninstall_puts_the_previous_handlers_back():
         assert signal.getsignal(signal.SIGINT) == stop._on_signal
         stop.uninstall()
         assert signal.getsignal(signal.SIGTERM) is mine
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGINT) is interrupt
     finally:
         signal.signal(signal.SIGTERM, before)
 

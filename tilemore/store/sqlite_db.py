@@ -44,10 +44,12 @@ class SQLiteDatabase:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._busy_seconds = busy_seconds
         self._idle: list[sqlite3.Connection] = []  # read connections not lent out
+        # the pool's own lock: a read never waits for this process's write under way
         self._lent = threading.local()  # the connection this thread's read holds
         self._db = self._connect()
         self._closed = False
         self._lock = threading.RLock()
+        self._pool_lock = threading.Lock()
         with self._lock, _unavailable_mapped():
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(schema.format(**TYPES))
@@ -73,7 +75,7 @@ class SQLiteDatabase:
         if held is not None:
             yield held
             return
-        with self._lock:
+        with self._pool_lock:
             if self._closed:
                 raise DatabaseUnavailable("the database was closed (the service is stopping)")
             db = self._idle.pop() if self._idle else None
@@ -85,7 +87,7 @@ class SQLiteDatabase:
             yield db
         finally:
             self._lent.db = None
-            with self._lock:
+            with self._pool_lock:
                 if self._closed:
                     db.close()
                 else:
@@ -132,7 +134,7 @@ class SQLiteDatabase:
             return db.execute(sql, args).fetchall()
 
     def close(self) -> None:
-        with self._lock:  # a write under way finishes first; none starts after
+        with self._lock, self._pool_lock:  # a write under way finishes first
             self._closed = True
             self._db.close()
             for db in self._idle:  # those lent out are closed by their borrowers
