@@ -62,13 +62,16 @@ def test_running_threads_are_capped(svc):
     svc.store.set_rate_limit("acme/studio", Limit(concurrent_threads=1))
     time.sleep(svc.settings.rate_limit_sync_seconds + 0.1)  # the next request reads them
     envelope = {"adjustments": {}, "pipeline": "slow", "output_format": "png"}
+    # the studio's first runs long enough to be running still at every check below, however
+    # loaded the machine (it ended early once, and the domain had a place free)
+    lasting = {**envelope, "adjustments": {"first": {"seconds": 5.0}}}
     studio = svc.auth(token)
-    first = svc.submit(image(10), envelope, headers=studio)
+    first = svc.submit(image(10), lasting, headers=studio)
     assert first.status == 202, first.body
     second = svc.submit(image(11), envelope, headers=studio)
     assert (second.status, second.code) == (429, "too_many_threads")
     assert second.headers["retry-after"] == "2"
-    again = svc.submit(image(10), envelope, headers=studio)  # a replay: never refused
+    again = svc.submit(image(10), lasting, headers=studio)  # a replay: never refused
     assert again.status == 202 and again.json()["thread_id"] == first.json()["thread_id"]
     mine = svc.submit(image(12), envelope)  # the domain's second
     assert mine.status == 202, mine.body
