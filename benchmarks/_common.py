@@ -7,6 +7,7 @@ import argparse
 import io
 import json
 import math
+import os
 import platform
 import statistics
 import subprocess
@@ -43,6 +44,15 @@ def median_time(fn: Callable[[], object], repeat: int) -> tuple[float, list[floa
         fn()
         times.append(time.perf_counter() - started)
     return statistics.median(times), times
+
+
+def process_cpu(pid: int | str) -> tuple[int, float] | None:
+    """(parent pid, user + system CPU seconds) of a process, from /proc; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def machine() -> str:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
-from _common import arguments, finish, machine, parse, positive
+from _common import arguments, finish, machine, parse, positive, process_cpu
 from _service import start_service
 from fastapi import FastAPI, Request, Response
 from PIL import Image as PILImage
@@ -48,7 +48,6 @@ OTHERS = {"operator replicas (all)": "OperatorHost", "Serve controller": "ServeC
           "peer decode": "ServeReplica:peer:PeerDecode",
           "peer encode": "ServeReplica:peer:PeerEncode",
           "floor replica": "ServeReplica:floor:Floor"}
-TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
 # --- the HTTP floor: what the same Serve instance does with no work behind it -------------
 
@@ -242,14 +241,7 @@ def ray_processes() -> dict[int, str]:
 
 def cpu_seconds(pids: list[int]) -> dict[int, float]:
     """utime + stime of each process, in seconds."""
-    out = {}
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[pid] = (int(fields[11]) + int(fields[12])) * TICK_S
-    return out
+    return {pid: stat[1] for pid in pids if (stat := process_cpu(pid)) is not None}
 
 
 class CpuMeter:

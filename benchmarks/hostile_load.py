@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _common import arguments, commit, finish, machine, parse, photo_jpeg, positive
+from _common import (
+    arguments,
+    commit,
+    finish,
+    machine,
+    parse,
+    photo_jpeg,
+    positive,
+    process_cpu,
+)
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 import attacks  # noqa: E402
@@ -84,8 +92,7 @@ class Child:
 
     def cpu_seconds(self) -> float:
         """The service process's CPU time so far (user + system, all its threads)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu(self.proc.pid)[1]  # type: ignore[index]
 
     def close(self) -> None:
         self.proc.stdin.close()  # type: ignore[union-attr]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-from _common import arguments, finish, machine, parse, positive
+from _common import arguments, finish, machine, parse, positive, process_cpu
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 
@@ -71,8 +70,7 @@ class Child:
 
     def cpu_seconds(self) -> float:
         """The service process's CPU time so far (user + system, all its threads)."""
-        stat = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu(self.proc.pid)[1]  # type: ignore[index]
 
     def close(self) -> None:
         self.proc.stdin.close()  # type: ignore[union-attr]

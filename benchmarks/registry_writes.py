@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
-from _common import arguments, finish, machine, parse, positive
+from _common import arguments, finish, machine, parse, positive, process_cpu
 
 from tilemore.billing.ledger import Entry, open_ledger
 from tilemore.billing.writer import LedgerWriter
@@ -68,14 +68,9 @@ def server_cpu_s(data_dir: Path | None) -> float:
     postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
     total = 0.0
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(entry) == postmaster or int(fields[1]) == postmaster:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        stat = process_cpu(entry) if entry.isdigit() else None
+        if stat is not None and postmaster in (int(entry), stat[0]):
+            total += stat[1]
     return total
 
 
