@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 from tilemore.billing.money import add
 from tilemore.billing.pricing import price_of
+from tilemore.engine.backend import ReplicaLost
 from tilemore.engine.host import TaskStats
 from tilemore.metrics import Metrics
 from tilemore.operator import Operator
@@ -208,8 +209,6 @@ class Meter(Listener):
         self.metrics.task_finished(event.operator.name, s.seconds, event.queued, s.tiles)
 
     def task_retried(self, event: TaskRetried) -> None:
-        from tilemore.engine.backend import ReplicaLost
-
         r = event.retry
         self.metrics.task_retried(r.task.operator.name,
                                   isinstance(r.failure.error, ReplicaLost))
