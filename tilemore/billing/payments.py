@@ -24,7 +24,6 @@ with the amount a decimal string (at most 20 fractional digits). :func:`notifica
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import re
@@ -38,7 +37,11 @@ from pydantic import SecretStr
 from tilemore.billing.money import InvalidAmount, parse_amount
 from tilemore.errors import TilemoreError
 
-HEADER = "Tilemore-Signature"
+# One signing scheme for what Tilemore receives and sends (webhooks): re-exported here.
+from tilemore.signing import HEADER as HEADER
+from tilemore.signing import sign as sign
+from tilemore.signing import signature
+
 MAX_BODY = 16 * 1024  # a notification is four short fields
 MAX_HEADER = 1024
 MAX_SIGNATURES = 8  # v1 values in one header
@@ -83,19 +86,6 @@ def secrets_of(setting: SecretStr | None) -> list[str]:
     if setting is None:
         return []
     return [s.strip() for s in setting.get_secret_value().split(",") if s.strip()]
-
-
-def signature(payload: bytes, secret: str, timestamp: int) -> str:
-    """The hex HMAC-SHA256 of ``"<timestamp>.<payload>"`` under ``secret``."""
-    signed = str(timestamp).encode() + b"." + payload
-    return hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
-
-
-def sign(payload: bytes, secret: str | Sequence[str], timestamp: int | None = None) -> str:
-    """The ``Tilemore-Signature`` header for ``payload``: one ``v1`` per secret given."""
-    t = int(time.time()) if timestamp is None else timestamp
-    secrets = [secret] if isinstance(secret, str) else list(secret)
-    return ",".join([f"t={t}", *(f"v1={signature(payload, s, t)}" for s in secrets)])
 
 
 def notification(event_id: str, domain: str, order_id: str, amount: str) -> bytes:

@@ -16,6 +16,7 @@ class PostgresStore(SQLStore, PostgresDatabase):
     # A thread quota's count and insert, one domain at a time (SQLite's write lock does it
     # there); the key's second half is the domain's hash.
     domain_lock = "SELECT pg_advisory_xact_lock(1953332332, hashtext(?))"
+    outbox_lock = " FOR UPDATE SKIP LOCKED"  # deliverers claim different webhook deliveries
 
     def __init__(self, url: str) -> None:
         PostgresDatabase.__init__(self, url, SCHEMA, added_columns=ADDED_COLUMNS,

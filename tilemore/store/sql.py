@@ -28,6 +28,7 @@ from tilemore.store import (
 from tilemore.store.leases import LEASE_COLUMNS, Leases, fence
 from tilemore.store.limits import LIMITS_SCHEMA, LimitStore, ThreadQuota
 from tilemore.store.listing import LISTING_INDEXES, ThreadListing
+from tilemore.store.webhooks import WEBHOOKS_SCHEMA, WebhookStore
 
 Row = Any  # sqlite3.Row or psycopg's dict row: both read by column name
 
@@ -76,7 +77,8 @@ CREATE TABLE IF NOT EXISTS threads (
     trace_id TEXT
 );
 CREATE INDEX IF NOT EXISTS threads_unfinished ON threads(status) WHERE status = 'processing';
-""" + LISTING_INDEXES + LIMITS_SCHEMA + """CREATE TABLE IF NOT EXISTS pipeline_versions (
+""" + LISTING_INDEXES + LIMITS_SCHEMA + WEBHOOKS_SCHEMA + """
+CREATE TABLE IF NOT EXISTS pipeline_versions (
     fingerprint TEXT PRIMARY KEY,
     name TEXT NOT NULL,
     path TEXT NOT NULL,
@@ -141,7 +143,7 @@ def migrate_postgres(db: Any) -> None:
     db.execute("ALTER TABLE tasks ADD COLUMN IF NOT EXISTS note TEXT")
 
 
-class SQLStore(Leases, ThreadListing, LimitStore):
+class SQLStore(Leases, ThreadListing, LimitStore, WebhookStore):
     """Implements both :class:`ThreadRepository` and :class:`TokenRepository` over a
     database the subclass supplies (``_tx``, ``_read``, ``_query``)."""
 
