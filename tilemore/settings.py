@@ -108,9 +108,14 @@ class Settings(BaseModel):
         "/threads/{id}/retry) this long after it ended; its checkpoints are kept as long")
     retention_errors_seconds: float = Field(
         30 * 86400, ge=3600, description="indexed task errors (GET /errors) are kept this long")
+    retention_webhooks_seconds: float = Field(
+        30 * 86400, ge=86400, description="webhook deliveries (and their attempts) that were "
+        "delivered or given up are kept this long after they were created, then the "
+        "collector removes them; pending ones are never removed")
     retention_domains: dict[str, dict[str, float]] = Field(
         default_factory=dict, description='per domain, overrides of the above: {"acme": '
-        '{"results": 3600, "inputs": 3600, "records": 86400, "retry": 0, "errors": 86400}} '
+        '{"results": 3600, "inputs": 3600, "records": 86400, "retry": 0, "errors": 86400, '
+        '"webhooks": 86400}} '
         "(JSON in the environment)")
     blob_grace_seconds: float = Field(
         900, ge=0, description="an input or result blob written and not yet referenced is "
@@ -138,6 +143,33 @@ class Settings(BaseModel):
         300, ge=1, le=3600, description="how far a notification's signed timestamp may be "
         "from the service's clock"
     )
+
+    # Webhooks (docs/api.md, Webhooks): signed deliveries of thread and billing events from a
+    # durable outbox, sent by a deliverer beside every conductor.
+    webhook_retry_seconds: float = Field(
+        86400, ge=1, le=7 * 86400, description="a delivery is retried, with exponential "
+        "backoff, this long after its event; then it is given up (the listing shows it)")
+    webhook_backoff_seconds: float = Field(
+        10.0, ge=0.01, le=3600, description="the pause after a delivery's first failed "
+        "attempt; each later pause doubles (with jitter), up to webhook_backoff_max_seconds")
+    webhook_backoff_max_seconds: float = Field(
+        3600.0, ge=0.01, le=86400, description="the longest pause between two attempts")
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, le=60, description="one attempt's connect and answer, each at most this "
+        "long; a receiver slower than that is a failed attempt")
+    webhook_poll_seconds: float = Field(
+        1.0, gt=0, le=60, description="how often a deliverer looks for due deliveries")
+    webhook_concurrency: int = Field(
+        4, ge=1, le=64, description="deliveries one deliverer sends at once")
+    webhook_max_endpoints: int = Field(
+        16, ge=1, le=1000, description="endpoints one domain may register")
+    webhook_secret_overlap_seconds: float = Field(
+        86400, ge=0, le=30 * 86400, description="after a rotation, the previous signing "
+        "secret still signs (a second v1) this long, unless the request says otherwise")
+    webhook_allowed_networks: list[str] = Field(
+        default_factory=list, description="networks (CIDR, comma-separated) webhooks may "
+        "reach although they are private, loopback, link-local or reserved, e.g. "
+        "127.0.0.0/8 for a receiver on the same machine; empty: public addresses only")
 
     # HTTP
     host: str = Field("127.0.0.1", description="the Serve proxy binds here; 0.0.0.0 exposes it")
@@ -311,13 +343,29 @@ class Settings(BaseModel):
     @classmethod
     def _retention_names(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
         for domain, ttl in value.items():
-            unknown = set(ttl) - {"results", "inputs", "records", "retry", "errors"}
+            unknown = set(ttl) - {"results", "inputs", "records", "retry", "errors", "webhooks"}
             if unknown:
                 raise ValueError(f"{domain}: unknown retention {sorted(unknown)[0]!r} (results, "
-                                 "inputs, records, retry, errors)")
+                                 "inputs, records, retry, errors, webhooks)")
             if any(not 0 <= v <= 10 * 365 * 86400 for v in ttl.values()):
                 raise ValueError(f"{domain}: retention seconds must be 0 to ten years")
         return value
+
+    @field_validator("webhook_allowed_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        import ipaddress
+
+        items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(
+            value, str) else value
+        if not isinstance(items, list):
+            return items
+        for item in items:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except (TypeError, ValueError):
+                raise ValueError(f"{item!r} is not a network, such as 127.0.0.0/8") from None
+        return items
 
     @field_validator("operator_autoscaling", "operator_settings", "retention_domains",
                      mode="before")

@@ -26,6 +26,7 @@ from tilemore.api.listing import add_listing_routes
 from tilemore.api.openapi import DescribedAPI
 from tilemore.api.ratelimit import RateLimitHeaders
 from tilemore.api.service import Answer, ApiService
+from tilemore.api.webhooks import add_webhook_routes
 from tilemore.errors import NotFound, ServiceUnavailable, TilemoreError
 from tilemore.settings import Settings
 
@@ -116,6 +117,7 @@ def create_app(api: ApiService | None = None) -> FastAPI:
     add_error_routes(app, service)
     add_lifecycle_routes(app, service)
     add_listing_routes(app, service)
+    add_webhook_routes(app, service)
 
     @app.get("/healthz", tags=["service"])
     async def healthz() -> dict[str, str]:

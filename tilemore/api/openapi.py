@@ -24,7 +24,8 @@ from tilemore.store.errors import MAX_QUERY
 
 REF = "#/components/schemas/{model}"
 REQUESTS = {s.Envelope, s.MultipartSubmission, s.SubaccountRequest, s.TokenRequest,
-            s.PaymentRequest, s.PaymentNotification}
+            s.PaymentRequest, s.PaymentNotification, s.WebhookEndpointRequest,
+            s.RotateRequest}
 
 # The errors every authenticated route may answer, by status.
 AUTH: dict[int, list[str]] = {
@@ -54,6 +55,8 @@ SUBMIT_ERRORS: dict[int, list[str]] = {
 THREAD = {403: ["wrong_account"], 404: ["unknown_thread"]}
 ACCOUNT = {403: ["wrong_account"], 404: ["unknown_account"]}
 BODY = {400: ["malformed_json"], 408: ["upload_too_slow"], 413: ["body_too_large"]}
+ENDPOINT = {403: ["wrong_account"], 404: ["unknown_endpoint"]}
+DELIVERY = {403: ["wrong_account"], 404: ["unknown_delivery"]}
 
 # (method, path) → (answers: status → model or description, request model, errors).
 Spec = tuple[dict[int, Any], Any, dict[int, list[str]]]
@@ -106,6 +109,31 @@ ROUTES: dict[tuple[str, str], Spec] = {
          402: ["insufficient_credits"], 409: ["duplicate_reference"],
          422: ["invalid_amount", "amount_out_of_range"]}),
     ("get", "/healthz"): ({200: s.Health}, None, {}),
+    # tilemore.api.webhooks: domain tokens with the billing scope
+    ("post", "/webhooks/endpoints"): (
+        {201: s.WebhookEndpointCreated}, s.WebhookEndpointRequest,
+        {**BODY, 403: ["wrong_account"],
+         422: ["invalid_webhook_url", "webhook_url_private", "webhook_url_unresolvable",
+               "invalid_events", "unknown_event", "invalid_threshold", "invalid_amount",
+               "amount_out_of_range", "too_many_endpoints"]}),
+    ("get", "/webhooks/endpoints"): ({200: s.WebhookEndpoints}, None, {403: ["wrong_account"]}),
+    ("get", "/webhooks/endpoints/{endpoint_id}"): ({200: s.WebhookEndpoint}, None, ENDPOINT),
+    ("delete", "/webhooks/endpoints/{endpoint_id}"): (
+        {200: s.WebhookEndpointDeleted}, None, ENDPOINT),
+    ("post", "/webhooks/endpoints/{endpoint_id}/rotate"): (
+        {200: s.WebhookEndpointCreated}, s.RotateRequest,
+        {**BODY, **ENDPOINT, 422: ["invalid_overlap"]}),
+    ("get", "/webhooks/endpoints/{endpoint_id}/deliveries"): (
+        {200: s.WebhookDeliveries}, None,
+        {400: ["invalid_limit", "invalid_filter"], **ENDPOINT}),
+    ("get", "/webhooks/deliveries/{delivery_id}"): ({200: s.WebhookDelivery}, None, DELIVERY),
+    ("post", "/webhooks/deliveries/{delivery_id}/resend"): (
+        {202: s.WebhookDelivery}, None, DELIVERY),
+}
+# Parameters whose name another route uses with another meaning: (path, name) → schema.
+ROUTE_PARAMETERS: dict[tuple[str, str], dict[str, Any]] = {
+    ("/webhooks/endpoints/{endpoint_id}/deliveries", "status"): {
+        "type": "string", "enum": ["pending", "delivered", "given_up"]},
 }
 OPEN = {("get", "/healthz"), ("post", "/billing/payment-notifications")}  # no token
 
@@ -139,6 +167,8 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "account": {"type": "string", "pattern": f"^{_PART}$",
                 "description": "one of your sub-accounts, by name"},
     "name": {"type": "string", "pattern": f"^{_PART}$", "description": "a sub-account's name"},
+    "endpoint_id": {"type": "string", "maxLength": 64},
+    "delivery_id": {"type": "string", "maxLength": 64},
 }
 STATUS_TEXT = {200: "OK", 201: "Created", 202: "Accepted: still processing", 307: "Redirect",
                400: "Bad request", 401: "Unauthenticated", 402: "Insufficient credits",
@@ -215,7 +245,9 @@ def _complete(method: str, path: str, op: dict[str, Any]) -> None:
             responses[str(status)]["headers"] = _retry_headers(status)
     op["responses"] = responses
     for param in op.get("parameters", []):
-        if param.get("name") in PARAMETERS:
+        if (path, param.get("name")) in ROUTE_PARAMETERS:
+            param["schema"] = dict(ROUTE_PARAMETERS[(path, param["name"])])
+        elif param.get("name") in PARAMETERS:
             param["schema"] = dict(PARAMETERS[param["name"]])
             if param["name"] == "q":
                 param["required"] = True
@@ -227,7 +259,8 @@ def _complete(method: str, path: str, op: dict[str, Any]) -> None:
                 "encoding": {"envelope": {"contentType": "application/json"},
                              "image": {"contentType": "application/octet-stream"}}}}}
     elif isinstance(request, type) and issubclass(request, BaseModel):
-        op["requestBody"] = {"required": request is not s.TokenRequest, "content": {
+        op["requestBody"] = {"required": request not in (s.TokenRequest, s.RotateRequest),
+                             "content": {
             "application/json": {"schema": {"$ref": REF.format(model=request.__name__)}}}}
 
 

@@ -206,8 +206,81 @@ class NotificationAnswer(_Open):
     replayed: bool
 
 
+# -- webhooks ------------------------------------------------------------------------------
+
+WebhookEvent = Literal["thread.done", "thread.failed", "thread.canceled", "billing.low_balance"]
+
+
+class WebhookEndpointRequest(BaseModel):
+    url: str = Field(max_length=2048, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[!-~]+$",
+                     description="http(s), to a public address (a private one: 422 "
+                                 "`webhook_url_private`); redirects are not followed")
+    events: list[WebhookEvent] = Field(min_length=1, max_length=4,
+                                       json_schema_extra={"uniqueItems": True})
+    low_balance_threshold: PositiveAmount | None = Field(
+        None, description="with `billing.low_balance` (required then, refused otherwise): "
+                          "an account's balance going below it sends the event, once per "
+                          "crossing")
+
+
+class WebhookEndpoint(_Open):
+    id: str
+    url: str
+    events: list[str]
+    low_balance_threshold: Amount | None
+    created_at: str
+    previous_secret_until: str | None = Field(
+        description="while a rotation overlaps: the previous secret signs too until then")
+
+
+class WebhookEndpointCreated(WebhookEndpoint):
+    secret: str = Field(description="the signing secret, shown once")
+
+
+class WebhookEndpoints(_Open):
+    endpoints: list[WebhookEndpoint]
+
+
+class WebhookEndpointDeleted(_Open):
+    id: str
+    deleted: bool
+
+
+class RotateRequest(BaseModel):
+    overlap_seconds: float | None = Field(
+        None, ge=0, le=2_592_000, description="how long the previous secret still signs "
+                                              "(default: the service's setting)")
+
+
+class WebhookAttempt(_Open):
+    n: int
+    at: str
+    status_code: int | None = Field(description="null: no HTTP answer")
+    error: str | None = Field(description="null: delivered")
+    seconds: float | None
+
+
+class WebhookDelivery(_Open):
+    id: str
+    endpoint_id: str
+    event: str
+    event_id: str = Field(description="the body's `id`: the same on every attempt")
+    status: Literal["pending", "delivered", "given_up"]
+    created_at: str
+    next_attempt_at: str | None
+    finished_at: str | None
+    payload: dict[str, Any] = Field(description="the body sent")
+    attempts: list[WebhookAttempt] = Field(description="the latest 50, oldest first")
+
+
+class WebhookDeliveries(_Open):
+    deliveries: list[WebhookDelivery] = Field(description="newest first")
+
+
 MODELS: tuple[type[BaseModel], ...] = (
     ErrorAnswer, ThreadAnswer, NeedsFile, ThreadList, Health, Envelope, MultipartSubmission,
     Balance, History, Operations, SubaccountRequest, Subaccount, Subaccounts, TokenRequest,
     IssuedToken, PaymentRequest, Payment, PaymentNotification, NotificationAnswer,
+    WebhookEndpointRequest, WebhookEndpoint, WebhookEndpointCreated, WebhookEndpoints,
+    WebhookEndpointDeleted, RotateRequest, WebhookDelivery, WebhookDeliveries,
 )
