@@ -13,6 +13,7 @@ import time
 import ray
 from tilemore_deployments.billing import get_billing
 
+from tilemore import webhooks
 from tilemore.blobs import open_blob_store
 from tilemore.catalog import Catalog
 from tilemore.engine.ray_backend import RayBackend
@@ -53,8 +54,9 @@ class ConductorActor:
         metrics = open_metrics(settings.metrics)
         blobs = open_blob_store(settings)
         lifecycle = Lifecycle(open_lifecycle_store(settings), blobs, settings, metrics)
+        billing = get_billing(settings)
         self.conductor = Conductor(store, blobs, catalog, backend,
-                                   billing=get_billing(settings),
+                                   billing=billing,
                                    concurrency=settings.conductor_concurrency,
                                    errors=open_error_index(settings),
                                    error_log=EcsErrorLog(settings.errors_log_path),
@@ -62,6 +64,10 @@ class ConductorActor:
                                    metrics=metrics, name=conductor_name(slot),
                                    lease_seconds=settings.conductor_lease_seconds,
                                    lifecycle=lifecycle)
+        # Webhooks: the listener writes the outbox, and every conductor's deliverer sends it
+        # (they claim deliveries, so any number share it).
+        self.deliverer = webhooks.attach(self.conductor, store, billing, settings,
+                                         name=conductor_name(slot))
         self.conductor.start_sweeping()
         if slot != 0:
             return
