@@ -76,6 +76,10 @@ class Retention:
         own = self.settings.retention_domains.get(domain or "", {})
         return own.get("errors", self.settings.retention_errors_seconds)
 
+    def webhooks(self, domain: str | None = None) -> float:
+        own = self.settings.retention_domains.get(domain or "", {})
+        return own.get("webhooks", self.settings.retention_webhooks_seconds)
+
 
 class Lifecycle:
     """The hooks the ingress and the conductor call. Each is one short transaction; none
@@ -166,6 +170,7 @@ class Report:
     records: int = 0
     refs: int = 0
     errors: int = 0
+    webhooks: int = 0  # webhook deliveries (delivered or given up) past their time
     blobs: dict[str, list[int]] = field(default_factory=dict)  # kind → [count, bytes]
     kept: int = 0  # blobs the store refused to remove, or put again meanwhile
     seconds: float = 0.0
@@ -184,6 +189,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         return {"dry_run": self.dry_run, "threads_dated": self.dated,
                 "records": self.records, "references": self.refs, "errors": self.errors,
+                "webhook_deliveries": self.webhooks,
                 "blobs": {k: {"count": c, "bytes": b} for k, (c, b) in sorted(
                     self.blobs.items())},
                 "bytes": self.bytes, "kept": self.kept, "seconds": round(self.seconds, 3)}
@@ -234,6 +240,7 @@ class Collector:
                 break
         if errors and not dry_run:
             report.errors = self._expire_errors(batch, domain)
+            report.webhooks = self._expire_webhooks(batch, domain)
         self._gauge()
         report.seconds = time.perf_counter() - started
         return report
@@ -293,6 +300,16 @@ class Collector:
                                             batch * self.MAX_BATCHES)
         except Exception as exc:  # noqa: BLE001 - no error index here yet: nothing to expire
             log.info("error index not expired: %s", exc)
+            return 0
+
+    def _expire_webhooks(self, batch: int, domain: str | None) -> int:
+        try:
+            if domain is not None:
+                return self.store.delete_domain_webhooks(domain, batch * self.MAX_BATCHES)
+            return self.store.expire_webhooks(self.lifecycle.retention.webhooks(),
+                                              batch * self.MAX_BATCHES)
+        except Exception as exc:  # noqa: BLE001 - no outbox here yet: nothing to expire
+            log.info("webhook deliveries not expired: %s", exc)
             return 0
 
     def _gauge(self) -> None:

@@ -383,6 +383,28 @@ class LifecycleSQL:
     def _delete_errors(self, db: Any, ids: list[int]) -> None:
         db.executemany("DELETE FROM task_errors WHERE id = ?", [(i,) for i in ids])
 
+    # -- the webhook outbox (tilemore.store.webhooks) ---------------------------------------
+
+    def expire_webhooks(self, before_seconds: float, limit: int) -> int:
+        """Forget deliveries delivered or given up, made more than ``before_seconds`` ago,
+        with their attempts; a pending one stays whatever its age."""
+        return self._delete_deliveries(
+            f"status <> 'pending' AND created_at <= {self.NOW} - ? ORDER BY created_at",
+            (before_seconds,), limit)
+
+    def delete_domain_webhooks(self, domain: str, limit: int) -> int:
+        """A domain's deliveries, all of them (its data deleted on request)."""
+        return self._delete_deliveries("domain = ?", (domain,), limit)
+
+    def _delete_deliveries(self, where: str, args: tuple, limit: int) -> int:
+        with self._tx() as db:
+            ids = [(r["id"],) for r in db.execute(
+                f"SELECT id FROM webhook_deliveries WHERE {where} LIMIT ?",
+                (*args, limit)).fetchall()]
+            db.executemany("DELETE FROM webhook_attempts WHERE delivery_id = ?", ids)
+            db.executemany("DELETE FROM webhook_deliveries WHERE id = ?", ids)
+        return len(ids)
+
     # -- usage -----------------------------------------------------------------------------
 
     def usage(self, domain: str | None = None) -> list[dict[str, Any]]:
