@@ -27,6 +27,9 @@ SEMANTIC: list[tuple[str, list[int]]] = [
     ("GET /errors", [400]),  # a search the index's syntax rejects: invalid_query
     ("GET /billing/operations", [422]),  # a day other than today or yesterday
     ("POST /billing/subaccounts/{name}/payments", [402]),  # more than the domain has
+    # a webhook URL whose host is private or does not resolve, a threshold without its event
+    # (or the event without one), the domain's endpoints all taken
+    ("POST /webhooks/endpoints", [422]),
 ]
 DEFAULT_ACCEPTED = ["2xx", "3xx", 401, 403, 404, 409, 429, "5xx"]
 
@@ -37,6 +40,8 @@ def svc(tmp_path_factory):
     # tests; the fuzzer sends hundreds of bad tokens on purpose.
     s = Service(tmp_path_factory.mktemp("fuzz"), auth_failure_burst=1_000_000,
                 auth_failure_per_second=1_000_000.0)
+    # Webhook hosts the fuzzer makes up resolve to a public address, without DNS.
+    s.api.webhook_resolve = lambda host, port: ["93.184.215.14"]
     yield s
     s.close()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -77,8 +78,11 @@ class WebhooksApi:
 
     def rotate(self, caller: Caller, endpoint_id: str, body: dict) -> dict:
         ep = self._endpoint(caller, endpoint_id)
-        overlap = body.get("overlap_seconds", self.settings.webhook_secret_overlap_seconds)
-        if isinstance(overlap, bool) or not isinstance(overlap, int | float) or \
+        overlap = body.get("overlap_seconds")
+        if overlap is None:  # absent or null: the service's setting
+            overlap = self.settings.webhook_secret_overlap_seconds
+        # (the body's fractions come as Decimal: exact, never a binary float)
+        if isinstance(overlap, bool) or not isinstance(overlap, int | float | Decimal) or \
                 not 0 <= overlap <= 30 * 86400:
             raise InvalidWebhook("overlap_seconds: a number from 0 to 2592000 (30 days)",
                                  code="invalid_overlap")
