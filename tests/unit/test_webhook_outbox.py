@@ -5,12 +5,14 @@ finished deliveries past their time to live, never pending ones."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 import pytest
 
 from tilemore.blobs.local import LocalBlobStore
+from tilemore.cli import main
 from tilemore.lifecycle import Collector, Lifecycle
 from tilemore.store.lifecycle import open_lifecycle_store
 from tilemore.store.webhooks import Outgoing, TooManyEndpoints
@@ -106,3 +108,19 @@ def test_the_collector_forgets_finished_deliveries_past_their_time(backend, tmp_
     assert report.webhooks == 2
     assert [d["status"] for d in store.deliveries("acme", ep.id)] == ["pending"]
     assert report.to_dict()["webhook_deliveries"] == 2
+
+
+def test_admin_shows_the_endpoints_and_their_deliveries(backend, monkeypatch, capsys):
+    for name, value in backend.env.items():
+        monkeypatch.setenv(name, value)
+    store, ep = _world(backend)
+    store.enqueue([_out(ep, 1), _out(ep, 2)])
+    [c] = store.claim_deliveries("d", 1, 60.0)
+    store.record_attempt(c, time.time(), 200, None, 0.1, "delivered")
+    assert main(["admin", "webhooks", "acme", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["id"] == ep.id and row["deliveries"] == {"pending": 1, "delivered": 1,
+                                                        "given_up": 0}
+    assert "whsec_a" not in json.dumps(row)  # never the secret
+    assert main(["admin", "webhooks", "acme"]) == 0
+    assert "webhook endpoints of acme" in capsys.readouterr().out  # the table (wrapped)

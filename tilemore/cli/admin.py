@@ -12,6 +12,7 @@ from tilemore.cli.errors import CLIError
 from tilemore.cli.format import echo_json, json_option
 from tilemore.cli.lifecycle import COMMANDS as LIFECYCLE_COMMANDS
 from tilemore.cli.state import cli_ledger, cli_store
+from tilemore.cli.webhooks import webhooks_cmd
 from tilemore.errors import TilemoreError
 from tilemore.settings import Settings
 from tilemore.store import SCOPES, check_scopes
@@ -157,6 +158,7 @@ def add_credits(domain: str, order_id: str, amount: str) -> None:
 
 for _command in LIFECYCLE_COMMANDS:  # gc, usage, delete-domain-data (docs/lifecycle.md)
     admin_cmd.add_command(_command)
+admin_cmd.add_command(webhooks_cmd)  # endpoints and their deliveries (docs/api.md)
 
 
 def _limit_value(text: str | None, what: str, kind: type) -> tuple[bool, float | int | None]:

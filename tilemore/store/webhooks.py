@@ -308,6 +308,15 @@ class WebhookStore:
             # attempts + 1: an attempt in flight now is fenced off, and sends nothing twice
             return cur.rowcount == 1
 
+    def delivery_counts(self, domain: str) -> dict[str, dict[str, int]]:
+        """Endpoint id → status → how many deliveries (``tilemore admin webhooks``)."""
+        out: dict[str, dict[str, int]] = {}
+        for r in self._query("SELECT endpoint_id, status, COUNT(*) AS n FROM"
+                             " webhook_deliveries WHERE domain = ? GROUP BY endpoint_id,"
+                             " status", (domain,)):
+            out.setdefault(r["endpoint_id"], {})[r["status"]] = int(r["n"])
+        return out
+
     def _with_attempts(self, rows: list[Any]) -> list[dict[str, Any]]:
         if not rows:
             return []
