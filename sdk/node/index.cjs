@@ -28,6 +28,7 @@ const FORMATS = Object.freeze(['jpeg', 'png', 'webp']);
 const RETRY_STATUSES = new Set([429, 500, 502, 503, 504]);
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const MAX_ERROR_BODY = 64 * 1024; // an error answer is read at most this far
+const LONG_POLL_MS = 20000; // one long poll (GET /threads/{id}?wait=20)
 const MAX_ANSWER = 16 * 2 ** 20; // an upload's answer (a thread, as JSON), at most
 // A pause that an abort ends with the signal's own reason (its AbortError or TimeoutError).
 async function sleep(ms, signal) {
@@ -285,12 +286,19 @@ class Tilemore {
     const deadline = Date.now() + limit;
     let interval = this.pollMs;
     while (answer.status === 'processing') {
-      if (Date.now() >= deadline) {
+      const left = deadline - Date.now();
+      if (left <= 0) {
         throw new WaitTimeout(`thread ${answer.thread_id} still processing after ${limit} ms`, { code: 'wait_timeout' });
       }
-      await sleep(Math.min(interval, Math.max(0, deadline - Date.now())), signal);
-      interval = Math.min(interval * 1.5, this.maxPollMs);
-      answer = await this.get(answer.thread_id, { signal });
+      // A long poll: the service answers when the thread ends, or after `seconds`. One that
+      // came back early and still processing (the service held too many waits) backs off.
+      const seconds = Math.min(LONG_POLL_MS, left, this.timeoutMs / 2) / 1000;
+      const asked = Date.now();
+      answer = await this._call('GET', `${this.endpoint}/threads/${idOf(answer.thread_id)}?wait=${seconds.toFixed(3)}`, { signal });
+      if (answer.status === 'processing' && Date.now() - asked < 900 * seconds) {
+        await sleep(Math.min(interval, Math.max(0, deadline - Date.now())), signal);
+        interval = Math.min(interval * 1.5, this.maxPollMs);
+      }
     }
     if (check && answer.status === 'failed') {
       const err = answer.error || {};

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -16,7 +16,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from tilemore import __version__
-from tilemore.api.auth import authenticated, client_of
+from tilemore.api.auth import Caller, authenticated, client_of
 from tilemore.api.billing import add_billing_routes
 from tilemore.api.body import ReadLimits, media_type, read_json_body, read_multipart
 from tilemore.api.envelope import check_meta_parts
@@ -26,6 +26,7 @@ from tilemore.api.listing import add_listing_routes
 from tilemore.api.openapi import DescribedAPI
 from tilemore.api.ratelimit import RateLimitHeaders
 from tilemore.api.service import Answer, ApiService
+from tilemore.api.waiting import Waiter, prefer_wait, wait_query
 from tilemore.api.webhooks import add_webhook_routes
 from tilemore.errors import NotFound, ServiceUnavailable, TilemoreError
 from tilemore.settings import Settings
@@ -63,6 +64,7 @@ def create_app(api: ApiService | None = None) -> FastAPI:
     # DescribedAPI: the OpenAPI document completed with models, security, bodies and errors.
     app = DescribedAPI(title="Tilemore", version=__version__, description=DESCRIPTION)
     app.state.api = api
+    app.state.waiter = None  # long polls' (tilemore.api.waiting), made in the replica
     app.add_middleware(RateLimitHeaders)  # an admitted request's RateLimit fields
 
     @app.exception_handler(TilemoreError)
@@ -133,8 +135,9 @@ def create_app(api: ApiService | None = None) -> FastAPI:
         try:
             if media_type(request.headers.get("content-type", "")) != "multipart/form-data":
                 envelope = await read_json_body(request.stream(), limits)
-                return respond(await run_in_threadpool(api.ask, caller, meta_parts,
-                                                       image_sha256, envelope))
+                answer = await run_in_threadpool(api.ask, caller, meta_parts, image_sha256,
+                                                 envelope)
+                return await waited(request, api, caller, answer)
             upload = await read_multipart(request.stream(), request.headers["content-type"],
                                           limits)
         except ClientDisconnect:
@@ -143,10 +146,20 @@ def create_app(api: ApiService | None = None) -> FastAPI:
         try:
             # Parsing, hashing checks, decoding and storing: the thread pool's, so the event
             # loop keeps answering everyone else.
-            return respond(await run_in_threadpool(api.upload, caller, meta_parts,
-                                                   image_sha256, upload))
+            answer = await run_in_threadpool(api.upload, caller, meta_parts, image_sha256,
+                                             upload)
         finally:
             upload.close()
+        return await waited(request, api, caller, answer)
+
+    async def waited(request: Request, api: ApiService, caller: Caller,
+                     answer: Answer) -> Response:
+        """A submission's answer, after the wait its ``Prefer: wait=N`` asks for."""
+        seconds = prefer_wait(request.headers.get("prefer"))
+        if seconds:
+            answer = await answer_when_ended(request, api, caller, answer, seconds)
+            answer.headers["Preference-Applied"] = f"wait={seconds}"
+        return respond(answer)
 
     @app.post("/submitted/{image_sha256}/", tags=["threads"], status_code=202)
     async def submit_plain(request: Request, image_sha256: str) -> Response:
@@ -162,11 +175,33 @@ def create_app(api: ApiService | None = None) -> FastAPI:
         result link, `failed` with an error, or `canceled`."""
         return await submit(request, image_sha256)
 
+    def waiter(request: Request, api: ApiService) -> Waiter:
+        # Made on first use, in the replica: Serve pickles the app before it serves.
+        if request.app.state.waiter is None:
+            request.app.state.waiter = Waiter(api.threads.statuses)
+        return request.app.state.waiter
+
+    async def answer_when_ended(request: Request, api: ApiService, caller: Caller,
+                                answer: Answer, seconds: float) -> Answer:
+        """``answer`` itself, or, when the thread was processing and the client asked to
+        wait, the thread once it ended or the wait ran out (:mod:`tilemore.api.waiting`)."""
+        if seconds <= 0 or answer.body.get("status") != "processing":
+            return answer
+        thread_id = answer.body["thread_id"]
+        if not await waiter(request, api).until_ended(thread_id, seconds):
+            return answer
+        return await run_in_threadpool(api.thread, caller, thread_id)
+
     @app.get("/threads/{thread_id}", tags=["threads"])
-    async def get_thread(request: Request, thread_id: str) -> JSONResponse:
+    async def get_thread(request: Request, thread_id: str,
+                         wait: str | None = Query(None)) -> JSONResponse:  # noqa: B008
+        """The thread. With `wait=S` (0-60 s), answered when it ends or after S seconds:
+        one request instead of polling."""
         api = service(request)
         caller = await authenticated(api, request, "read")
-        return respond(await run_in_threadpool(api.thread, caller, thread_id))
+        seconds = wait_query(wait)
+        answer = await run_in_threadpool(api.thread, caller, thread_id)
+        return respond(await answer_when_ended(request, api, caller, answer, seconds))
 
     @app.post("/threads/{thread_id}/cancel", tags=["threads"])
     async def cancel_thread(request: Request, thread_id: str) -> JSONResponse:

@@ -68,7 +68,8 @@ ROUTES: dict[tuple[str, str], Spec] = {
     ("get", "/threads"): (
         {200: s.ThreadList}, None,
         {400: ["invalid_limit", "invalid_cursor", "invalid_filter"], **ACCOUNT}),
-    ("get", "/threads/{thread_id}"): ({200: s.ThreadAnswer, 202: s.ThreadAnswer}, None, THREAD),
+    ("get", "/threads/{thread_id}"): (
+        {200: s.ThreadAnswer, 202: s.ThreadAnswer}, None, {**THREAD, 400: ["invalid_wait"]}),
     ("post", "/threads/{thread_id}/cancel"): (
         {200: s.ThreadAnswer, 202: s.ThreadAnswer}, None, {**THREAD, 409: ["already_finished"]}),
     ("get", "/results/{thread_id}/{filename}"): (
@@ -146,6 +147,9 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "meta_parts": {"type": "string", "pattern": f"^{_PART}(/{_PART})*$",
                    "description": "path segments of your choosing: letters, digits, . _ ~ -"},
     "thread_id": {"type": "string", "maxLength": 64},
+    "wait": {"type": "string", "pattern": "^(([0-5]?[0-9])(\\.[0-9]{1,3})?|60(\\.0{1,3})?)$",
+             "description": "seconds (0-60) to hold the answer until the thread ends: one "
+                            "request instead of polling"},
     "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
     "status": {"type": "string", "enum": ["processing", "done", "failed", "canceled"]},
     "meta_part": {"type": "array", "maxItems": 8,
@@ -252,6 +256,12 @@ def _complete(method: str, path: str, op: dict[str, Any]) -> None:
             if param["name"] == "q":
                 param["required"] = True
     if request == "submission":
+        op.setdefault("parameters", []).append({
+            "name": "Prefer", "in": "header", "required": False,
+            "schema": {"type": "string"},
+            "description": "`wait=N` (seconds, at most 60): answer when the thread ends, or "
+                           "after N seconds (RFC 7240; `Preference-Applied` says it was). A "
+                           "preference it cannot read (or past 256 characters) is ignored"})
         op["requestBody"] = {"required": True, "content": {
             "application/json": {"schema": {"$ref": REF.format(model="Envelope")}},
             "multipart/form-data": {

@@ -247,6 +247,16 @@ class SQLStore(Leases, ThreadListing, LimitStore, WebhookStore):
     def get_thread(self, thread_id: str) -> ThreadRecord | None:
         return self._thread("SELECT * FROM threads WHERE id = ?", thread_id)
 
+    def statuses(self, thread_ids: Sequence[str]) -> dict[str, str]:
+        """The status of each of ``thread_ids`` that exists, in one read: what an ingress's
+        long polls ask together (:mod:`tilemore.api.waiting`)."""
+        if not thread_ids:
+            return {}
+        marks = ", ".join("?" * len(thread_ids))
+        rows = self._query(f"SELECT id, status FROM threads WHERE id IN ({marks})",
+                           list(thread_ids))
+        return {r["id"]: r["status"] for r in rows}
+
     def get_thread_by_key(self, idem_key: str) -> ThreadRecord | None:
         return self._thread("SELECT * FROM threads WHERE idem_key = ?", idem_key)
 

@@ -51,6 +51,7 @@ REDIRECTS = (301, 302, 303, 307, 308)
 ENV_ENDPOINT, ENV_TOKEN = "TILEMORE_API_ENDPOINT", "TILEMORE_API_TOKEN"
 ENV_DOMAIN = "TILEMORE_DOMAIN"
 MAX_ERROR_BODY = 64 * 1024  # an error answer is read at most this far
+LONG_POLL_SECONDS = 20.0  # one long poll; a proxy in front usually allows 60 s idle
 
 log = logging.getLogger("tilemore_sdk")
 ThreadRef = Thread | str
@@ -151,20 +152,27 @@ class AsyncTilemore:
 
     async def wait(self, thread: ThreadRef, *, timeout: float | None = None,
                    check: bool = True) -> Thread:
-        """Poll until the thread ends. With ``check`` (the default) a failed or canceled
-        thread raises :class:`TaskFailedError` / :class:`TaskCanceledError`."""
+        """Wait until the thread ends: long polls (``GET /threads/{id}?wait=S``), each
+        answered when the thread ends; between polls the service answered early (it held
+        too many waits) the interval backs off. With ``check`` (the default) a failed or
+        canceled thread raises :class:`TaskFailedError` / :class:`TaskCanceledError`."""
         current = thread if isinstance(thread, Thread) else await self.get(thread)
         interval = self.poll_interval
         loop = asyncio.get_running_loop()
         limit = self.wait_timeout if timeout is None else timeout
         deadline = loop.time() + limit
         while current.status == "processing":
-            if loop.time() >= deadline:
+            left = deadline - loop.time()
+            if left <= 0:
                 raise WaitTimeout(f"thread {current.id} still processing after {limit:g} s",
                                   code="wait_timeout")
-            await asyncio.sleep(min(interval, max(0.0, deadline - loop.time())))
-            interval = min(interval * 1.5, self.max_poll_interval)
-            current = await self.get(current.id)
+            seconds = min(LONG_POLL_SECONDS, left, (self.timeout.sock_read or 120.0) / 2)
+            asked = loop.time()
+            current = Thread.of(await self._call(
+                "GET", f"{self.endpoint}/threads/{_id(current.id)}?wait={seconds:.3f}"))
+            if current.status == "processing" and loop.time() - asked < 0.9 * seconds:
+                await asyncio.sleep(min(interval, max(0.0, deadline - loop.time())))
+                interval = min(interval * 1.5, self.max_poll_interval)
         if check and current.status == "failed":
             err = current.error or {}
             raise TaskFailedError(err.get("message", "the thread failed"),
