@@ -359,3 +359,24 @@ def test_unresolvable_names_are_refused():
         check("https://nowhere.invalid/", [], system_resolver)
     with pytest.raises(Unresolvable):
         check("https://empty.example/", [], lambda host, port: [])
+
+
+def test_a_thread_end_whose_outbox_row_was_never_written_is_swept_in(svc):
+    """A conductor that died between recording a thread's end and writing its outbox row:
+    stood for here by removing the row. The deliverers' sweep writes the event again, with
+    the listener's own id, once the listener's few seconds are past; a second sweep (or a
+    second deliverer) writes nothing more."""
+    ep = register(svc, svc.receiver.url("/swept"), ["thread.done"]).json()
+    tid = run_thread(svc, 70)
+    [(_, first)] = until(lambda: svc.receiver.at("/swept"))
+    with svc.store._tx() as db:  # noqa: SLF001 - the crash: no row for this end
+        db.execute("DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM"
+                   " webhook_deliveries WHERE endpoint_id = ?)", (ep["id"],))
+        db.execute("DELETE FROM webhook_deliveries WHERE endpoint_id = ?", (ep["id"],))
+    assert svc.deliverer.sweep() == 0  # within the margin: the listener's turn
+    assert svc.deliverer.sweep(now=time.time() + 31) == 1
+    assert svc.deliverer.sweep(now=time.time() + 31) == 0
+    got = until(lambda: len(svc.receiver.at("/swept")) == 2 and svc.receiver.at("/swept"))
+    assert got[1][1] == first  # the same event, byte for byte: the same id
+    assert json.loads(got[1][1])["data"]["thread_id"] == tid
+    http("DELETE", f"{svc.url}/webhooks/endpoints/{ep['id']}", headers=svc.h)

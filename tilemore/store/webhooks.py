@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     domain TEXT NOT NULL,
     event_id TEXT NOT NULL,
     event TEXT NOT NULL,
+    subject TEXT,
     payload TEXT NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'given_up')),
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -56,6 +57,8 @@ CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries(next_at)
 CREATE INDEX IF NOT EXISTS webhook_deliveries_endpoint
     ON webhook_deliveries(endpoint_id, created_at);
 CREATE INDEX IF NOT EXISTS webhook_deliveries_created ON webhook_deliveries(created_at);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_subject ON webhook_deliveries(subject)
+    WHERE subject IS NOT NULL;
 CREATE TABLE IF NOT EXISTS webhook_attempts (
     delivery_id TEXT NOT NULL,
     n INTEGER NOT NULL,
@@ -109,6 +112,7 @@ class Outgoing:
     event_id: str
     event: str
     payload: bytes
+    subject: str | None = None  # the thread, for a thread event
 
 
 @dataclass(frozen=True)
@@ -192,7 +196,7 @@ class WebhookStore:
         as it is. Returns how many are new."""
         now = time.time() if now is None else now
         rows = [(f"wd_{uuid.uuid4().hex}", o.endpoint_id, o.domain, o.event_id, o.event,
-                 o.payload.decode(), now, now, now) for o in outgoing]
+                 o.subject, o.payload.decode(), now, now, now) for o in outgoing]
         if not rows:
             return 0
         new = 0
@@ -200,11 +204,29 @@ class WebhookStore:
             for row in rows:
                 cur = db.execute(
                     "INSERT INTO webhook_deliveries (id, endpoint_id, domain, event_id, event,"
-                    " payload, status, next_at, window_start, created_at) VALUES"
-                    " (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)"
+                    " subject, payload, status, next_at, window_start, created_at) VALUES"
+                    " (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)"
                     " ON CONFLICT (endpoint_id, event_id) DO NOTHING", row)
                 new += max(cur.rowcount, 0)
         return new
+
+    def unsent_thread_ends(self, since: float, until: float, limit: int = 500
+                           ) -> list[tuple[str, str]]:
+        """(thread id, endpoint id) of threads that ended between ``since`` and ``until``
+        and whose end an endpoint of their domain asked for, with no delivery written: the
+        events a conductor that died between recording a thread's end and writing its
+        outbox row did not write (the deliverer's sweep writes them)."""
+        rows = self._query(
+            "SELECT t.id AS thread_id, t.status, e.id AS endpoint_id, e.events"
+            " FROM webhook_endpoints e JOIN threads t ON t.domain = e.domain"
+            " WHERE t.created_at >= ? AND t.created_at <= ? AND t.finished_at >= ?"
+            " AND t.finished_at <= ? AND t.status IN ('done', 'failed', 'canceled')"
+            " AND e.created_at <= t.finished_at AND NOT EXISTS (SELECT 1 FROM"
+            " webhook_deliveries d WHERE d.subject = t.id AND d.endpoint_id = e.id"
+            " AND d.event = 'thread.' || t.status) LIMIT ?",
+            (since - 7 * 86400, until, since, until, limit))
+        return [(r["thread_id"], r["endpoint_id"]) for r in rows
+                if f"thread.{r['status']}" in r["events"].split()]
 
     def balance_crossed(self, endpoint_id: str, account: str, below: bool,
                         outgoing: Outgoing | None) -> bool:

@@ -6,7 +6,8 @@ already run everywhere the service does, with the registry open). Any number may
 claims rows for one attempt under a lease (:meth:`WebhookStore.claim_deliveries`), so two
 never send the same attempt, and one that dies mid-attempt leaves the row to be claimed
 again when the lease runs out — the receiver may then get it twice (at least once: receivers
-dedupe on the event's ``id``).
+dedupe on the event's ``id``). Every minute a deliverer also sweeps for thread ends that no
+outbox row names (:meth:`Deliverer.sweep`).
 """
 
 from __future__ import annotations
@@ -21,11 +22,16 @@ from typing import Any
 
 from tilemore.errors import TilemoreError
 from tilemore.settings import Settings
-from tilemore.store.webhooks import Claimed
+from tilemore.store.webhooks import Claimed, Outgoing
 from tilemore.webhooks import sender
 from tilemore.webhooks.addresses import Resolver, check, networks, system_resolver
+from tilemore.webhooks.listener import thread_event
 
 log = logging.getLogger("tilemore.webhooks")
+
+SWEEP_SECONDS = 60.0  # how often a deliverer looks for thread ends no outbox row names
+SWEEP_LOOKBACK = 3600.0  # …that ended within this long
+SWEEP_MARGIN = 30.0  # …and not in the last seconds (their listener may be writing them)
 
 
 def backoff(attempt: int, base: float, most: float, jitter: float = 0.2) -> float:
@@ -60,6 +66,30 @@ class Deliverer:
         list(self._pool.map(self.attempt, claimed))
         return len(claimed)
 
+    def sweep(self, now: float | None = None) -> int:
+        """Write the thread events a conductor that died between recording a thread's end
+        and writing its outbox row left out; return how many deliveries were written. Any
+        number of deliverers may sweep at once: the events' ids are the listener's, and an
+        event written twice is one delivery."""
+        now = time.time() if now is None else now
+        missing: dict[str, list[str]] = {}
+        for thread_id, endpoint_id in self.store.unsent_thread_ends(
+                now - SWEEP_LOOKBACK, now - SWEEP_MARGIN):
+            missing.setdefault(thread_id, []).append(endpoint_id)
+        written = 0
+        for thread_id, endpoints in missing.items():
+            rec = self.store.get_thread(thread_id)
+            if rec is None:
+                continue
+            event_id, payload = thread_event(rec, self.settings.base_url)
+            written += self.store.enqueue([Outgoing(e, rec.domain, event_id,
+                                                    f"thread.{rec.status}", payload, rec.id)
+                                           for e in endpoints])
+        if written:
+            log.warning("webhooks: %d thread events written by the sweep (a conductor died "
+                        "before writing them)", written)
+        return written
+
     def attempt(self, claimed: Claimed) -> None:
         s = self.settings
         at = time.time()
@@ -90,7 +120,14 @@ class Deliverer:
 
     def start(self) -> None:
         def loop() -> None:
+            swept = 0.0
             while not self._stop.is_set():
+                if time.monotonic() - swept >= SWEEP_SECONDS:
+                    swept = time.monotonic()
+                    try:
+                        self.sweep()
+                    except Exception as exc:  # noqa: BLE001 - the next sweep tries again
+                        log.warning("webhook sweep: %s", exc)
                 try:
                     busy = self.run_once()
                 except Exception as exc:  # noqa: BLE001 - the registry down: next time

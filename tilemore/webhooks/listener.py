@@ -4,9 +4,11 @@ outbox (:mod:`tilemore.store.webhooks`); a deliverer sends it (:mod:`.deliverer`
 Best effort, not *required*: the event is sent after the thread's end is recorded, and a
 required listener's exception would only make the conductor retry a thread that has already
 ended (it would not be emitted again). So the write is retried here a few times on a busy
-database, and what still fails is logged as an error. The one window where an event can be
-lost is a conductor process dying between recording a thread's end and writing its outbox
-row (a few milliseconds); everything after the row is written survives any crash.
+database, and what still fails is logged as an error. A conductor process dying between
+recording a thread's end and writing its outbox row (a few milliseconds) leaves the event to
+the deliverers' sweep, which writes the thread ends no outbox row names
+(:meth:`~tilemore.webhooks.deliverer.Deliverer.sweep`); from the row on, nothing is lost to
+a crash.
 
 ``billing.low_balance`` is checked after each charge, and only for domains with an endpoint
 that asks for it: an account's balance (credits, holds aside) below the endpoint's
@@ -30,6 +32,7 @@ from tilemore.api.views import iso, thread_body
 from tilemore.billing.money import fmt
 from tilemore.errors import ServiceUnavailable
 from tilemore.service.events import Listener, TaskFinished, ThreadEnded
+from tilemore.store import ThreadRecord
 from tilemore.store.webhooks import Endpoint, Outgoing
 
 log = logging.getLogger("tilemore.webhooks")
@@ -46,6 +49,17 @@ def event_body(event_id: str, name: str, domain: str, data: dict[str, Any],
     ``id``)."""
     return json.dumps({"id": event_id, "type": name, "created": iso(at or time.time()),
                        "domain": domain, "data": data}, separators=(",", ":")).encode()
+
+
+def thread_event(rec: ThreadRecord, base_url: str) -> tuple[str, bytes]:
+    """A thread's end as an event: (its id, the body). One id per end of a thread, the same
+    whoever builds it (the listener, or the deliverer's sweep after a crash): written twice,
+    it is one delivery. A thread run again (POST /threads/{id}/retry) that ends again is a
+    new event."""
+    name = f"thread.{rec.status}"
+    end = rec.finished_at or rec.updated_at
+    event_id = "evt_" + hashlib.sha256(f"{name}:{rec.id}:{end!r}".encode()).hexdigest()[:32]
+    return event_id, event_body(event_id, name, rec.domain, thread_body(rec, base_url), end)
 
 
 class WebhookListener(Listener):
@@ -83,13 +97,9 @@ class WebhookListener(Listener):
         if not wanted:
             return
         rec = self.store.get_thread(event.thread.id) or event.thread  # with its result
-        # One id per end of a thread: the same end written twice is one delivery; a thread
-        # run again (POST /threads/{id}/retry) that ends again is a new event.
-        end = rec.finished_at or rec.updated_at
-        event_id = "evt_" + hashlib.sha256(f"{name}:{rec.id}:{end!r}".encode()).hexdigest()[:32]
-        payload = event_body(event_id, name, domain, thread_body(rec, self.base_url))
+        event_id, payload = thread_event(rec, self.base_url)
         self._write(lambda: self.store.enqueue(
-            [Outgoing(e.id, domain, event_id, name, payload) for e in wanted]), rec.id)
+            [Outgoing(e.id, domain, event_id, name, payload, rec.id) for e in wanted]), rec.id)
 
     def task_finished(self, event: TaskFinished) -> None:
         rec = event.thread
