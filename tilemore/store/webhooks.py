@@ -59,6 +59,8 @@ CREATE INDEX IF NOT EXISTS webhook_deliveries_endpoint
 CREATE INDEX IF NOT EXISTS webhook_deliveries_created ON webhook_deliveries(created_at);
 CREATE INDEX IF NOT EXISTS webhook_deliveries_subject ON webhook_deliveries(subject)
     WHERE subject IS NOT NULL;
+CREATE INDEX IF NOT EXISTS threads_finished ON threads(domain, finished_at)
+    WHERE finished_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS webhook_attempts (
     delivery_id TEXT NOT NULL,
     n INTEGER NOT NULL,
@@ -219,12 +221,12 @@ class WebhookStore:
         rows = self._query(
             "SELECT t.id AS thread_id, t.status, e.id AS endpoint_id, e.events"
             " FROM webhook_endpoints e JOIN threads t ON t.domain = e.domain"
-            " WHERE t.created_at >= ? AND t.created_at <= ? AND t.finished_at >= ?"
-            " AND t.finished_at <= ? AND t.status IN ('done', 'failed', 'canceled')"
+            " WHERE t.finished_at >= ? AND t.finished_at <= ?"
+            " AND t.status IN ('done', 'failed', 'canceled')"
             " AND e.created_at <= t.finished_at AND NOT EXISTS (SELECT 1 FROM"
             " webhook_deliveries d WHERE d.subject = t.id AND d.endpoint_id = e.id"
             " AND d.event = 'thread.' || t.status) LIMIT ?",
-            (since - 7 * 86400, until, since, until, limit))
+            (since, until, limit))
         return [(r["thread_id"], r["endpoint_id"]) for r in rows
                 if f"thread.{r['status']}" in r["events"].split()]
 

@@ -30,8 +30,9 @@ from tilemore.webhooks.listener import thread_event
 log = logging.getLogger("tilemore.webhooks")
 
 SWEEP_SECONDS = 60.0  # how often a deliverer looks for thread ends no outbox row names
-SWEEP_LOOKBACK = 3600.0  # …that ended within this long
+SWEEP_LOOKBACK = 3600.0  # …that ended within this long (at start; then since the last sweep)
 SWEEP_MARGIN = 30.0  # …and not in the last seconds (their listener may be writing them)
+SWEEP_OVERLAP = 10.0  # each sweep goes this far back into the one before
 
 
 def backoff(attempt: int, base: float, most: float, jitter: float = 0.2) -> float:
@@ -49,6 +50,7 @@ class Deliverer:
         self.store, self.settings, self.name = store, settings, name
         self.resolve, self._send = resolve, send
         self.allow = networks(settings.webhook_allowed_networks)
+        self._swept_until = 0.0  # the end of the last sweep's window (0: none yet)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(settings.webhook_concurrency,
@@ -72,9 +74,10 @@ class Deliverer:
         number of deliverers may sweep at once: the events' ids are the listener's, and an
         event written twice is one delivery."""
         now = time.time() if now is None else now
+        until = now - SWEEP_MARGIN
+        since = max(now - SWEEP_LOOKBACK, min(self._swept_until, until) - SWEEP_OVERLAP)
         missing: dict[str, list[str]] = {}
-        for thread_id, endpoint_id in self.store.unsent_thread_ends(
-                now - SWEEP_LOOKBACK, now - SWEEP_MARGIN):
+        for thread_id, endpoint_id in self.store.unsent_thread_ends(since, until):
             missing.setdefault(thread_id, []).append(endpoint_id)
         written = 0
         for thread_id, endpoints in missing.items():
@@ -85,6 +88,7 @@ class Deliverer:
             written += self.store.enqueue([Outgoing(e, rec.domain, event_id,
                                                     f"thread.{rec.status}", payload, rec.id)
                                            for e in endpoints])
+        self._swept_until = until
         if written:
             log.warning("webhooks: %d thread events written by the sweep (a conductor died "
                         "before writing them)", written)
