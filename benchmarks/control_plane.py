@@ -8,9 +8,13 @@ the same Serve instance) and ≥ 1.2× the peer's images/s (a Serve ingress that
 image to a Pillow decode deployment and an encode deployment: no idempotency, no durable
 record, no billing); CPU per thread in the service processes (ingress replica, Serve proxy,
 conductor, billing actor) ≤ 10 ms in all, reported per process; an idle thread submitted
-alone and polled every 5 ms seen ``done`` within ≤ 25 ms (median).
+alone seen ``done`` within ≤ 25 ms (median).
 
-    python benchmarks/control_plane.py [--threads 600] [--clients 32] [--rounds 3]
+Tilemore's clients wait as the SDKs do: a POST, then long polls (``GET /threads/{id}?wait=30``)
+answered when the thread ends; ``--poll`` makes them poll every ``--poll-ms`` instead (every
+``--idle-poll-ms`` for the idle thread), as clients did before long polls.
+
+    python benchmarks/control_plane.py [--threads 600] [--clients 32] [--rounds 3] [--poll]
     python benchmarks/control_plane.py --smoke   # 16 threads at 4 clients, one round
 """
 
@@ -165,8 +169,8 @@ async def closed_loop(job: Job, items: list, clients: int) -> dict:
 class Sides:
     """One request cycle of each side, as a client makes it."""
 
-    def __init__(self, base: str, auth: dict, poll_s: float) -> None:
-        self.base, self.auth, self.poll_s = base, auth, poll_s
+    def __init__(self, base: str, auth: dict, poll_s: float, long_poll: bool) -> None:
+        self.base, self.auth, self.poll_s, self.long_poll = base, auth, poll_s, long_poll
         self.gets = 0  # status reads made by Tilemore's clients (what polling costs)
         self.last_done = ""  # a thread that ended done (the status reads' subject)
 
@@ -190,9 +194,12 @@ class Sides:
                 return f"HTTP {r.status} {answer.get('code', answer.get('status'))}"
         url = f"{self.base}/threads/{answer['thread_id']}"
         while answer["status"] == "processing":
-            await asyncio.sleep(self.poll_s if poll_s is None else poll_s)
+            if not self.long_poll:
+                await asyncio.sleep(self.poll_s if poll_s is None else poll_s)
             self.gets += 1
-            async with s.get(url, headers=self.auth) as r:
+            # A long poll, as the SDKs' wait() makes it: answered when the thread ends.
+            async with s.get(f"{url}?wait=30" if self.long_poll else url,
+                             headers=self.auth) as r:
                 answer = await r.json()
         if answer["status"] == "done":
             self.last_done = url
@@ -290,8 +297,11 @@ def main() -> None:
                     "floor cycles) per side per round")
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3, help="rounds, the sides alternated")
+    ap.add_argument("--poll", action="store_true",
+                    help="Tilemore's clients poll every --poll-ms (and --idle-poll-ms) "
+                         "instead of long-polling (GET /threads/{id}?wait=30) as the SDKs do")
     ap.add_argument("--poll-ms", type=float, default=50.0,
-                    help="how often Tilemore's clients poll under load")
+                    help="how often Tilemore's clients poll under load, with --poll")
     ap.add_argument("--idle", type=int, default=40, help="idle threads (median of these)")
     ap.add_argument("--idle-poll-ms", type=float, default=5.0)
     ap.add_argument("--quiet-s", type=float, default=10.0,
@@ -308,7 +318,7 @@ def main() -> None:
     peer = PeerIngress.bind(PeerDecode.bind(), PeerEncode.bind())
     settings, auth = start_service(extra_apps={"/floor": Floor.bind(), "/peer": peer},
                                    pipeline_paths=[PIPELINE])
-    sides = Sides(settings.base_url, auth, args.poll_ms / 1000)
+    sides = Sides(settings.base_url, auth, args.poll_ms / 1000, long_poll=not args.poll)
     images = Images()
     n, c = args.threads, args.clients
 
@@ -375,7 +385,8 @@ def main() -> None:
              for k, v in got["quiet_cpu"].spent.items() if got["quiet_cpu"].pids.get(k)}
     result = {
         "machine": machine(), "load_average": os.getloadavg(), "threads_per_round": n,
-        "clients": c, "rounds": args.rounds, "poll_ms": args.poll_ms,
+        "clients": c, "rounds": args.rounds, "long_poll": not args.poll,
+        "poll_ms": args.poll_ms if args.poll else None,
         "floor_cycles_per_s": rate["floor"], "tilemore_threads_per_s": rate["tilemore"],
         "peer_images_per_s": rate["peer"],
         "floor_ratio": rate["tilemore"] / rate["floor"], "floor_target": 0.8,
@@ -389,7 +400,8 @@ def main() -> None:
         "idle_cpu_percent_of_a_core": quiet, "quiet_s": args.quiet_s,
         "cpu_ms_per_floor_cycle": per_unit(got["per_side"]["floor"], {**SERVICE, **OTHERS}),
         "cpu_ms_per_peer_image": per_unit(got["per_side"]["peer"], {**SERVICE, **OTHERS}),
-        "idle": latency, "idle_poll_ms": args.idle_poll_ms, "idle_target_ms": 25,
+        "idle": latency, "idle_poll_ms": args.idle_poll_ms if args.poll else None,
+        "idle_target_ms": 25,
         "rounds_detail": rounds,
     }
     print(f"{n} threads × {args.rounds} rounds at {c} clients on {machine()}, load average "
@@ -409,7 +421,8 @@ def main() -> None:
                                                      if k in SERVICE))
     print("  idle, submit to done seen: " + ", ".join(
         f"{k} {v['median_ms']:.1f} ms" for k, v in latency.items())
-        + f" (Tilemore ≤ 25 ms, polling every {args.idle_poll_ms:g} ms)")
+        + " (Tilemore ≤ 25 ms, " + (f"polling every {args.idle_poll_ms:g} ms)" if args.poll
+                                    else "long-polling)"))
     outcomes = {f"{side} round {i}": r["outcomes"] for side, rs in rounds.items()
                 for i, r in enumerate(rs)}
     expected = {"floor": "200", "tilemore": "done", "peer": "200"}
