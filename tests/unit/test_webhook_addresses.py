@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import ssl
 import subprocess
+import threading
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,7 @@ from tilemore_sdk.webhooks import WebhookSignatureError, verify
 
 from tilemore.billing import payments
 from tilemore.signing import sign
+from tilemore.webhooks import sender
 from tilemore.webhooks.addresses import (
     InvalidWebhookUrl,
     PrivateAddress,
@@ -120,3 +125,53 @@ def test_the_python_sdk_refuses_forged_and_replayed_deliveries():
         with pytest.raises(WebhookSignatureError) as refused:
             verify(payload, header, secret, now=now)
         assert refused.value.code == code
+
+
+@pytest.fixture(scope="module")
+def tls_receiver(tmp_path_factory):
+    """An https receiver on 127.0.0.1 whose certificate names hooks.example.test only; it
+    keeps each request's Host header and each handshake's SNI name."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    root = tmp_path_factory.mktemp("tls")
+    key, cert = root / "key.pem", root / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=hooks.example.test",
+                    "-addext", "subjectAltName=DNS:hooks.example.test"],
+                   check=True, capture_output=True, timeout=60)
+    seen: list[str] = []  # Host headers
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(self.headers["Host"])
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    names: list[str | None] = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda sock, name, ctx: names.append(name)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    trust = ssl.create_default_context(cafile=str(cert))
+    yield server.server_address[1], trust, seen, names
+    server.shutdown()
+    server.server_close()
+
+
+def test_tls_goes_to_the_pinned_address_and_checks_the_name(tls_receiver):
+    port, trust, seen, names = tls_receiver
+    target = check(f"https://hooks.example.test:{port}/in", networks(["127.0.0.0/8"]),
+                   resolver("127.0.0.1"))  # the name resolves only through this resolver
+    outcome = sender.send(target, b"{}", ["s"], {}, 5.0, trust)
+    assert outcome.delivered and outcome.status_code == 204
+    assert seen[-1] == f"hooks.example.test:{port}" and names[-1] == "hooks.example.test"
+    # The same address under another name: its certificate does not say that name.
+    other = replace(target, host="inside.example.test", address="127.0.0.1")
+    refused = sender.send(other, b"{}", ["s"], {}, 5.0, trust)
+    assert refused.status_code is None and "certificate" in refused.error.lower()

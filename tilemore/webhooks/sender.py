@@ -42,9 +42,10 @@ class _Pinned(http.client.HTTPConnection):
 
 
 class _PinnedTLS(http.client.HTTPSConnection):
-    def __init__(self, target: Target, timeout: float) -> None:
+    def __init__(self, target: Target, timeout: float,
+                 context: ssl.SSLContext | None = None) -> None:
         super().__init__(target.host, target.port, timeout=timeout,
-                         context=ssl.create_default_context())
+                         context=context or ssl.create_default_context())
         self._address = target.address
 
     def connect(self) -> None:
@@ -53,11 +54,13 @@ class _PinnedTLS(http.client.HTTPSConnection):
 
 
 def send(target: Target, payload: bytes, secrets: list[str], headers: dict[str, str],
-         timeout: float) -> Outcome:
-    """POST ``payload`` signed with every secret in ``secrets``."""
+         timeout: float, context: ssl.SSLContext | None = None) -> Outcome:
+    """POST ``payload`` signed with every secret in ``secrets``. ``context``: TLS's
+    (default: the system's certificate authorities, the name checked)."""
     started = time.monotonic()
     conn: http.client.HTTPConnection = (
-        _PinnedTLS(target, timeout) if target.scheme == "https" else _Pinned(target, timeout))
+        _PinnedTLS(target, timeout, context) if target.scheme == "https"
+        else _Pinned(target, timeout))
     try:
         conn.request("POST", target.path, body=payload, headers={
             "Content-Type": "application/json", "User-Agent": f"Tilemore-Webhooks/{__version__}",
