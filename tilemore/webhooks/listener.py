@@ -72,6 +72,10 @@ class WebhookListener(Listener):
         self.cache_seconds, self.clock = cache_seconds, clock
         self._cache: dict[str, tuple[float, list[Endpoint]]] = {}
         self._lock = threading.Lock()
+        # (endpoint, account) → below its threshold, as last written here: a charge that
+        # changes nothing costs no write (another conductor's write is seen at the next
+        # change, and the database keeps it once per crossing)
+        self._below: dict[tuple[str, str], bool] = {}
 
     def endpoints(self, domain: str) -> list[Endpoint]:
         """The domain's endpoints, read at most every ``cache_seconds`` (an endpoint
@@ -111,6 +115,8 @@ class WebhookListener(Listener):
         for ep in wanted:
             threshold = Decimal(ep.low_balance or "0")
             below = balance < threshold
+            if self._below.get((ep.id, rec.account)) == below:
+                continue
             outgoing = None
             if below:
                 event_id = f"evt_{uuid.uuid4().hex}"
@@ -120,6 +126,10 @@ class WebhookListener(Listener):
                      "threshold": fmt(threshold), "thread_id": rec.id}))
             self._write(lambda ep=ep, below=below, outgoing=outgoing: self.store.balance_crossed(
                 ep.id, rec.account, below, outgoing), rec.id)
+            with self._lock:
+                self._below[(ep.id, rec.account)] = below
+                if len(self._below) > 100_000:  # bounded: the oldest are read again
+                    self._below.pop(next(iter(self._below)))
 
     @staticmethod
     def _write(write: Callable[[], object], thread_id: str) -> None:
