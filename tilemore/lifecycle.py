@@ -80,6 +80,11 @@ class Retention:
         own = self.settings.retention_domains.get(domain or "", {})
         return own.get("webhooks", self.settings.retention_webhooks_seconds)
 
+    def own(self, what: str) -> dict[str, float]:
+        """The domains with a time of their own for ``what`` ("errors", "webhooks")."""
+        return {d: own[what] for d, own in sorted(self.settings.retention_domains.items())
+                if what in own}
+
 
 class Lifecycle:
     """The hooks the ingress and the conductor call. Each is one short transaction; none
@@ -134,7 +139,7 @@ class Lifecycle:
         ck_grace = s.checkpoint_grace_seconds if grace is None else grace
 
         def remove(chosen: list[Removed]) -> list[str]:
-            now = time.time()  # the store's clock, for its own files' times
+            now = self.blobs.clock()  # the store's clock, for its own files' times
             gone = []
             for kind_grace, group in ((ck_grace, [b.key for b in chosen
                                                   if b.kind == "checkpoint"]),
@@ -257,7 +262,7 @@ class Collector:
             log.warning("orphan sweep skipped: ended threads are still to be dated (gc first)")
             return report
         blobs = self.lifecycle.blobs
-        cutoff = time.time() - min_age
+        cutoff = blobs.clock() - min_age  # listings' times are the store's clock, not ours
         chunk: list = []
 
         def judge(infos: list) -> None:
@@ -296,8 +301,8 @@ class Collector:
         try:
             if domain is not None:
                 return self.store.delete_domain_errors(domain, batch * self.MAX_BATCHES)
-            return self.store.expire_errors(self.lifecycle.retention.errors(),
-                                            batch * self.MAX_BATCHES)
+            return self._expire(self.store.expire_errors, "errors",
+                                self.lifecycle.retention.errors(), batch * self.MAX_BATCHES)
         except Exception as exc:  # noqa: BLE001 - no error index here yet: nothing to expire
             log.info("error index not expired: %s", exc)
             return 0
@@ -306,11 +311,17 @@ class Collector:
         try:
             if domain is not None:
                 return self.store.delete_domain_webhooks(domain, batch * self.MAX_BATCHES)
-            return self.store.expire_webhooks(self.lifecycle.retention.webhooks(),
-                                              batch * self.MAX_BATCHES)
+            return self._expire(self.store.expire_webhooks, "webhooks",
+                                self.lifecycle.retention.webhooks(), batch * self.MAX_BATCHES)
         except Exception as exc:  # noqa: BLE001 - no outbox here yet: nothing to expire
             log.info("webhook deliveries not expired: %s", exc)
             return 0
+
+    def _expire(self, expire: Any, what: str, default: float, limit: int) -> int:
+        """Each domain with a time of its own by that time, then the rest by ``default``."""
+        own = self.lifecycle.retention.own(what)
+        n = sum(expire(seconds, limit, domain=d) for d, seconds in own.items())
+        return n + expire(default, limit, besides=list(own))
 
     def _gauge(self) -> None:
         metrics = self.lifecycle.metrics

@@ -236,3 +236,149 @@ def test_indexed_errors_expire_and_go_with_their_domain(backend):
     w.threads.create_domain("rival")
     assert w.collector.run_pass(domain="rival").errors == 1
     assert [h.record.thread_id for h in index.search_errors("division", domain=None)] == ["t1"]
+
+
+def test_a_node_whose_clock_runs_behind_still_removes_on_time(backend, monkeypatch):
+    """The other way round: a node a month behind the database and the disk. The database
+    decides what expired; the files' times are compared with the disk's clock, not the
+    node's, so the delete's guard (a file written since) does not keep everything."""
+    w = World(backend)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() - 40 * 86400)
+    inp = w.put(b"input", "input")
+    tid = w.thread("t", inp)
+    ck = w.put(b"its checkpoint", "checkpoint")
+    w.lifecycle.refer(tid, "acme", "checkpoint", ck, 14)
+    res = w.finish(tid, b"result")
+    assert not w.blobs.exists(ck)  # at the thread's end, as on any node
+    assert w.collector.run_pass().blobs == {}  # nothing else yet: the database's clock
+    w.age(w.settings.retention_results_seconds + 1)
+    report = w.collector.run_pass()
+    assert set(report.blobs) == {"input", "result"} and report.kept == 0
+    assert not w.blobs.exists(inp) and not w.blobs.exists(res)
+
+
+def test_the_orphan_sweep_reads_the_store_s_clock_not_the_node_s(backend, monkeypatch):
+    """A node two days ahead: a blob written a moment ago (its record still coming) is young
+    by the store's clock, and stays; one written three days ago goes."""
+    import os
+
+    w = World(backend)
+    young = w.blobs.put(b"written a moment ago")
+    old = w.blobs.put(b"written three days ago, no record")
+    then = time.time() - 3 * 86400
+    os.utime(w.settings.blob_path / old[:2] / old, (then, then))
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 2 * 86400)
+    report = w.collector.sweep_orphans(86400)
+    assert report.blobs == {"orphan": [1, len(b"written three days ago, no record")]}
+    assert w.blobs.exists(young) and not w.blobs.exists(old)
+
+
+def test_a_collector_process_killed_mid_batch_is_finished_by_the_next_pass(backend):
+    """For real: a collector process SIGKILLed while it holds a batch's rows, half its files
+    unlinked. The database rolls the batch back; a later pass removes the rest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    w = World(backend)
+    keys, tids = [], []
+    for i in range(4):
+        inp = w.put(f"input {i}".encode(), "input")
+        tids.append(w.thread(f"t{i}", inp))
+        keys += [inp, w.finish(tids[-1], f"result {i}".encode())]
+    w.age(w.settings.retention_records_seconds + 1)
+    stored = w.store.stored_bytes()
+    script = (
+        "import os, signal\n"
+        "from tilemore.blobs.local import LocalBlobStore\n"
+        "from tilemore.lifecycle import Collector, Lifecycle\n"
+        "from tilemore.settings import Settings\n"
+        "from tilemore.store.lifecycle import open_lifecycle_store\n"
+        "class Dies(LocalBlobStore):\n"
+        "    def delete(self, keys, *, modified_before=None):\n"
+        "        super().delete(list(keys)[:len(keys) // 2], modified_before=modified_before)\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "s = Settings.from_env()\n"
+        "Collector(Lifecycle(open_lifecycle_store(s), Dies(s.blob_path), s)).run_pass()\n")
+    env = {**os.environ, **backend.env, "TILEMORE_BLOB_GRACE_SECONDS": "0",
+           "TILEMORE_METRICS": "false"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, timeout=120,
+                          capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert sum(w.blobs.exists(k) for k in keys) == 4  # half of the batch unlinked
+    assert w.store.stored_bytes() == stored  # and its rows all kept: nothing forgotten
+    report = w.collector.run_pass()
+    assert sum(c for c, _ in report.blobs.values()) == 8 and report.kept == 0
+    assert not any(w.blobs.exists(k) for k in keys) and w.store.stored_bytes() == {}
+    assert all(w.threads.get_thread(t) is None for t in tids)
+
+
+def test_a_canceled_thread_keeps_its_checkpoints_until_its_retry_window_closes(backend):
+    w = World(backend)
+    inp = w.put(b"input", "input")
+    tid = w.thread("t", inp)
+    ck = w.put(b"decoded pixels", "checkpoint")
+    w.lifecycle.refer(tid, "acme", "checkpoint", ck, 14)
+    w.threads.mark_canceled(tid)
+    w.lifecycle.thread_ended(tid, "acme", "canceled")
+    w.age(w.settings.retry_window_seconds - 60)
+    assert w.collector.run_pass().blobs == {} and w.blobs.exists(ck)  # may run again
+    w.age(120)
+    report = w.collector.run_pass()  # (its input too: kept as long as the window here)
+    assert report.blobs["checkpoint"] == [1, 14] and not w.blobs.exists(ck)
+
+
+def test_errors_and_webhook_deliveries_expire_by_their_domain_s_own_time(backend):
+    """``TILEMORE_RETENTION_DOMAINS``' "errors" and "webhooks" keys: a domain with a time of
+    its own is expired by it, the others by the default."""
+    from tilemore.store import ErrorRecord
+    from tilemore.store.webhooks import Outgoing
+
+    w = World(backend, retention_domains={"rival": {"errors": 3600, "webhooks": 86400}})
+    w.threads.create_domain("rival")
+    index = backend.errors()
+    two_hours, two_days = time.time() - 7200, time.time() - 2 * 86400
+    for i, (domain, at) in enumerate((("acme", two_hours), ("rival", two_hours),
+                                      ("acme", time.time() - 40 * 86400))):
+        index.record_error(ErrorRecord(domain, domain, f"t{i}", "boom", "explode",
+                                       "ZeroDivisionError", f"division {i}", "Traceback…",
+                                       1, True, at))
+    for domain in ("acme", "rival"):
+        ep = w.threads.create_endpoint(domain, f"https://hooks.example.com/{domain}",
+                                       ["thread.done"], None, "whsec_a", most=2)
+        w.threads.enqueue([Outgoing(ep.id, domain, f"evt_{domain}", "thread.done", b"{}")],
+                          now=two_days)
+        [claimed] = w.threads.claim_deliveries("d", 1, 60.0)
+        w.threads.record_attempt(claimed, time.time(), 200, None, 0.1, "delivered")
+    report = w.collector.run_pass()
+    assert report.errors == 2 and report.webhooks == 1
+    left = index.search_errors("division", domain=None)
+    assert [h.record.thread_id for h in left] == ["t0"]  # acme's, two hours old
+    with w.store._tx() as db:  # noqa: SLF001
+        rows = db.execute("SELECT domain FROM webhook_deliveries").fetchall()
+    assert [r["domain"] for r in rows] == ["acme"]
+
+
+def test_the_collector_records_bytes_stored_and_collected(backend):
+    from tilemore.metrics import MemorySink, Metrics
+
+    w = World(backend)
+    sink = MemorySink()
+    w.lifecycle.metrics = Metrics(sink)
+    inp = w.put(b"i" * 100, "input")
+    tid = w.thread("t", inp)
+    ck = w.put(b"c" * 40, "checkpoint")
+    w.lifecycle.refer(tid, "acme", "checkpoint", ck, 40)
+    w.finish(tid, b"r" * 30)
+    assert sink.observed("tilemore_blob_collected_bytes_total", kind="checkpoint") == [40]
+    w.collector.run_pass()
+    assert sink.observed("tilemore_blob_bytes", kind="input")[-1] == 100
+    assert sink.observed("tilemore_blob_bytes", kind="result")[-1] == 30
+    assert sink.observed("tilemore_blob_bytes", kind="checkpoint")[-1] == 0
+    w.age(w.settings.retention_results_seconds + 1)
+    w.collector.run_pass()
+    assert sink.observed("tilemore_blob_collected_bytes_total", kind="input") == [100]
+    assert sink.observed("tilemore_blob_bytes", kind="input")[-1] == 0

@@ -8,8 +8,10 @@ and any S3-compatible store through boto3.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Literal, Protocol
 
@@ -71,6 +73,11 @@ class BlobStore(Protocol):
         """Every stored blob whose key starts with ``prefix`` (lower-case hex), in no set
         order."""
 
+    def clock(self) -> float:
+        """Now, by the store's own clock: the one its modification times (``delete``'s
+        ``modified_before``, a listing's ``modified``) are in. A node compares a blob's time
+        with this, never with its own clock, which may disagree (:class:`StoreClock`)."""
+
     def get(self, key: str) -> bytes: ...
 
     def exists(self, key: str) -> bool: ...
@@ -80,6 +87,32 @@ class BlobStore(Protocol):
         """A time-limited URL a client may download from directly, where the store has one;
         valid for ``expires_in`` seconds when given (never past what the blob is kept for),
         else the store's own lifetime."""
+
+
+class StoreClock:
+    """A store's clock as this process's clock plus an offset, read from the store (``probe``:
+    the store's time now) at most every ``every`` seconds; the process's own clock where the
+    store cannot say (unreachable, read-only)."""
+
+    def __init__(self, probe: Callable[[], float], every: float = 60.0) -> None:
+        self.probe, self.every = probe, every
+        self._offset, self._read_at = 0.0, float("-inf")
+
+    def __call__(self) -> float:
+        local = time.monotonic()
+        if local - self._read_at >= self.every:
+            before = time.time()
+            try:
+                offset = self.probe() - before
+                # Under a second is no disagreement: the grain of what stores say (the
+                # kernel's coarse file times, S3's whole-second Date).
+                self._offset = offset if abs(offset) >= 1.0 else 0.0
+            except Exception as exc:  # noqa: BLE001 - a store we cannot ask: our clock then
+                logging.getLogger("tilemore.blobs").warning(
+                    "the blob store's clock not read (%s): this node's clock is used", exc)
+                self._offset = 0.0
+            self._read_at = local
+        return time.time() + self._offset
 
 
 def blob_key(data: bytes) -> str:
@@ -117,4 +150,4 @@ def _open(settings: Settings) -> BlobStore:
 
 
 __all__ = ["KINDS", "BlobInfo", "BlobKind", "BlobNotFound", "BlobStore", "BlobStoreError",
-           "blob_key", "check_prefix", "open_blob_store"]
+           "StoreClock", "blob_key", "check_prefix", "open_blob_store"]

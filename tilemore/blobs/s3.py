@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from email.utils import parsedate_to_datetime
 from typing import IO, Any
 
 import boto3
@@ -21,6 +22,7 @@ from tilemore.blobs import (
     BlobKind,
     BlobNotFound,
     BlobStoreError,
+    StoreClock,
     blob_key,
     check_prefix,
 )
@@ -38,6 +40,12 @@ class S3BlobStore:
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.client = client or boto3.client("s3")
         self.presign_seconds = presign_seconds
+        self.clock = StoreClock(self._server_time, every=300.0)  # LastModified is S3's clock
+
+    def _server_time(self) -> float:
+        """Now, by S3's clock: the Date of its answer to a bucket check."""
+        reply = self.client.head_bucket(Bucket=self.bucket)
+        return parsedate_to_datetime(reply["ResponseMetadata"]["HTTPHeaders"]["date"]).timestamp()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3BlobStore:

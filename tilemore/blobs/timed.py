@@ -55,5 +55,8 @@ class TimedBlobStore:
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
         return self.inner.list(prefix)
 
+    def clock(self) -> float:
+        return self.inner.clock()
+
     def __getattr__(self, name: str):  # anything else a backend offers (close, bucket…)
         return getattr(self.inner, name)

@@ -108,6 +108,15 @@ class Removed:
     bytes: int
 
 
+def _domains(domain: str | None, besides: Sequence[str]) -> tuple[str, tuple[str, ...]]:
+    """A WHERE clause's tail: one domain's rows, or every domain's but ``besides``."""
+    if domain is not None:
+        return " AND domain = ?", (domain,)
+    if besides:
+        return f" AND domain NOT IN ({', '.join('?' * len(besides))})", tuple(besides)
+    return "", ()
+
+
 def _now_sql(db: Any, now: str) -> float:
     row = db.execute(f"SELECT {now} AS now").fetchone()
     return float(row["now"])
@@ -364,12 +373,15 @@ class LifecycleSQL:
                            f" checkpoint_key IN ({marks})", (*keys, *keys, *keys))
         return {r["key"] for r in rows}
 
-    def expire_errors(self, before_seconds: float, limit: int) -> int:
+    def expire_errors(self, before_seconds: float, limit: int, domain: str | None = None,
+                      besides: Sequence[str] = ()) -> int:
         """Forget indexed task errors older than ``before_seconds`` (by the database's
-        clock)."""
+        clock): ``domain``'s only, when named, or else those of every domain ``besides``
+        these (the domains with a time of their own)."""
+        where, args = _domains(domain, besides)
         with self._tx() as db:
-            rows = db.execute(f"SELECT id FROM task_errors WHERE at <= {self.NOW} - ?"
-                              " ORDER BY at LIMIT ?", (before_seconds, limit)).fetchall()
+            rows = db.execute(f"SELECT id FROM task_errors WHERE at <= {self.NOW} - ?{where}"
+                              " ORDER BY at LIMIT ?", (before_seconds, *args, limit)).fetchall()
             self._delete_errors(db, [r["id"] for r in rows])
         return len(rows)
 
@@ -385,12 +397,15 @@ class LifecycleSQL:
 
     # -- the webhook outbox (tilemore.store.webhooks) ---------------------------------------
 
-    def expire_webhooks(self, before_seconds: float, limit: int) -> int:
+    def expire_webhooks(self, before_seconds: float, limit: int, domain: str | None = None,
+                        besides: Sequence[str] = ()) -> int:
         """Forget deliveries delivered or given up, made more than ``before_seconds`` ago,
-        with their attempts; a pending one stays whatever its age."""
+        with their attempts; a pending one stays whatever its age. ``domain`` and
+        ``besides`` as for :meth:`expire_errors`."""
+        where, args = _domains(domain, besides)
         return self._delete_deliveries(
-            f"status <> 'pending' AND created_at <= {self.NOW} - ? ORDER BY created_at",
-            (before_seconds,), limit)
+            f"status <> 'pending' AND created_at <= {self.NOW} - ?{where} ORDER BY created_at",
+            (before_seconds, *args), limit)
 
     def delete_domain_webhooks(self, domain: str, limit: int) -> int:
         """A domain's deliveries, all of them (its data deleted on request)."""
