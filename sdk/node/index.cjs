@@ -491,8 +491,14 @@ class Tilemore {
           : await fetch(url, { method, headers, body, redirect, signal: both });
         const limit = parseRateLimit(res.headers);
         const wait = waitSeconds(limit);
-        if (wait !== undefined && res.status !== 503) {
-          this._notBefore = Date.now() + Math.min(wait * 1000, this.maxRateLimitWaitMs);
+        // Every request of this client is held back by a 429's wait, or by RateLimit fields
+        // that say the window is spent; never by the Retry-After of a 202 (the service's hint
+        // for polling that one thread, which held every other thread's calls for a second)
+        // nor of a 503 (for the retry below).
+        const hold = res.status === 429 ? wait
+          : res.status === 503 ? undefined : waitSeconds({ ...limit, retryAfter: undefined });
+        if (hold !== undefined) {
+          this._notBefore = Date.now() + Math.min(hold * 1000, this.maxRateLimitWaitMs);
         }
         if (stream && res.status >= 200 && res.status < 300) {
           clearTimeout(timer); // a long download may take its time; `signal` still ends it

@@ -202,6 +202,25 @@ test('a 429 waits as the RateLimit headers say, and a spent window delays the ne
   }
 });
 
+test("a 202's Retry-After (the service's polling hint) holds back neither the next poll nor other calls", async () => {
+  const processing = { thread_id: 't1', status: 'processing' };
+  const s = await scripted({
+    '/threads/t1': (n) => (n === 1 ? [202, { 'retry-after': '1' }, processing]
+      : [200, {}, { ...processing, status: 'canceled' }]),
+    '/billing/balance': () => [200, {}, { account: 'acme', balance: '1', held: '0', available: '1' }],
+  });
+  try {
+    const tm = new Tilemore({ apiEndpoint: s.url, apiToken: 't', pollIntervalMs: 10 });
+    assert.equal((await tm.get('t1')).status, 'processing');
+    const started = Date.now();
+    assert.equal((await tm.balance()).balance, '1');
+    assert.equal((await tm.wait('t1', { check: false })).status, 'canceled');
+    assert.ok(Date.now() - started < 800, `${Date.now() - started} ms`);
+  } finally {
+    await s.close();
+  }
+});
+
 test('a 429 that persists is a RateLimitError', async () => {
   const s = await scripted({
     '/billing/balance': () => [429, {
