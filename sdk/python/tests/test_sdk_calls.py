@@ -256,6 +256,27 @@ def test_429_waits_as_the_ratelimit_headers_say_then_succeeds():
         server.close()
 
 
+def test_a_202s_retry_after_holds_back_neither_the_next_poll_nor_other_calls():
+    """Retry-After on a 202 is the service's hint for polling that one thread: it held every
+    request of the client for a second (at concurrency 16, every other thread's calls)."""
+    processing = {"thread_id": "t1", "status": "processing"}
+    server = ScriptedServer({
+        "/threads/t1": lambda n: (202, {"Retry-After": "1"}, processing) if n == 1
+        else (200, {}, {**processing, "status": "canceled"}),
+        "/billing/balance": lambda n: (200, {}, {"account": "acme", "balance": "1",
+                                                 "held": "0", "available": "1"}),
+    })
+    try:
+        with sdk.Tilemore(server.url, "t", "acme", poll_interval=0.01) as tm:
+            assert tm.get("t1").status == "processing"
+            started = time.monotonic()
+            assert tm.balance().balance == Decimal(1)
+            assert tm.wait("t1", check=False).status == "canceled"
+            assert time.monotonic() - started < 0.8
+    finally:
+        server.close()
+
+
 def test_429_that_persists_is_a_rate_limit_error():
     server = ScriptedServer({"/billing/balance": lambda n: (429, {
         "Retry-After": "0", "RateLimit-Limit": "10", "RateLimit-Remaining": "0",

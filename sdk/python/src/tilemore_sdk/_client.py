@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 import hashlib
 import io
 import json
@@ -371,8 +372,15 @@ class AsyncTilemore:
                         headers=self.auth if auth else None,
                         allow_redirects=redirect) as resp:
                     limit = RateLimit.from_headers(resp.headers)
-                    if (wait := limit.wait_seconds()) is not None and resp.status != 503:
-                        self._not_before = loop.time() + min(wait, self.max_rate_limit_wait)
+                    wait = limit.wait_seconds()
+                    # Every request of this client is held back by a 429's wait, or by
+                    # RateLimit fields that say the window is spent; never by the Retry-After
+                    # of a 202 (the service's hint for polling that one thread, which held
+                    # every other thread's calls for a second) nor of a 503 (for the retry).
+                    hold = wait if resp.status == 429 else None if resp.status == 503 else (
+                        dataclasses.replace(limit, retry_after=None).wait_seconds())
+                    if hold is not None:
+                        self._not_before = loop.time() + min(hold, self.max_rate_limit_wait)
                     if sink is not None and 200 <= resp.status < 300:
                         value = await sink(resp)
                         log.debug("← %s (%s streamed)", resp.status, resp.content_type)
