@@ -1,8 +1,10 @@
 """100 small images through each SDK at concurrency 16, versus the same flow written by hand
-(ask, upload on needs-file, poll, download) in the same language, in one run, on the service
+(ask, upload on needs-file, wait, download) in the same language, in one run, on the service
 (local Ray + Serve): the Python SDK against aiohttp, the NodeJS SDK against Node's own
-``fetch``. Both sides poll every 0.1 s; every run uses images no run has sent; each round runs
-every pair, the SDK first in even rounds and the hand-written flow first in odd ones.
+``fetch``. Both sides wait as the SDKs do: long polls (``GET /threads/{id}?wait=20``, answered
+when the thread ends), pausing 0.1 s after one the service answered early. Every run uses
+images no run has sent; each round runs every pair, the SDK first in even rounds and the
+hand-written flow first in odd ones.
 
 A Node run is a process of its own (``node``, from PATH): it reads its images into memory,
 then times the flow alone, as the Python side times its own (Node's start-up is not counted,
@@ -35,19 +37,21 @@ from _common import arguments, finish, machine, parse, photo_jpeg, positive
 from _service import start_service
 
 ADJUST = {"master": {"algorithm": "bilateral"}, "shifter": {"resize": {"width": 64}}}
-POLL = 0.1
+POLL = 0.1  # the pause after a long poll answered early, on both sides
+LONG_POLL = 20  # seconds: the SDKs' own
 TARGET = 1.1
 NODE_SDK = Path(__file__).parents[1] / "sdk" / "node" / "index.mjs"
 
 # One Node run: `node --input-type=module -e NODE_RUN MODE SDK_URL BASE TOKEN CONCURRENCY
-# POLL_MS ADJUSTMENTS FILE...`; prints {"outputs": n, "seconds": s}. `sdk` goes through the
-# NodeJS SDK's submit (create, wait, download: the result streamed and its hash checked);
-# `hand` is the flow written with fetch as an integrator would: no retries, no hash check.
+# POLL_MS LONG_POLL_S ADJUSTMENTS FILE...`; prints {"outputs": n, "seconds": s}. `sdk` goes
+# through the NodeJS SDK's submit (create, wait, download: the result streamed and its hash
+# checked); `hand` is the flow written with fetch as an integrator would: no retries, no hash
+# check.
 NODE_RUN = """
 import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-const [mode, sdkUrl, base, token, concurrency, pollMs, adjustJson, ...files] =
+const [mode, sdkUrl, base, token, concurrency, pollMs, longPoll, adjustJson, ...files] =
   process.argv.slice(1);
 const images = files.map((f) => readFileSync(f));
 const adjust = JSON.parse(adjustJson);
@@ -69,8 +73,9 @@ async function byHand(img) {
     answer = await r.json();
   }
   while (answer.status === 'processing') {
-    await sleep(poll);
-    answer = await (await fetch(`${base}/threads/${answer.thread_id}`, { headers: auth })).json();
+    const url = `${base}/threads/${answer.thread_id}?wait=${longPoll}`;
+    answer = await (await fetch(url, { headers: auth })).json();
+    if (answer.status === 'processing') await sleep(poll);
   }
   if (answer.status !== 'done') return false;
   r = await fetch(answer.result.url, { headers: auth });
@@ -118,10 +123,11 @@ async def by_hand(base: str, auth: dict, images: list[bytes], concurrency: int) 
                     async with s.post(url, data=form, headers=auth) as r:
                         answer = await r.json()
                 while answer["status"] == "processing":
-                    await asyncio.sleep(POLL)
-                    async with s.get(f"{base}/threads/{answer['thread_id']}",
+                    async with s.get(f"{base}/threads/{answer['thread_id']}?wait={LONG_POLL}",
                                      headers=auth) as r:
                         answer = await r.json()
+                    if answer["status"] == "processing":
+                        await asyncio.sleep(POLL)
                 if answer["status"] != "done":
                     return False
                 async with s.get(answer["result"]["url"], headers=auth) as r:
@@ -157,7 +163,8 @@ def node_run(node: str, mode: str, base: str, token: str, images: list[bytes],
             files.append(str(folder / f"{i}.jpg"))
         done = subprocess.run([node, "--input-type=module", "-e", NODE_RUN, mode,
                                NODE_SDK.as_uri(), base, token, str(concurrency),
-                               str(int(POLL * 1000)), json.dumps(ADJUST), *files],
+                               str(int(POLL * 1000)), str(LONG_POLL), json.dumps(ADJUST),
+                               *files],
                               capture_output=True, text=True, timeout=1800)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
