@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tilemore.blobs import BlobKind, BlobStore
+from tilemore.blobs import BlobKind, BlobStore, BlobStoreError
 from tilemore.errors import Conflict, TilemoreError
 from tilemore.metrics import NO_METRICS, Metrics
 from tilemore.settings import Settings
@@ -178,6 +178,7 @@ class Report:
     webhooks: int = 0  # webhook deliveries (delivered or given up) past their time
     blobs: dict[str, list[int]] = field(default_factory=dict)  # kind → [count, bytes]
     kept: int = 0  # blobs the store refused to remove, or put again meanwhile
+    blob_store_error: str = ""  # the store could not be reached: no blob removed this pass
     seconds: float = 0.0
 
     def add(self, removed: list[Removed], kept: list[Removed]) -> None:
@@ -197,7 +198,9 @@ class Report:
                 "webhook_deliveries": self.webhooks,
                 "blobs": {k: {"count": c, "bytes": b} for k, (c, b) in sorted(
                     self.blobs.items())},
-                "bytes": self.bytes, "kept": self.kept, "seconds": round(self.seconds, 3)}
+                "bytes": self.bytes, "kept": self.kept,
+                "blob_store_error": self.blob_store_error or None,
+                "seconds": round(self.seconds, 3)}
 
 
 class Collector:
@@ -238,11 +241,15 @@ class Collector:
                 report.refs += n
                 if n < batch:
                     break
-        for _ in range(self.MAX_BATCHES):
-            removed, kept = lc.collect(limit=batch, dry_run=dry_run)
-            report.add(removed, kept)
-            if dry_run or len(removed) + len(kept) < batch or not removed:
-                break
+        try:
+            for _ in range(self.MAX_BATCHES):
+                removed, kept = lc.collect(limit=batch, dry_run=dry_run)
+                report.add(removed, kept)
+                if dry_run or len(removed) + len(kept) < batch or not removed:
+                    break
+        except BlobStoreError as exc:  # its batch rolled back: every row kept, tried again
+            log.warning("blob store unreachable; blobs kept for the next pass: %s", exc)
+            report.blob_store_error = str(exc)  # the rest of the pass goes on
         if errors and not dry_run:
             report.errors = self._expire_errors(batch, domain)
             report.webhooks = self._expire_webhooks(batch, domain)

@@ -146,3 +146,123 @@ def test_api_redirects_results_to_s3(s3_endpoint, tmp_path):
             assert resp.headers["Cache-Control"] == f"private, max-age={expires}"
     finally:
         svc.close()
+
+
+def _s3_world(backend, endpoint: str, prefix: str):
+    """A thread store, its lifecycle and an S3 blob store (through ``endpoint``)."""
+    from tilemore.lifecycle import Collector, Lifecycle
+    from tilemore.store.lifecycle import open_lifecycle_store
+
+    settings = backend.settings(blob_grace_seconds=0)
+    threads = backend.store()
+    threads.create_domain("acme")
+    lc_store = backend._keep(open_lifecycle_store(settings))  # noqa: SLF001
+
+    def collector(url: str) -> Collector:
+        return Collector(Lifecycle(lc_store, store(url, prefix), settings))
+
+    return settings, threads, lc_store, collector
+
+
+def _listed(endpoint: str, prefix: str) -> set[str]:
+    raw = boto3.client("s3", endpoint_url=endpoint)
+    return {o["Key"].rsplit("/", 1)[-1] for o in raw.list_objects_v2(
+        Bucket="tilemore-test", Prefix=prefix).get("Contents", [])}
+
+
+def test_the_collector_on_s3_keeps_what_the_bucket_refuses_then_finishes(s3_endpoint, backend):
+    """A bucket that refuses deletes (per key, then the whole request): the collector keeps
+    every row, says so, and still expires records; once deletes are allowed again the next
+    pass removes the blobs."""
+    from tilemore.store import NewThread, ResultInfo
+
+    prefix = f"gc-{backend.name}/"
+    settings, threads, lc_store, collector = _s3_world(backend, s3_endpoint, prefix)
+    port = int(s3_endpoint.rsplit(":", 1)[1])
+    per_key, whole = RefusingS3Proxy(port, mode="keys"), RefusingS3Proxy(port, mode="request")
+    try:
+        refusing = collector(per_key.url)
+        lc, blobs = refusing.lifecycle, refusing.lifecycle.blobs
+        image, result, ck = b"an input on S3", b"its result", b"a checkpoint"
+        keys = {}
+        for data, kind in ((image, "input"), (result, "result"), (ck, "checkpoint")):
+            keys[kind] = blob_key(data)
+            lc.pin(keys[kind], kind, len(data))
+            blobs.put(data, kind)
+        rec, _ = threads.create_thread(NewThread(
+            domain="acme", account="acme", idem_key="s3", pipeline="thumbnail",
+            fingerprint="f", meta_parts=[], image_sha256=keys["input"],
+            input_key=keys["input"], output_format="png", envelope={"adjustments": {}},
+            tasks=[("decode", "decode")]))
+        for kind in ("input", "result", "checkpoint"):
+            lc.refer(rec.id, "acme", kind, keys[kind])
+        threads.finish_thread(rec.id, ResultInfo(keys["result"], keys["result"], 10,
+                                                 "image/png", 1, 1))
+        lc.thread_ended(rec.id, "acme", "done")  # its checkpoint refused at its end
+        assert keys["checkpoint"] in _listed(s3_endpoint, prefix)
+        with lc_store._tx() as db:  # noqa: SLF001 - everything expired, on the database's clock
+            for table, column in (("thread_expiry", "record_until"),
+                                  ("thread_expiry", "input_until"),
+                                  ("thread_expiry", "result_until"),
+                                  ("blob_refs", "expires_at")):
+                db.execute(f"UPDATE {table} SET {column} = {column} - 1e8")
+        report = refusing.run_pass()
+        assert report.records == 1 and report.blobs == {} and report.kept == 3
+        assert set(keys.values()) <= _listed(s3_endpoint, prefix)
+        report = collector(whole.url).run_pass()  # the whole request refused: 403
+        assert "cannot delete blobs" in report.blob_store_error and report.blobs == {}
+        assert len(lc_store.stored_bytes()) == 3  # every row kept
+        report = collector(s3_endpoint).run_pass()  # deletes allowed again
+        assert sum(c for c, _ in report.blobs.values()) == 3 and report.kept == 0
+        assert not _listed(s3_endpoint, prefix) and lc_store.stored_bytes() == {}
+    finally:
+        per_key.close()
+        whole.close()
+
+
+@pytest.fixture
+def s3_elsewhere(s3_endpoint):  # (its credentials)
+    """moto's server in a process of its own: its clock is not this test's, which the test
+    sets two days ahead (the in-process server would follow it)."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        def up() -> bool:
+            try:
+                boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="tilemore-test")
+                return True
+            except Exception:  # noqa: BLE001 - not listening yet
+                return False
+
+        assert until(up, 60, 0.2)
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_the_orphan_sweep_on_s3_uses_s3_s_clock(s3_elsewhere, backend, monkeypatch):
+    """Orphans on S3, judged by the objects' LastModified against S3's clock: a node two
+    days ahead sweeps nothing young; an orphan old enough goes, a known blob stays."""
+    import time
+
+    prefix = "orphans/"
+    _, _, lc_store, collector = _s3_world(backend, s3_elsewhere, prefix)
+    blobs = store(s3_elsewhere, prefix)
+    known = blob_key(b"a blob the database knows")
+    lc_store.pin(known, "input", 25)
+    blobs.put(b"a blob the database knows", "input")
+    orphan = blobs.put(b"no record names this")
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 2 * 86400)
+    assert collector(s3_elsewhere).sweep_orphans(86400).blobs == {}  # a day old? not by S3
+    assert _listed(s3_elsewhere, prefix) == {known, orphan}
+    time.sleep(2)  # (the real sleep: only time.time is patched)
+    report = collector(s3_elsewhere).sweep_orphans(1)
+    assert report.blobs == {"orphan": [1, 20]}
+    assert _listed(s3_elsewhere, prefix) == {known}

@@ -39,6 +39,9 @@ def _print(report: Report, verb: str) -> None:
     if report.kept:
         click.echo(f"kept: {report.kept:,} blobs the store refused to delete or that were "
                    "written again meanwhile (the next pass tries again)")
+    if report.blob_store_error:
+        click.echo(f"no blob removed: the blob store cannot be reached ({report.blob_store_error});"
+                   " the next pass tries again", err=True)
 
 
 @click.command("gc")
@@ -60,6 +63,8 @@ def gc_cmd(dry_run: bool, orphans: bool, orphan_age: float, as_json: bool) -> No
         echo_json(report.to_dict())
     else:
         _print(report, "would remove" if dry_run else "removed")
+    if report.blob_store_error:
+        click.get_current_context().exit(1)  # for scripts: the pass did not finish
 
 
 @click.command("usage")
