@@ -1,6 +1,7 @@
-"""A collector pass while a thread waits to be resumed after a crash, on SQLite and
-PostgreSQL: it takes nothing the thread needs, and the resumed thread skips every task whose
-checkpoint is still stored, and runs again one whose checkpoint went."""
+"""A collector pass while a thread waits to be resumed after a crash, and one while the
+resumed thread runs, on SQLite and PostgreSQL: they take nothing the thread needs, and the
+resumed thread skips every task whose checkpoint is still stored, and runs again one whose
+checkpoint went."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from tilemore.engine import LocalBackend
 from tilemore.errors import ServiceUnavailable
 from tilemore.lifecycle import Collector, Lifecycle
 from tilemore.service.conductor import Conductor
-from tilemore.service.events import Listener, TaskFinished
+from tilemore.service.events import Listener, TaskFinished, TasksStarted
 from tilemore.store import NewThread
 from tilemore.store.lifecycle import open_lifecycle_store
 
@@ -76,6 +77,36 @@ def test_a_collector_pass_during_a_resume_takes_nothing_it_needs(backend):
     assert not blobs.exists(decode.checkpoint_key)  # done now: checkpoints go
 
 
+class CollectsWhenEncoderStarts(Listener):
+    """A collector pass, with no grace at all, in the middle of the resumed run: the
+    encoder has started, reading the checkpoints the resume skipped to."""
+
+    def __init__(self, collector: Collector) -> None:
+        self.collector, self.reports = collector, []
+
+    def tasks_started(self, event: TasksStarted) -> None:
+        if any(t.id == "encoder" for t in event.tasks):
+            self.reports.append(self.collector.run_pass())
+
+
+def test_a_collector_pass_while_the_resumed_thread_runs(backend):
+    settings, store, blobs, catalog, lifecycle, rec, decode = crashed_after_decode(backend)
+    shifter = store.get_thread(rec.id).tasks[1]
+    # beside it, another thread's expired input: the pass has work to do
+    other = blobs.put(b"another thread's input, long expired", "input")
+    lifecycle.pin(other, "input", 37)
+    with lifecycle.store._tx() as db:  # noqa: SLF001 - pinned long ago, referenced by none
+        db.execute("UPDATE blobs SET touched_at = touched_at - 1e6 WHERE key = ?", (other,))
+    spy = CollectsWhenEncoderStarts(Collector(lifecycle))
+    ran = resume(settings, store, blobs, catalog, lifecycle, rec.id, [spy])
+    assert ran == {"encoder"}  # decode and shifter still skipped from their checkpoints
+    [report] = spy.reports
+    assert report.blobs == {"input": [1, 37]} and not blobs.exists(other)
+    done = store.get_thread(rec.id)
+    assert done.status == "done" and done.tasks[:2] == [decode, shifter]
+    assert blobs.exists(rec.input_key) and blobs.exists(done.result.key)
+
+
 def test_a_resumed_thread_runs_again_a_task_whose_checkpoint_went(backend):
     settings, store, blobs, catalog, lifecycle, rec, decode = crashed_after_decode(backend)
     shifter = store.get_thread(rec.id).tasks[1]
@@ -83,10 +114,12 @@ def test_a_resumed_thread_runs_again_a_task_whose_checkpoint_went(backend):
     assert resume(settings, store, blobs, catalog, lifecycle, rec.id) == {"shifter", "encoder"}
 
 
-def resume(settings, store, blobs, catalog, lifecycle, thread_id: str) -> set[str]:
+def resume(settings, store, blobs, catalog, lifecycle, thread_id: str,
+           listeners=()) -> set[str]:
     """Run the thread on a new conductor; the operators it needed."""
     backend = LocalBackend(settings)
-    conductor = Conductor(store, blobs, catalog, backend, lifecycle=lifecycle)
+    conductor = Conductor(store, blobs, catalog, backend, lifecycle=lifecycle,
+                          listeners=list(listeners))
     try:
         assert conductor.run_thread(thread_id) == "done"
         return {op.name for op in backend._hosts}  # noqa: SLF001 - which replicas ran
