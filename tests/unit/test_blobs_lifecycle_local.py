@@ -59,3 +59,24 @@ def test_a_refused_delete_leaves_the_blob_and_says_so(tmp_path):
     (tmp_path / stuck[:2] / stuck).mkdir(parents=True)
     assert blobs.delete([stuck, ok]) == [ok]
     assert (tmp_path / stuck[:2] / stuck).is_dir()
+
+
+def test_a_large_delete_on_threads_says_exactly_what_went(tmp_path):
+    """Over the threaded path (hundreds of keys): an absent key counts as gone; one refused,
+    and one written since the cut-off, stay and are not reported; the rest go, in order."""
+    blobs = LocalBlobStore(tmp_path)
+    keys = [blobs.put(f"blob {i}".encode()) for i in range(300)]
+    old = time.time() - 3600
+    for k in keys:
+        os.utime(tmp_path / k[:2] / k, (old, old))
+    cutoff = time.time() - 60
+    refreshed = keys[150]
+    blobs.put(b"blob 150")  # put again after the cut-off
+    stuck = blob_key(b"stuck")
+    (tmp_path / stuck[:2] / stuck).mkdir(parents=True)
+    asked = [*keys[:100], stuck, "0" * 64, *keys[100:]]
+    gone = blobs.delete(asked, modified_before=cutoff)
+    assert gone == [k for k in asked if k not in (stuck, refreshed)]
+    assert {b.key for b in blobs.list()} == {refreshed, stuck}
+    with pytest.raises(Exception, match="not a blob key"):
+        blobs.delete([*keys[:70], "../escape"])  # refused before anything is removed

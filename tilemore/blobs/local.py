@@ -108,27 +108,35 @@ class LocalBlobStore:
         return None  # the API streams local blobs itself
 
     def delete(self, keys: Sequence[str], *, modified_before: float | None = None) -> list[str]:
+        for key in keys:
+            self._path(key)  # keys, nothing else, before anything is removed
         root = str(self.root)
 
-        def one(key: str) -> bool:
-            self._path(key)  # a key, nothing else
-            path = os.path.join(root, key[:2], key)  # strings: thousands a second
-            try:
-                if modified_before is not None and os.stat(path).st_mtime >= modified_before:
-                    return False  # put again meanwhile: someone relies on it
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:  # refused (permissions, a read-only disk): stays, counted
-                log.warning("blob %s… not deleted: %s", key[:12], exc.strerror or exc)
-                return False
-            return True
+        def some(chunk: Sequence[str]) -> list[str]:
+            gone = []
+            for key in chunk:
+                path = os.path.join(root, key[:2], key)  # strings: thousands a second
+                try:
+                    if modified_before is not None and os.stat(path).st_mtime >= modified_before:
+                        continue  # put again meanwhile: someone relies on it
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:  # refused (permissions, a read-only disk): stays, counted
+                    log.warning("blob %s… not deleted: %s", key[:12], exc.strerror or exc)
+                    continue
+                gone.append(key)
+            return gone
 
         if len(keys) < DELETE_THREADS * 4:
-            return [k for k in keys if one(k)]
+            return some(keys)
         # An unlink waits on the disk, not on Python: a few at once go several times faster.
+        # Each thread takes a share of the keys whole (a future per key cost more than the
+        # unlink: 4,300 against 7,400 expired threads/s in benchmarks/storage.py).
         with ThreadPoolExecutor(DELETE_THREADS, thread_name_prefix="blob-delete") as pool:
-            return [k for k, gone in zip(keys, pool.map(one, keys), strict=True) if gone]
+            done = set().union(*pool.map(some, [keys[i::DELETE_THREADS]
+                                                for i in range(DELETE_THREADS)]))
+        return [k for k in keys if k in done]
 
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
         check_prefix(prefix)
