@@ -94,6 +94,7 @@ def test_usage_gc_and_deleting_a_domain_s_data(capsys, world):
     assert dry["records"] == 1 and dry["dry_run"]
     code, out, _ = run(capsys, "admin", "gc")
     assert code == 0 and "removed: 1 thread records" in out and "input" in out
+    assert "0 webhook deliveries" in out
     assert threads.get_thread(b) is None and list(blobs.list()) == []
 
 

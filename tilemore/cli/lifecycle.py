@@ -35,7 +35,8 @@ def _print(report: Report, verb: str) -> None:
     click.echo(f"{verb}: {report.records:,} thread records, {blobs}; {size(report.bytes)} in all")
     if not report.dry_run:
         click.echo(f"also: {report.refs:,} expired references, {report.errors:,} indexed "
-                   f"errors; {report.dated:,} ended threads dated")
+                   f"errors, {report.webhooks:,} webhook deliveries; {report.dated:,} ended "
+                   "threads dated")
     if report.kept:
         click.echo(f"kept: {report.kept:,} blobs the store refused to delete or that were "
                    "written again meanwhile (the next pass tries again)")
