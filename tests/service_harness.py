@@ -21,22 +21,12 @@ from typing import Any
 import uvicorn
 
 from tilemore.api.app import create_app
-from tilemore.api.service import ApiService
-from tilemore.billing.ledger import open_ledger
-from tilemore.billing.service import Billing
-from tilemore.blobs import open_blob_store
-from tilemore.catalog import Catalog
+from tilemore.assembly import open_parts
 from tilemore.engine import LocalBackend
 from tilemore.engine.backend import Backend
-from tilemore.lifecycle import Collector, Lifecycle
-from tilemore.metrics import Metrics, open_metrics
-from tilemore.service.conductor import Conductor
-from tilemore.service.ecs import EcsErrorLog
-from tilemore.service.tracing import Tracer
+from tilemore.lifecycle import Collector
+from tilemore.metrics import Metrics
 from tilemore.settings import Settings
-from tilemore.store import open_store
-from tilemore.store.errors import open_error_index
-from tilemore.store.lifecycle import open_lifecycle_store
 
 
 def free_port() -> int:
@@ -100,26 +90,17 @@ class Service:
         # Links name the bound address (never the request's Host): the port is in settings.
         self.settings = Settings(data_dir=root, checkpoint_tasks=True, port=self.port,
                                  **settings)
-        self.store = open_store(self.settings)
-        self.blobs = open_blob_store(self.settings)
-        self.catalog = Catalog.load(self.settings)
-        self.backend = backend(self.settings)
-        self.ledger = open_ledger(self.settings)
-        self.billing = Billing(self.ledger)
-        self.errors = open_error_index(self.settings)
-        self.tracer = Tracer.from_settings(self.settings)
-        metrics = recorder or open_metrics(self.settings.metrics)
-        self.lifecycle = Lifecycle(open_lifecycle_store(self.settings), self.blobs,
-                                   self.settings, metrics)
+        self.parts = open_parts(self.settings, metrics=recorder)
+        self.store, self.blobs, self.catalog = (self.parts.store, self.parts.blobs,
+                                                self.parts.catalog)
+        self.ledger, self.billing, self.errors = (self.parts.ledger, self.parts.billing,
+                                                  self.parts.errors)
+        self.lifecycle = self.parts.lifecycle
         self.collector = Collector(self.lifecycle)  # passes run when a test asks
-        self.conductor = Conductor(self.store, self.blobs, self.catalog, self.backend,
-                                   billing=self.billing, errors=self.errors,
-                                   error_log=EcsErrorLog(self.settings.errors_log_path),
-                                   tracer=self.tracer, metrics=metrics,
-                                   lifecycle=self.lifecycle)
-        self.api = ApiService(self.store, self.store, self.blobs, self.catalog, self.settings,
-                              self.conductor.submit, billing=self.billing, errors=self.errors,
-                              lifecycle=self.lifecycle)
+        self.backend = backend(self.settings)
+        self.conductor = self.parts.start_conductor(self.backend)
+        self.tracer = self.parts.tracer
+        self.api = self.parts.api()
         self.store.create_domain("acme")
         self.store.create_domain("rival")
         for domain in ("acme", "rival"):
@@ -166,19 +147,7 @@ class Service:
     def close(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
-        self.conductor.close()
-        # Threads in flight finish their step first: a store closed under a running query
-        # can crash the process (SQLite), not just fail the thread.
-        deadline = time.monotonic() + 10
-        while self.conductor.active() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self.tracer.shutdown()  # exports what is left
-        self.backend.close()
-        self.billing.close()
-        self.ledger.close()
-        self.errors.close()
-        self.lifecycle.store.close()
-        self.store.close()
+        self.parts.close()  # threads in flight finish their step before the stores go
 
 
 def _lower(headers) -> dict[str, str]:
