@@ -43,7 +43,8 @@ TARGET = 1.1
 NODE_SDK = Path(__file__).parents[1] / "sdk" / "node" / "index.mjs"
 
 # One Node run: `node --input-type=module -e NODE_RUN MODE SDK_URL BASE TOKEN CONCURRENCY
-# POLL_MS LONG_POLL_S ADJUSTMENTS FILE...`; prints {"outputs": n, "seconds": s}. `sdk` goes
+# POLL_MS LONG_POLL_S ADJUSTMENTS FILE...`; prints {"outputs": n, "seconds": s, "cpu": the
+# client's own CPU seconds over the same span, steadier than the wall clock}. `sdk` goes
 # through the NodeJS SDK's submit (create, wait, download: the result streamed and its hash
 # checked); `hand` is the flow written with fetch as an integrator would: no retries, no hash
 # check.
@@ -83,6 +84,7 @@ async function byHand(img) {
 }
 
 const started = performance.now();
+const cpuBefore = process.cpuUsage();
 let one = byHand;
 if (mode === 'sdk') {
   const tm = new Tilemore({ apiEndpoint: base, apiToken: token, domain: 'bench',
@@ -101,7 +103,8 @@ await Promise.all(Array.from({ length: Number(concurrency) }, async () => {
   }
 }));
 const seconds = (performance.now() - started) / 1000;
-console.log(JSON.stringify({ outputs, seconds }));
+const cpu = process.cpuUsage(cpuBefore);
+console.log(JSON.stringify({ outputs, seconds, cpu: (cpu.user + cpu.system) / 1e6 }));
 """
 
 
@@ -152,9 +155,13 @@ def timed(run: Callable[[], int]) -> tuple[int, float]:
     return outputs, time.perf_counter() - started
 
 
+NODE_CPU: dict[str, list[float]] = {"sdk": [], "hand": []}  # each Node run's client CPU
+
+
 def node_run(node: str, mode: str, base: str, token: str, images: list[bytes],
              concurrency: int) -> tuple[int, float]:
-    """(outputs, seconds) of one Node run over ``images``, timed inside the Node process."""
+    """(outputs, seconds) of one Node run over ``images``, timed inside the Node process;
+    its CPU seconds go to ``NODE_CPU``."""
     folder = Path(tempfile.mkdtemp(prefix="tilemore-sdk-overhead-"))
     try:
         files = []
@@ -171,6 +178,7 @@ def node_run(node: str, mode: str, base: str, token: str, images: list[bytes],
     if done.returncode != 0:
         raise RuntimeError(f"node ({mode}) exited {done.returncode}: {done.stderr[-2000:]}")
     out = json.loads(done.stdout.strip().splitlines()[-1])
+    NODE_CPU[mode].append(out["cpu"])
     return out["outputs"], out["seconds"]
 
 
@@ -228,6 +236,8 @@ def main() -> None:
     for client in clients:  # warm-up: connections, Serve's replicas, the JIT
         for side in ("sdk", "hand"):
             measure(client, side, fresh(min(16, args.images)))
+    for runs_cpu in NODE_CPU.values():
+        runs_cpu.clear()  # the warm-up's
     times = {(c, s): [] for c in clients for s in ("sdk", "hand")}
     outputs: dict[str, list[int]] = {c: [] for c in clients}
     for rnd in range(args.rounds):
@@ -238,6 +248,11 @@ def main() -> None:
                 times[client, side].append(seconds)
                 outputs[client].append(n)
     results = {c: summary(times[c, "sdk"], times[c, "hand"], outputs[c]) for c in clients}
+    if "node" in results:  # the Node client's own CPU: what the SDK costs the caller
+        cpu_sdk, cpu_hand = statistics.median(NODE_CPU["sdk"]), statistics.median(NODE_CPU["hand"])
+        results["node"].update({"sdk_cpu_s": cpu_sdk, "by_hand_cpu_s": cpu_hand,
+                                "cpu_ratio": cpu_sdk / cpu_hand, "sdk_cpu_all_s": NODE_CPU["sdk"],
+                                "by_hand_cpu_all_s": NODE_CPU["hand"]})
     print(f"{args.images} images at concurrency {args.concurrency}, {args.rounds} rounds, "
           f"on {machine()}")
     names = {"python": ("Python SDK", "aiohttp by hand"), "node": ("NodeJS SDK", "fetch by hand")}
@@ -248,12 +263,15 @@ def main() -> None:
         print(f"  {c} ratio {r['ratio']:.3f} (target ≤ {TARGET}): "
               f"{'met' if r['ratio'] <= TARGET else 'NOT met'}; median of the rounds' own "
               f"ratios {r['paired_ratio']:.3f}")
+        if "cpu_ratio" in r:
+            print(f"  {c} client CPU: SDK {r['sdk_cpu_s']:.2f} s, by hand "
+                  f"{r['by_hand_cpu_s']:.2f} s (medians): {r['cpu_ratio']:.3f}")
     checks = {}
     for c, r in results.items():
         checks[f"{c}: every image's output came back each run, not {r['outputs']}"] = (
             r["outputs"] == [args.images] * (2 * args.rounds))
         checks[f"{c}: times and ratios are finite and positive"] = positive(
-            r["sdk_s"], r["by_hand_s"], r["ratio"], r["paired_ratio"])
+            r["sdk_s"], r["by_hand_s"], r["ratio"], r["paired_ratio"], r.get("cpu_ratio", 1))
     finish("sdk_overhead", args, {"machine": machine(), "images": args.images,
                                   "concurrency": args.concurrency, "rounds": args.rounds,
                                   "target": TARGET, "clients": results}, checks)

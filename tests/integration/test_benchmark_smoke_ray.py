@@ -41,6 +41,8 @@ def test_sdk_overhead_smoke(tmp_path):
         assert positive(c["ratio"]) and positive(c["paired_ratio"]), name
         assert c["outputs"] == [r["images"], r["images"]], name
         assert len(c["sdk_all_s"]) == len(c["by_hand_all_s"]) == 1, name
+    if "node" in r["clients"]:  # the Node client's own CPU, each side
+        assert positive(r["clients"]["node"]["cpu_ratio"])
 
 
 def test_batch_smoke(tmp_path):
