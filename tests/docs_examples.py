@@ -14,7 +14,7 @@ A fenced block runs when the line before it is an HTML comment (invisible once r
 The blocks of one page run in order in one folder laid out as the repository's is for a
 reader: ``examples/`` (the photo a 256x192 crop of ``examples/noisy-coffee.jpg`` so the suite
 stays quick, except for ``ray`` blocks, which get the real one), ``photos/`` with two small
-images, and ``tilemore-data/``, the data folder of a real service on ``http://127.0.0.1:8000``
+images, ``.venv`` (this test run's), and ``tilemore-data/``, the data folder of a real service on ``http://127.0.0.1:8000``
 in a reader's copy — here ``tests/service_harness.py``'s, whose address replaces that one.
 The ``demo`` domain has credits and its token in ``tilemore-data/demo-token``, as ``tilemore
 serve`` leaves them; ``TOKEN`` and ``ENDPOINT``, the placeholders a reader fills in from
@@ -99,6 +99,7 @@ def lay_out(folder: Path, real_photo: bool = False) -> Path:
     for i, box in enumerate([(0, 0, 96, 64), (400, 300, 480, 360)]):
         (folder / "photos" / f"p{i}.jpg").write_bytes(jpeg(photo.crop(box)))
     (folder / "tilemore-data").mkdir()
+    (folder / ".venv").symlink_to(sys.prefix, target_is_directory=True)  # .venv/bin/tilemore
     return folder
 
 
