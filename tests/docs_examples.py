@@ -10,6 +10,11 @@ A fenced block runs when the line before it is an HTML comment (invisible once r
   names and timings aside) must be in the real output, so a column or a branch that is gone
   or renamed shows.
 - ``<!-- tested: same-as PATH -->``: the block is PATH's text, to the byte.
+- ``<!-- tested: adjustments -->``: a JSON envelope or adjustments, accepted by the pipeline
+  it names (``denoised`` by default) as a submission's would be.
+
+A ``console`` block is commands (``$ …``) and what they print: each command must succeed, and
+what it prints must hold the words shown under it. A block indented in a list item counts.
 
 The blocks of one page run in order in one folder laid out as the repository's is for a
 reader: ``examples/`` (the photo a 256x192 crop of ``examples/noisy-coffee.jpg`` so the suite
@@ -29,6 +34,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -39,8 +45,9 @@ ROOT = Path(__file__).parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 READER_URL = "http://127.0.0.1:8000"
 PAYMENT_SECRET = "whsec-docs-examples"
-BLOCK = re.compile(r"^<!-- tested(?::[ \t]*(?P<how>[^\n]*?))?[ \t]*-->\n"
-                   r"```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^```[ \t]*$", re.M | re.S)
+BLOCK = re.compile(r"^(?P<indent>[ \t]*)<!-- tested(?::[ \t]*(?P<how>[^\n]*?))?[ \t]*-->\n"
+                   r"(?P=indent)```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$",
+                   re.M | re.S)
 WORD = re.compile(r"\b[A-Za-z][\w-]*\b(?!:\d)")  # not host:pid
 
 
@@ -60,9 +67,21 @@ class Example:
 
 def examples(page: Path) -> list[Example]:
     text = page.read_text()
-    return [Example(page, i, (m["how"] or "").strip(), m["lang"], m["body"],
+    return [Example(page, i, (m["how"] or "").strip(), m["lang"],
+                    textwrap.dedent(m["body"]) if m["indent"] else m["body"],
                     text.count("\n", 0, m.start()) + 2)
             for i, m in enumerate(BLOCK.finditer(text))]
+
+
+def console(body: str) -> list[tuple[str, str]]:
+    """A ``console`` block's commands (``$ …``), each with the output shown after it."""
+    steps: list[tuple[str, str]] = []
+    for line in body.splitlines():
+        if line.startswith("$ "):
+            steps.append((line[2:], ""))
+        elif steps:
+            steps[-1] = (steps[-1][0], steps[-1][1] + line + "\n")
+    return steps
 
 
 def all_examples() -> list[Example]:

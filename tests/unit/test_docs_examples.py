@@ -5,6 +5,7 @@ rules are in ``tests/docs_examples.py``. The ``ray`` ones run in
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
@@ -14,6 +15,7 @@ from docs_examples import (
     READER_URL,
     ROOT,
     all_examples,
+    console,
     environment,
     examples,
     lay_out,
@@ -24,15 +26,17 @@ from docs_examples import (
 )
 from service_harness import Service
 
+from tilemore.pipeline import build_graph
+
 RUN_HERE = [p for p in PAGES if any(e.how != "ray" for e in examples(p))]
 
 
 def test_the_pages_mark_their_examples():
     marked = all_examples()
     assert {e.how.split()[0] if e.how else "" for e in marked} >= {
-        "", "ray", "file", "output", "same-as"}
+        "", "ray", "file", "output", "same-as", "adjustments"}
     by_lang = {e.lang for e in marked if not e.how}
-    assert by_lang >= {"sh", "python", "js"}
+    assert by_lang >= {"sh", "python", "js", "console"}
     # The README's own: curl, both SDKs, the operator and its pipeline, `tilemore run`.
     readme = examples(ROOT / "README.md")
     assert [e.lang for e in readme if not e.how] == ["sh", "python", "js", "sh"]
@@ -45,7 +49,7 @@ def test_an_output_check_finds_a_missing_column():
 
 
 @pytest.mark.parametrize("page", RUN_HERE, ids=lambda p: str(p.relative_to(ROOT)))
-def test_page_examples_run(page, tmp_path, monkeypatch):
+def test_page_examples_run(page, catalog, tmp_path, monkeypatch):
     folder = lay_out(tmp_path / "repo")
     service = Service(folder / "tilemore-data",
                       payment_webhook_secret=environment()["TILEMORE_PAYMENT_WEBHOOK_SECRET"])
@@ -67,6 +71,17 @@ def test_page_examples_run(page, tmp_path, monkeypatch):
             elif kind == "output":
                 if last_output is not None:
                     assert missing_words(ex.body, last_output) == [], ex.name
+            elif kind == "adjustments":
+                doc = json.loads(ex.body)
+                pipeline = catalog.pipeline(doc.get("pipeline", "denoised"))
+                build_graph(pipeline, doc.get("adjustments", doc))  # raises on a bad one
+            elif ex.lang == "console":
+                for command, shown in console(body):
+                    proc = run_shell(command, folder, env)
+                    printed = proc.stdout + proc.stderr
+                    assert proc.returncode == 0, f"{ex.name}: $ {command}\n{printed}"
+                    assert missing_words(shown, printed) == [], f"{ex.name}: $ {command}"
+                last_output = None
             elif ex.lang == "sh":
                 for tool in ("curl", "openssl"):
                     if re.search(rf"\b{tool}\b", body) and not shutil.which(tool):
