@@ -18,12 +18,13 @@ what it prints must hold the words shown under it. A block indented in a list it
 
 The blocks of one page run in order in one folder laid out as the repository's is for a
 reader: ``examples/`` (the photo a 256x192 crop of ``examples/noisy-coffee.jpg`` so the suite
-stays quick, except for ``ray`` blocks, which get the real one), ``photos/`` with two small
-images, ``.venv`` (this test run's), and ``tilemore-data/``, the data folder of a real service on ``http://127.0.0.1:8000``
-in a reader's copy — here ``tests/service_harness.py``'s, whose address replaces that one.
-The ``demo`` domain has credits and its token in ``tilemore-data/demo-token``, as ``tilemore
-serve`` leaves them; ``TOKEN`` and ``ENDPOINT``, the placeholders a reader fills in from
-``tilemore serve``'s banner, are set to the harness's.
+stays quick, except for ``ray`` blocks, which get the real one), ``photo.jpg`` and
+``photos/`` with two small images, ``.venv`` (this test run's), and ``tilemore-data/``, the
+data folder of a real service on ``http://127.0.0.1:8000`` in a reader's copy — here
+``tests/service_harness.py``'s, whose address replaces that one. The ``demo`` domain has
+credits and its token in ``tilemore-data/demo-token``, as ``tilemore serve`` leaves them;
+``TOKEN`` and ``ENDPOINT``, the placeholders a reader fills in from ``tilemore serve``'s
+banner, are set to the harness's.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def lay_out(folder: Path, real_photo: bool = False) -> Path:
     else:
         small = photo.crop((300, 200, 556, 392))
         (folder / "examples" / "noisy-coffee.jpg").write_bytes(jpeg(small))
+    (folder / "photo.jpg").write_bytes(jpeg(photo.crop((0, 0, 320, 240))))
     (folder / "photos").mkdir()
     for i, box in enumerate([(0, 0, 96, 64), (400, 300, 480, 360)]):
         (folder / "photos" / f"p{i}.jpg").write_bytes(jpeg(photo.crop(box)))
