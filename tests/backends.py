@@ -19,7 +19,7 @@ from postgres import drop_schema, fresh_schema
 from tilemore.billing.ledger import Ledger, open_ledger
 from tilemore.settings import Settings
 from tilemore.store import open_store
-from tilemore.store.errors import ErrorIndexSQL, open_error_index
+from tilemore.store.error_index import ErrorIndexSQL, open_error_index
 
 NAMES = ("sqlite", "postgres")
 

@@ -42,7 +42,7 @@ from tilemore.service.events import Listener
 from tilemore.service.tracing import Tracer
 from tilemore.settings import Settings
 from tilemore.store import open_store
-from tilemore.store.errors import ErrorIndexSQL, open_error_index
+from tilemore.store.error_index import ErrorIndexSQL, open_error_index
 from tilemore.store.lifecycle import open_lifecycle_store
 from tilemore.webhooks import Deliverer
 from tilemore.webhooks import attach as attach_webhooks

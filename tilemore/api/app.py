@@ -20,7 +20,7 @@ from tilemore.api.auth import Caller, authenticated, client_of
 from tilemore.api.billing import add_billing_routes
 from tilemore.api.body import ReadLimits, media_type, read_json_body, read_multipart
 from tilemore.api.envelope import check_meta_parts
-from tilemore.api.errors import add_error_routes
+from tilemore.api.error_search import add_error_routes
 from tilemore.api.lifecycle import add_lifecycle_routes
 from tilemore.api.listing import add_listing_routes
 from tilemore.api.openapi import DescribedAPI

@@ -20,7 +20,7 @@ from pydantic.json_schema import models_json_schema
 
 from tilemore.api import schemas as s
 from tilemore.api.listing import SINCE_PATTERN
-from tilemore.store.errors import MAX_QUERY
+from tilemore.store.error_index import MAX_QUERY
 
 REF = "#/components/schemas/{model}"
 REQUESTS = {s.Envelope, s.MultipartSubmission, s.SubaccountRequest, s.TokenRequest,

@@ -16,7 +16,7 @@ from tilemore.cli.errors import CLIError
 from tilemore.cli.state import cli_error_index, cli_store
 from tilemore.settings import Settings
 from tilemore.store import ErrorHit
-from tilemore.store.errors import MARK, MAX_LIMIT
+from tilemore.store.error_index import MARK, MAX_LIMIT
 
 
 @click.group("errors")

@@ -16,7 +16,7 @@ import click
 from tilemore.billing.ledger import Ledger, open_ledger
 from tilemore.settings import Settings
 from tilemore.store import ErrorIndex, open_store
-from tilemore.store.errors import open_error_index
+from tilemore.store.error_index import open_error_index
 
 _pending: str | None = None  # one command runs per process (or per main() call)
 

@@ -4,7 +4,7 @@ of failed tasks' errors.
 The repositories are protocols; :func:`open_store` gives the embedded SQLite store
 (:mod:`tilemore.store.sqlite`) or, when ``TILEMORE_DATABASE_URL`` names a server, the
 PostgreSQL one (:mod:`tilemore.store.postgres`), and the API and the conductor do not notice.
-:func:`tilemore.store.errors.open_error_index` does the same for the :class:`ErrorIndex`.
+:func:`tilemore.store.error_index.open_error_index` does the same for the :class:`ErrorIndex`.
 """
 
 from __future__ import annotations

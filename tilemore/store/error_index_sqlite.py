@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tilemore.errors import InvalidSearch
-from tilemore.store.errors import MARK, ErrorIndexSQL, table
+from tilemore.store.error_index import MARK, ErrorIndexSQL, table
 from tilemore.store.sqlite_db import SQLiteDatabase
 
 FTS_COLUMNS = "error_type, message, traceback, operator, task_id"

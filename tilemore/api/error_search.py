@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from tilemore.api.auth import Caller, authenticated
 from tilemore.api.views import search_body
 from tilemore.errors import InvalidSearch, NotFound
-from tilemore.store.errors import MAX_LIMIT
+from tilemore.store.error_index import MAX_LIMIT
 
 
 def parse_limit(text: str | None, default: int = 20) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from tilemore.errors import InvalidSearch
-from tilemore.store.errors import COLUMNS, MARK, ErrorIndexSQL, table
+from tilemore.store.error_index import COLUMNS, MARK, ErrorIndexSQL, table
 from tilemore.store.postgres_db import PostgresDatabase
 
 # Punctuation becomes spaces; hyphens stay (the parser keeps "denoised-multiformat" and its

@@ -1,6 +1,6 @@
 """The index of failed tasks' errors, written once for both backends: the table, the
-checks on a search, the filters; :mod:`tilemore.store.errors_sqlite` (FTS5) and
-:mod:`tilemore.store.errors_postgres` (``tsvector``) each add their full-text match.
+checks on a search, the filters; :mod:`tilemore.store.error_index_sqlite` (FTS5) and
+:mod:`tilemore.store.error_index_postgres` (``tsvector``) each add their full-text match.
 
 Every failed run of a task is a row: retried attempts and the failure that ended a thread,
 with the exception's type, message and traceback. Rows are only ever inserted.
@@ -116,9 +116,9 @@ def open_error_index(settings: Any) -> ErrorIndexSQL:
     """The configured index: PostgreSQL when ``database_url`` is set, else the SQLite file
     beside the store's records."""
     if settings.database_url:
-        from tilemore.store.errors_postgres import PostgresErrorIndex
+        from tilemore.store.error_index_postgres import PostgresErrorIndex
 
         return PostgresErrorIndex(settings.database_url)
-    from tilemore.store.errors_sqlite import SQLiteErrorIndex
+    from tilemore.store.error_index_sqlite import SQLiteErrorIndex
 
     return SQLiteErrorIndex(settings.database_path)
