@@ -15,11 +15,11 @@ import io
 import pyvips
 from _common import arguments, finish, machine, median_time, parse, photo_jpeg, positive
 from PIL import Image as PILImage
-from tilemore_operators.decode import decode_image
 from tilemore_operators.encoder import encode_image
 from tilemore_operators.shifter import Shifter
 
 from tilemore.catalog import Catalog
+from tilemore.decoding import decode_image
 from tilemore.pipeline import build_graph
 
 ADJUSTMENTS = {"shifter": {"resize": {"width": 1600, "mode": "fit"}}, "encoder": {"quality": 85}}

@@ -2,3 +2,10 @@
 
 Installed as the ``tilemore_operators`` package; each module holds one family of operators.
 """
+
+from pathlib import Path
+
+
+def pipeline_dir() -> Path:
+    """The example pipelines' folder (the ``tilemore.pipelines`` entry point)."""
+    return Path(__file__).parent / "pipelines"

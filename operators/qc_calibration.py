@@ -23,7 +23,6 @@ import io
 import numpy as np
 from PIL import Image as PILImage
 from tilemore_operators.damage import classify
-from tilemore_operators.decode import decode_image
 from tilemore_operators.denoise import Bilateral, Guided, NLMeans
 from tilemore_operators.dncnn import DnCNNDenoise
 from tilemore_operators.dncnn_training import TRAIN, TRAIN_MORE, photos
@@ -36,6 +35,7 @@ from tilemore_operators.qc import (
     sample_boxes,
 )
 
+from tilemore.decoding import decode_image
 from tilemore.engine.host import OperatorHost
 from tilemore.image import Image
 

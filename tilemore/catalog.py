@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import reduce
-from importlib import resources
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,8 +19,22 @@ from tilemore.settings import Settings
 PIPELINE_SUFFIXES = (".yaml", ".yml", ".toml")
 
 
+PIPELINE_GROUP = "tilemore.pipelines"  # entry points naming a function that gives a folder
+
+
+def builtin_pipeline_dirs() -> list[Path]:
+    """The installed packages' pipeline folders (``tilemore.pipelines`` entry points: the
+    example pipelines' is in pyproject.toml)."""
+    found = sorted(entry_points(group=PIPELINE_GROUP), key=lambda ep: (ep.value, ep.name))
+    return [Path(ep.load()()) for ep in found]
+
+
 def builtin_pipeline_dir() -> Path:
-    return Path(str(resources.files("tilemore_operators") / "pipelines"))
+    """The example pipelines' folder."""
+    (first, *_) = builtin_pipeline_dirs() or [None]
+    if first is None:
+        raise FileNotFoundError(f"no '{PIPELINE_GROUP}' entry points: install the project")
+    return first
 
 
 class PipelineVersions(Protocol):
@@ -46,7 +60,7 @@ class Catalog:
         registry = OperatorRegistry.with_builtins()
         pipelines: dict[str, Pipeline] = {}
         documents: dict[str, dict[str, Any]] = {}
-        for path in _pipeline_files([builtin_pipeline_dir(), *settings.pipeline_paths,
+        for path in _pipeline_files([*builtin_pipeline_dirs(), *settings.pipeline_paths,
                                      *(extra or [])]):
             doc = parse_pipeline(path)
             pipeline = validate_pipeline(doc, path, registry)

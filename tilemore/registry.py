@@ -15,6 +15,7 @@ import importlib.util
 import inspect
 import sys
 from collections.abc import Iterable, Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -24,14 +25,21 @@ from tilemore.operator import Operator
 
 _USER_PACKAGE = "tilemore_user_ops"  # where modules loaded from a path are registered
 
-BUILTIN_MODULES = (
-    "tilemore_operators.decode",
-    "tilemore_operators.denoise",
-    "tilemore_operators.dncnn",
-    "tilemore_operators.qc",
-    "tilemore_operators.shifter",
-    "tilemore_operators.encoder",
-)
+OPERATOR_GROUP = "tilemore.operators"  # entry points naming modules of operators
+
+
+def operator_modules() -> list[ModuleType]:
+    """The modules of the installed operators: every ``tilemore.operators`` entry point (the
+    built-ins' are in pyproject.toml), so the core names no operator package."""
+    found = sorted(entry_points(group=OPERATOR_GROUP), key=lambda ep: (ep.value, ep.name))
+    if not found:
+        raise UnknownOperator(f"no operators are installed (no '{OPERATOR_GROUP}' entry "
+                              "points): install the project, e.g. pip install -e .")
+    modules = [ep.load() for ep in found]
+    for ep, module in zip(found, modules, strict=True):
+        if not isinstance(module, ModuleType):
+            raise TypeError(f"entry point {ep.name} = {ep.value} must name a module")
+    return modules
 
 
 class OperatorRegistry:
@@ -45,8 +53,8 @@ class OperatorRegistry:
     @classmethod
     def with_builtins(cls) -> OperatorRegistry:
         registry = cls()
-        for name in BUILTIN_MODULES:
-            registry.add_module(importlib.import_module(name))
+        for module in operator_modules():
+            registry.add_module(module)
         return registry
 
     def add(self, op: type[Operator]) -> None:

@@ -10,9 +10,9 @@ import pytest
 from images import noisy, photo
 from PIL import Image as PILImage
 from tilemore_operators.damage import blockiness, classify, measure, noise_level
-from tilemore_operators.decode import decode_image
 from tilemore_operators.qc import ResidualQC
 
+from tilemore.decoding import decode_image
 from tilemore.image import Image
 
 BRANCHES = ["nlmeans", "bilateral", "guided", "dncnn", "deblock", "impulse", "keep"]

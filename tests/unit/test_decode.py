@@ -11,8 +11,8 @@ import pytest
 from images import encode, photo, png_bomb
 from PIL import Image as PILImage
 from PIL import ImageCms
-from tilemore_operators.decode import decode_image
 
+from tilemore.decoding import decode_image
 from tilemore.errors import (
     CorruptImage,
     EmptyImage,

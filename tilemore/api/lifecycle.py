@@ -19,7 +19,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
-from tilemore_operators.decode import read_header
 
 from tilemore.api.auth import Caller, authenticated
 from tilemore.api.body import BodyTooLarge, timed_chunks
@@ -27,6 +26,7 @@ from tilemore.api.envelope import BadRequest, canonical_json
 from tilemore.api.service import Answer, ApiService
 from tilemore.billing.pricing import estimate
 from tilemore.blobs import BlobNotFound, blob_key
+from tilemore.decoding import read_header
 from tilemore.errors import Conflict, NotFound
 from tilemore.lifecycle import InputExpired, RetryWindowClosed, ThreadDone
 from tilemore.store import NewThread, ThreadRecord

@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tilemore_operators.decode import Header, decode_image, read_header
-
 from tilemore.api.auth import Authenticator, Caller
 from tilemore.api.body import Upload
 from tilemore.api.budget import PixelBudget
@@ -38,6 +36,7 @@ from tilemore.billing.pricing import estimate
 from tilemore.billing.service import Billing
 from tilemore.blobs import BlobStore
 from tilemore.catalog import Catalog
+from tilemore.decoding import Header, decode_image, read_header
 from tilemore.errors import Conflict, Forbidden, ImageTooLarge, NotFound, ServiceUnavailable
 from tilemore.lifecycle import Lifecycle, ResultExpired
 from tilemore.pipeline.graph import TaskGraph, build_graph
