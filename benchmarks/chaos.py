@@ -31,6 +31,7 @@ from cluster.nodes import WORKER_CPUS, add_worker, kill_and_replace, node_of  # 
 from images import encode, noisy, photo  # noqa: E402
 from service_harness import Service, http  # noqa: E402
 
+from tilemore.engine import ray_private  # noqa: E402
 from tilemore.engine.ray_backend import RayBackend  # noqa: E402
 from tilemore.pipeline import build_graph  # noqa: E402
 
@@ -42,15 +43,14 @@ ENV = {"adjustments": {}, "pipeline": "chaos", "output_format": "png"}
 
 
 def actors_on(node_id: str) -> list[str]:
-    table = ray._private.state.state.actor_table(None)  # noqa: SLF001
+    table = ray_private.actor_table()
     return [a for a, info in table.items()
             if info["State"] == "ALIVE" and info["Address"]["NodeID"] == node_id]
 
 
 def alive_elsewhere(actor_ids: list[str], dead: str) -> bool:
-    table = ray._private.state.state.actor_table  # noqa: SLF001
     for a in actor_ids:
-        info = table(a)
+        info = ray_private.actor_table(a)
         if info.get("State") != "ALIVE" or info["Address"]["NodeID"] == dead:
             return False
     return True

@@ -9,6 +9,8 @@ from typing import Any
 
 import ray
 
+from tilemore.engine import ray_private
+
 WORKER_CPUS = 8  # logical: replicas hold theirs for life, the 2 real cores bound the work
 KINDS: dict[str, dict[str, float]] = {"cpu": {"spot": 1}, "gpu": {"spot": 1, "gpu_node": 2}}
 
@@ -30,7 +32,7 @@ def kill_and_replace(cluster: Any, node: Any) -> str:
 
 def actor_info(actor: Any) -> dict[str, Any]:
     """The GCS's record of an actor (the state API would need the dashboard)."""
-    return ray._private.state.state.actor_table(actor._actor_id.hex())  # noqa: SLF001
+    return ray_private.actor_info(actor)
 
 
 def node_of(actor: Any) -> str:

@@ -14,6 +14,7 @@ from service_harness import free_port, http
 from test_ops import Nap, SpinParams
 from waits import until
 
+from tilemore.engine import ray_private
 from tilemore.engine.ray_backend import RayBackend
 from tilemore.image import Image
 from tilemore.settings import Settings
@@ -30,8 +31,7 @@ def elastic(ray_session):
 
 
 def alive(actor) -> bool:
-    info = ray._private.state.state.actor_table(actor._actor_id.hex())  # noqa: SLF001
-    return info.get("State") != "DEAD"
+    return ray_private.actor_info(actor).get("State") != "DEAD"
 
 
 def test_an_operator_pool_grows_under_load_and_shrinks_back_when_idle(elastic):
@@ -77,9 +77,9 @@ def test_an_operator_pool_grows_under_load_and_shrinks_back_when_idle(elastic):
 def test_a_retired_replica_finishes_its_call_before_it_is_killed(ray_session, monkeypatch):
     """Rounds run by hand here (the thread's period made an hour): a replica chosen to go
     while busy leaves the rotation at once, and is killed only once its call is done."""
-    from tilemore.engine import ray_backend as rb
+    from tilemore.engine import ray_pools
 
-    monkeypatch.setattr(rb, "AUTOSCALE_PERIOD_S", 3600)
+    monkeypatch.setattr(ray_pools, "AUTOSCALE_PERIOD_S", 3600)
     # grows at once; shrinks only when the test says (a slow start must not be retired)
     instant = {**QUICK, "max_replicas": 2, "upscale_delay_s": 0, "downscale_delay_s": 3600,
                "look_back_period_s": 0.001}
@@ -90,7 +90,7 @@ def test_a_retired_replica_finishes_its_call_before_it_is_killed(ray_session, mo
         queued = [backend.call(f"q{i}", Nap, SpinParams(seconds=1), [image])[1]
                   for i in range(2)]
         backend.autoscale()  # two in flight, one per replica wanted: a second starts
-        scaling = backend._scaling[Nap]  # noqa: SLF001 - the test peeks, then steers
+        scaling = backend.pools._scaling[Nap]  # noqa: SLF001 - the test peeks, then steers
         assert len(scaling.starting) == 1
         ray.get(list(scaling.starting))  # its setup has run...
         backend.autoscale()  # ...so this round puts it in the rotation
@@ -126,7 +126,7 @@ def test_a_fixed_pool_does_not_scale(ray_backend):
     time.sleep(1.2)
     assert len(ray_backend.replicas(Nap)) == 1
     assert len({ray_backend.get(h).pid for h in handles}) == 1
-    assert ray_backend._scaler is None  # noqa: SLF001 - no autoscaling thread either
+    assert ray_backend.pools._scaler is None  # noqa: SLF001 - no autoscaling thread either
 
 
 def ingress_replicas(app: str = "tilemore") -> int:

@@ -64,7 +64,7 @@ def test_replicas_are_long_lived(tmp_path, ray_backend):
     pids = {run_graph(graph, encode(photo(32, 32)), ray_backend).stats["count"].pid
             for _ in range(3)}
     assert len(pids) == 1  # the same actor served every run
-    host = ray_backend._pools[graph.task("count").operator][0]  # noqa: SLF001 - test peeks
+    host = ray_backend.replicas(graph.task("count").operator)[0]
     assert ray.get(host.ready.remote()) == "counter"
     op_state = ray.get(host.run.remote("probe", graph.task("count").params,
                                        Image(photo(8, 8))))[0].extra
@@ -192,7 +192,7 @@ def test_a_gpu_operator_falls_back_to_cpu_without_gpus(ray_backend):
 
     assert not ray.cluster_resources().get("GPU")
     ray_backend.prepare([WantsGPU])  # would wait forever for a GPU without the fallback
-    assert ray.get(ray_backend._pools[WantsGPU][0].ready.remote()) == "wants-gpu"  # noqa
+    assert ray.get(ray_backend.replicas(WantsGPU)[0].ready.remote()) == "wants-gpu"
 
 
 def test_a_replica_killed_mid_task_is_retried_on_its_restart(tmp_path, ray_backend):

@@ -1,7 +1,7 @@
 """How many replicas an operator pool wants: Ray Serve's request-based policy, without Ray.
 
 Serve scales its deployments (the ingress) itself; operator pools are plain actors, so
-:class:`~tilemore.engine.ray_backend.RayBackend` asks a :class:`ScalePolicy` per pool, with the
+:class:`~tilemore.engine.ray_pools.RayPools` asks a :class:`ScalePolicy` per pool, with the
 same rule and names as Serve's ``autoscaling_config``: ``ceil(mean ongoing / target)``
 replicas, clamped to ``[min, max]``, applied once the wish to grow (or shrink) has held for
 ``upscale_delay_s`` (or ``downscale_delay_s``). Pure Python, so it is tested without a cluster.

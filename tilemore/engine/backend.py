@@ -2,8 +2,8 @@
 
 The conductor (:mod:`tilemore.pipeline.run`) only speaks :class:`Backend`. Two implement it:
 :class:`LocalBackend` here (threads in this process: unit tests and benchmark baselines) and
-:class:`tilemore.engine.ray_backend.RayBackend` (operator actors on a Ray cluster), the only
-module that imports Ray.
+:class:`tilemore.engine.ray_backend.RayBackend` (operator actors on a Ray cluster, in pools
+:mod:`tilemore.engine.ray_pools` starts and scales).
 """
 
 from __future__ import annotations

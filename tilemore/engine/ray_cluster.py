@@ -14,10 +14,10 @@ import threading
 from typing import Any
 
 import ray
-from ray.core.generated import autoscaler_pb2
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from tilemore.cluster.preemption import Notice, PreemptionWatcher, Provider, notice_source
+from tilemore.engine import ray_private
 
 log = logging.getLogger("tilemore.cluster")
 NAMESPACE = "tilemore"
@@ -25,18 +25,16 @@ NAMESPACE = "tilemore"
 
 def drain_node(node_id: str, reason: str, deadline: float | None = None) -> bool:
     """Ask the GCS to drain ``node_id`` for preemption; True when accepted."""
-    gcs = ray._private.worker.global_worker.gcs_client  # noqa: SLF001 - Ray's drain API
     deadline_ms = int(deadline * 1000) if deadline else 0
-    accepted, why = gcs.drain_node(node_id, autoscaler_pb2.DrainNodeReason.Value(
-        "DRAIN_NODE_REASON_PREEMPTION"), reason, deadline_ms)
+    accepted, why = ray_private.drain_node(node_id, reason, deadline_ms)
     if not accepted:
         log.warning("drain of node %s refused: %s", node_id, why)
-    return bool(accepted)
+    return accepted
 
 
 def draining_nodes() -> dict[str, int]:
     """Node id (hex) → drain deadline in ms (0: none), for every node being drained."""
-    return dict(ray._private.state.state.get_draining_nodes())  # noqa: SLF001
+    return ray_private.draining_nodes()
 
 
 def alive_nodes() -> list[str]:

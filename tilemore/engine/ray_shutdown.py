@@ -14,7 +14,8 @@ import time
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
-from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+from tilemore.engine.ray_private import serve_controller
 
 
 def begin_serve_shutdown(timeout: float) -> bool:
@@ -22,7 +23,8 @@ def begin_serve_shutdown(timeout: float) -> bool:
     on a call the controller never answers: it kills itself at the end, and Ray then prints
     that call's failure on our terminal). False when there is no controller to tell."""
     try:
-        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        name, namespace = serve_controller()
+        controller = ray.get_actor(name, namespace=namespace)
         ray.get(controller.graceful_shutdown.remote(wait=False), timeout=timeout)
     except (ValueError, RayActorError, GetTimeoutError):
         return False
@@ -32,9 +34,10 @@ def begin_serve_shutdown(timeout: float) -> bool:
 def serve_stopped(timeout: float) -> bool:
     """Wait for Serve's controller to be gone: it goes last, once its apps and proxies have."""
     deadline = time.monotonic() + timeout
+    name, namespace = serve_controller()
     while True:
         try:
-            ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+            ray.get_actor(name, namespace=namespace)
         except ValueError:
             return True
         if time.monotonic() >= deadline:
