@@ -13,22 +13,13 @@ import time
 import ray
 from tilemore_deployments.billing import get_billing
 
-from tilemore import webhooks
-from tilemore.blobs import open_blob_store
-from tilemore.catalog import Catalog
+from tilemore.assembly import open_parts
 from tilemore.engine.ray_backend import RayBackend
 from tilemore.engine.ray_cluster import NodeGuard
 from tilemore.engine.ray_metrics import ClusterGauges
-from tilemore.lifecycle import Collector, Lifecycle
-from tilemore.metrics import open_metrics
-from tilemore.service.conductor import Conductor
+from tilemore.lifecycle import Collector
 from tilemore.service.conductor_pool import ConductorPool, PoolPolicy
-from tilemore.service.ecs import EcsErrorLog
-from tilemore.service.tracing import Tracer
 from tilemore.settings import Settings
-from tilemore.store import open_store
-from tilemore.store.errors import open_error_index
-from tilemore.store.lifecycle import open_lifecycle_store
 
 NAME = "tilemore-conductor"
 ON_DEMAND = "on_demand"  # the custom resource of nodes that are not spot or preemptible
@@ -45,33 +36,21 @@ class ConductorActor:
 
     def __init__(self, settings: Settings, slot: int = 0) -> None:
         settings = settings.model_copy(update={"checkpoint_tasks": True})
-        store = open_store(settings)
-        catalog = Catalog.load(settings)
+        parts = open_parts(settings, billing=get_billing(settings))
         backend = RayBackend(settings)
         # Every replica starts now: models load before the first request, and an operator
         # that cannot work fails the start-up, not a customer's thread.
-        backend.prepare(catalog.operators_in_use())
-        metrics = open_metrics(settings.metrics)
-        blobs = open_blob_store(settings)
-        lifecycle = Lifecycle(open_lifecycle_store(settings), blobs, settings, metrics)
-        billing = get_billing(settings)
-        self.conductor = Conductor(store, blobs, catalog, backend,
-                                   billing=billing,
-                                   concurrency=settings.conductor_concurrency,
-                                   errors=open_error_index(settings),
-                                   error_log=EcsErrorLog(settings.errors_log_path),
-                                   tracer=Tracer.from_settings(settings),
-                                   metrics=metrics, name=conductor_name(slot),
-                                   lease_seconds=settings.conductor_lease_seconds,
-                                   lifecycle=lifecycle)
+        backend.prepare(parts.catalog.operators_in_use())
         # Webhooks: the listener writes the outbox, and every conductor's deliverer sends it
         # (they claim deliveries, so any number share it).
-        self.deliverer = webhooks.attach(self.conductor, store, billing, settings,
-                                         name=conductor_name(slot))
+        self.conductor = parts.start_conductor(backend, name=conductor_name(slot),
+                                               webhooks=True)
+        self.deliverer = parts.deliverer
+        store, metrics = parts.store, parts.metrics
         self.conductor.start_sweeping()
         if slot != 0:
             return
-        self.collector = Collector(lifecycle)  # what expired goes, every gc_interval_seconds
+        self.collector = Collector(parts.lifecycle)  # what expired goes, every gc_interval_seconds
         self.collector.start()
         self.gauges = ClusterGauges(metrics, store, backend)
         self.gauges.start()

@@ -9,14 +9,8 @@ from tilemore_deployments.billing import get_billing
 from tilemore_deployments.conductor import get_conductor
 
 from tilemore.api.app import create_app, use_service
-from tilemore.api.service import ApiService
-from tilemore.blobs import open_blob_store
-from tilemore.catalog import Catalog
-from tilemore.lifecycle import Lifecycle
+from tilemore.assembly import open_parts
 from tilemore.settings import Autoscaling, Settings
-from tilemore.store import open_store
-from tilemore.store.errors import open_error_index
-from tilemore.store.lifecycle import open_lifecycle_store
 
 app = create_app()
 SERVE_METRICS_INTERVAL_S = 10.0  # Serve's default push of request counts to its controller
@@ -26,15 +20,9 @@ SERVE_METRICS_INTERVAL_S = 10.0  # Serve's default push of request counts to its
 @serve.ingress(app)
 class Ingress:
     def __init__(self, settings: Settings) -> None:
-        store = open_store(settings)
         conductor = get_conductor(settings)
-        blobs = open_blob_store(settings)
-        use_service(ApiService(store, store, blobs, Catalog.load(settings),
-                               settings, handoff=lambda tid: conductor.submit.remote(tid),
-                               billing=get_billing(settings),
-                               errors=open_error_index(settings),
-                               lifecycle=Lifecycle(open_lifecycle_store(settings), blobs,
-                                                   settings)))
+        parts = open_parts(settings, billing=get_billing(settings))
+        use_service(parts.api(handoff=lambda tid: conductor.submit.remote(tid)))
 
 
 def build_app(settings: Settings) -> serve.Application:
