@@ -393,3 +393,29 @@ def test_the_collector_records_bytes_stored_and_collected(backend):
     w.collector.run_pass()
     assert sink.observed("tilemore_blob_collected_bytes_total", kind="input") == [100]
     assert sink.observed("tilemore_blob_bytes", kind="input")[-1] == 0
+
+
+def test_the_collector_s_own_thread_removes_what_expired_every_interval(backend):
+    """As the conductor runs it (``Collector.start``): nobody calls a pass; the gauges are
+    set at once, and what expires is gone within an interval or two."""
+    from tilemore.metrics import MemorySink, Metrics
+
+    w = World(backend, gc_interval_seconds=1)
+    sink = MemorySink()
+    w.lifecycle.metrics = Metrics(sink)
+    inp = w.put(b"i" * 64, "input")
+    w.finish(w.thread("t", inp), b"r" * 32)
+    w.collector.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not sink.observed("tilemore_blob_bytes", kind="input") and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sink.observed("tilemore_blob_bytes", kind="input")[0] == 64
+        w.age(w.settings.retention_results_seconds + 1)
+        while w.blobs.exists(inp) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not w.blobs.exists(inp)
+    finally:
+        w.collector.stop()
+        w.collector._thread.join(30)  # noqa: SLF001 - its pass done before the database closes
