@@ -70,3 +70,16 @@ def test_every_setting_is_in_the_settings_page():
     assert len(fields) > 50
     assert sorted(fields - rows) == [], "document these settings in docs/settings.md"
     assert sorted(rows - fields) == [], "docs/settings.md lists settings that are gone"
+
+
+REPO_PATH = re.compile(r"`((?:tilemore|deployments|operators|benchmarks|tests|sdk|"
+                       r"cluster-configs|examples)/[\w/.*-]*)`")
+
+
+def test_every_repository_path_named_exists():
+    """A module or file the pages name in code spans (`tilemore/api/app.py`,
+    `tilemore/store/error_index*.py`) is there: a rename shows here, not to a reader."""
+    named = {m for page in PAGES for m in REPO_PATH.findall(page.read_text())}
+    assert len(named) > 40
+    gone = sorted(n for n in named if not list(ROOT.glob(n.rstrip("/"))))
+    assert gone == [], f"the docs name paths that do not exist: {gone}"
