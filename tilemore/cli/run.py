@@ -15,7 +15,7 @@ from rich.table import Table
 from tilemore import files
 from tilemore.catalog import Catalog
 from tilemore.cli.errors import CLIError
-from tilemore.engine.backend import Backend, LocalBackend
+from tilemore.engine.backend import Backend
 from tilemore.errors import ImageTooLarge
 from tilemore.pipeline.graph import FromTask, TaskGraph, build_graph
 from tilemore.pipeline.run import Progress as RunProgress
@@ -151,17 +151,13 @@ def load_adjustments(arg: str | None) -> dict[str, Any]:
 
 
 def start_backend(kind: str, settings: Settings, graph: TaskGraph, console: Console) -> Backend:
+    from tilemore.assembly import open_backend  # Ray only when asked
+
     operators = [t.operator for t in graph.tasks]  # with repeats: one replica per use
     if kind == "local":
-        engine: Backend = LocalBackend(settings)
-    else:
-        from tilemore.engine.ray_backend import RayBackend, ensure_ray  # Ray only when asked
-
-        with console.status("starting Ray and the operator replicas…"):
-            ensure_ray(settings, operators, quiet=True)
-            engine = RayBackend(settings)
-    engine.prepare(operators)
-    return engine
+        return open_backend("local", settings, operators)
+    with console.status("starting Ray and the operator replicas…"):
+        return open_backend("ray", settings, operators)
 
 
 def run_with_progress(graph: TaskGraph, data: bytes, engine: Backend,

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import click
 
-from tilemore.billing.ledger import Entry, open_ledger
 from tilemore.catalog import Catalog
 from tilemore.cli.graceful import GracefulStop
 from tilemore.settings import Settings
@@ -42,28 +41,20 @@ def serve_cmd(host: str | None, port: int | None) -> None:
     catalog = Catalog.load(settings)  # a broken pipeline file stops us here, not in a replica
     token = demo_token(settings)
 
-    from ray import serve
-    from tilemore_deployments.ingress import build_app
-
-    from tilemore.engine.ray_backend import ensure_ray, local_cpus
+    from tilemore.assembly import ray_cpus, serve_on_ray  # the service: only when served
+    from tilemore.engine.ray_backend import ensure_ray
 
     # A slow or busy machine can take longer than Serve's default 5 s to ready its proxy.
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
-    # Room for every operator replica, plus the ingress replicas and Serve's own actors
-    # (autoscaled ones at their max: a local cluster has no nodes to add).
-    ingress = settings.ingress_autoscaling
-    cpus = (local_cpus(catalog.operators_in_use(), settings.replicas, settings=settings)
-            + (ingress.max_replicas if ingress else settings.ingress_replicas))
-    ensure_ray(settings.model_copy(update={"ray_num_cpus": settings.ray_num_cpus or cpus}),
+    # Room for every operator replica, plus the ingress replicas and Serve's own actors.
+    ensure_ray(settings.model_copy(update={"ray_num_cpus": ray_cpus(settings, catalog)}),
                quiet=True, dashboard=settings.metrics)  # metrics: Prometheus finds Ray's
     # After ray.init, which installs Ray's own SIGTERM handlers (a native stack dump, then
     # exit 1): ours replace them. A signal from here on lets Serve come up, then stops it.
     stop = GracefulStop(settings.shutdown_grace_seconds, echo=click.echo,
                         last_words=lambda: click.echo(in_flight(settings)))
     stop.install()
-    serve.start(http_options={"host": settings.host, "port": settings.port},
-                logging_config={"log_level": "WARNING"})
-    serve.run(build_app(settings), name="tilemore", route_prefix="/")
+    serve_on_ray(settings)
     import ray
 
     click.echo(banner(settings, token, ray.get_runtime_context().gcs_address))
@@ -128,11 +119,10 @@ def demo_token(settings: Settings) -> str:
     with open_store(settings) as store:
         if store.domain_exists(DEMO_DOMAIN) and path.exists():
             return path.read_text().strip()
-        store.create_domain(DEMO_DOMAIN)
-        _, secret = store.issue_token(DEMO_DOMAIN)
+    from tilemore.assembly import open_domain
+
     # Demo credits, so the example runs (ordered once: the order id makes it idempotent).
-    with open_ledger(settings) as ledger:
-        ledger.append([Entry(DEMO_DOMAIN, "order", DEMO_CREDITS, reference="demo-credits")])
+    secret = open_domain(settings, DEMO_DOMAIN, DEMO_CREDITS, reference="demo-credits")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
