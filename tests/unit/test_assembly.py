@@ -7,8 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from tilemore.assembly import open_parts
+from tilemore.assembly import open_domain, open_parts, ray_cpus
 from tilemore.billing.service import Billing
+from tilemore.catalog import Catalog
 from tilemore.engine import LocalBackend
 from tilemore.metrics import NO_METRICS
 from tilemore.service.events import Listener
@@ -94,3 +95,24 @@ def test_api_without_a_conductor_needs_a_handoff(tmp_path):
         assert parts.api(handed.append).handoff == handed.append
     finally:
         parts.close()
+
+
+def test_open_domain_orders_its_credits_once(tmp_path):
+    settings = Settings(data_dir=tmp_path)
+    first = open_domain(settings, "bench", Decimal("7"), reference="bench-credits")
+    second = open_domain(settings, "bench", Decimal("7"), reference="bench-credits")
+    assert first != second  # a token each time...
+    parts = open_parts(settings)
+    try:
+        assert parts.store.domain_exists("bench")
+        assert parts.billing.balance("bench").balance == Decimal("7")  # ...credits once
+    finally:
+        parts.close()
+
+
+def test_ray_cpus_count_replicas_and_spare_unless_settings_say(tmp_path):
+    catalog = Catalog.load(Settings(data_dir=tmp_path))
+    plain = ray_cpus(Settings(data_dir=tmp_path), catalog, spare=0)
+    assert ray_cpus(Settings(data_dir=tmp_path), catalog, spare=2) == plain + 2
+    assert ray_cpus(Settings(data_dir=tmp_path, ingress_replicas=3), catalog) == plain + 3
+    assert ray_cpus(Settings(data_dir=tmp_path, ray_num_cpus=5), catalog, spare=2) == 5
