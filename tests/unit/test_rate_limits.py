@@ -5,6 +5,8 @@ set."""
 
 from __future__ import annotations
 
+import threading
+
 import postgres
 import pytest
 from waits import until
@@ -78,6 +80,37 @@ def test_replicas_share_one_limit_as_the_load_moves(backend):
     assert min(counts) >= 0.9 * rate * 10, min(counts)
     # and without sharing (each replica alone), the same load would have had 3x the limit
     assert len(admitted) <= 1.1 * rate * 20
+
+
+def test_requests_wait_for_the_replicas_first_read_of_the_limits(backend):
+    """A request arriving while a new replica reads the limits for the first time waits for
+    them: it went through as if the domain had no limit (two live replicas on PostgreSQL let
+    such requests through without the RateLimit fields)."""
+    store = backend.store()
+    store.set_rate_limit("acme", Limit(requests_per_second=0.1))  # one now, the next in 10 s
+    reading, release = threading.Event(), threading.Event()
+
+    class SlowRead:  # the store, its first read of the limits held until released
+        def __getattr__(self, name):
+            return getattr(store, name)
+
+        def rate_limits(self):
+            reading.set()
+            release.wait(10)
+            return store.rate_limits()
+
+    limiter = RateLimiter(SlowRead(), burst_seconds=1.0)
+    seen: list[bool] = []
+    first = threading.Thread(target=lambda: seen.append(request(limiter)))
+    first.start()
+    assert reading.wait(10)
+    second = threading.Thread(target=lambda: seen.append(request(limiter)))
+    second.start()
+    second.join(0.5)  # without the wait it is done by now, admitted unlimited
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert sorted(seen) == [False, True]  # one admitted, the limit's one; not both
 
 
 def test_a_sub_account_has_its_limit_within_its_domains(backend):

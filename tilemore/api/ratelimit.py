@@ -82,6 +82,7 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._syncing = threading.Lock()
         self._next_sync = clock()  # the first request syncs
+        self._read_once = False  # the limits as set, read (or tried) at least once
         self._synced_at = clock()
         self.unreachable = False  # the last sync failed
 
@@ -165,7 +166,16 @@ class RateLimiter:
 
     def maybe_sync(self) -> None:
         """Sync if it is due and nobody else is at it. Blocking (the database): call it off
-        the event loop."""
+        the event loop. Until the limits have been read once, every request waits for that
+        first read: otherwise the requests arriving with the replica's first one (while it
+        reads) went through as if the domain had no limit."""
+        if not self._read_once:
+            with self._syncing:
+                if not self._read_once:
+                    self._next_sync = self.clock() + self.sync_seconds
+                    self.sync()
+                    self._read_once = True  # even if it failed: on_error says what then
+            return
         if self.clock() < self._next_sync or not self._syncing.acquire(blocking=False):
             return
         try:
