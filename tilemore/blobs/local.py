@@ -108,8 +108,9 @@ class LocalBlobStore:
         return None  # the API streams local blobs itself
 
     def delete(self, keys: Sequence[str], *, modified_before: float | None = None) -> list[str]:
-        for key in keys:
-            self._path(key)  # keys, nothing else, before anything is removed
+        bad = next((k for k in keys if not _KEY.match(k)), None)  # (no Path: 16 µs each)
+        if bad is not None:  # keys, nothing else, before anything is removed
+            raise BlobNotFound(f"'{bad}' is not a blob key")
         root = str(self.root)
 
         def some(chunk: Sequence[str]) -> list[str]:
