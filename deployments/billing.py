@@ -1,4 +1,5 @@
-"""The billing actor: named, detached, restartable — the one writer of the ledger."""
+"""The billing actor: named, detached, restartable — the service's writer of the ledger (the CLI
+and batch mode also write to it, each under the database's write lock)."""
 
 from __future__ import annotations
 
