@@ -10,6 +10,7 @@ records here the calls in flight that the autoscaler counts.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -19,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import Any
 
 import ray
@@ -29,14 +31,21 @@ from tilemore.engine.autoscale import ScalePolicy, autoscaling_for
 from tilemore.engine.host import OperatorHost
 from tilemore.engine.ray_replicas import Replicas
 from tilemore.operator import Operator
-from tilemore.registry import runtime_env_for
+from tilemore.registry import OPERATOR_GROUP, runtime_env_for
 from tilemore.settings import Settings
 
-_INSTALLED_PACKAGES = ("tilemore", "tilemore_operators")
 LOST_REPLICA_RETRIES = 3
 AUTOSCALE_PERIOD_S = 0.25  # Serve's control loop runs every 0.1 s; ours also lists calls
 STALE_CALL_S = 60.0  # a finished call nobody fetched (its run was canceled) is forgotten
 log = logging.getLogger(__name__)
+
+
+@functools.cache
+def installed_packages() -> frozenset[str]:
+    """Top-level packages every node imports itself: tilemore, and each package whose
+    operators come through entry points (installed on the nodes as tilemore is)."""
+    return frozenset({"tilemore", *(ep.value.split(":")[0].split(".")[0]
+                                    for ep in entry_points(group=OPERATOR_GROUP))})
 
 
 def local_cpus(operators: Iterable[type[Operator]], replicas: int = 1, *,
@@ -69,7 +78,7 @@ def ship_by_value(operator: type[Operator]) -> None:
     workers; send their module's code along instead of a reference to it."""
     module = sys.modules.get(operator.__module__)
     top = operator.__module__.split(".")[0]
-    if module is not None and top not in _INSTALLED_PACKAGES:
+    if module is not None and top not in installed_packages():
         cloudpickle.register_pickle_by_value(module)
 
 
