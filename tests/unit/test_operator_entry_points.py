@@ -46,8 +46,16 @@ def test_an_installed_package_adds_its_operators(tmp_path, monkeypatch):
         registry = OperatorRegistry.with_builtins()
         assert registry.get("sepia").__module__ == "extra_ops"
         assert registry.get("decode").name == "decode"  # the built-ins still there
+        # Installed on every node as tilemore is: its modules are not shipped by value.
+        from tilemore.engine.ray_pools import installed_packages
+
+        installed_packages.cache_clear()
+        assert {"tilemore", "tilemore_operators", "extra_ops"} <= installed_packages()
     finally:
         sys.modules.pop("extra_ops", None)
+        from tilemore.engine.ray_pools import installed_packages
+
+        installed_packages.cache_clear()
 
 
 def test_the_core_imports_no_operator_package():
