@@ -19,6 +19,7 @@ class ScriptedServer:
         self.script = script
         self.hits: dict[str, list[float]] = {}
         self.requests: list[tuple[str, dict[str, str], bytes]] = []  # path, headers, body
+        self.targets: list[str] = []  # each request's path with its query
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -26,6 +27,7 @@ class ScriptedServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 path = self.path.split("?")[0]
+                server.targets.append(self.path)
                 server.requests.append((path, {k.lower(): v for k, v in self.headers.items()},
                                         body))
                 times = server.hits.setdefault(path, [])

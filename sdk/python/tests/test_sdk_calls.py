@@ -379,3 +379,22 @@ def test_wait_gives_up_after_its_timeout_and_cancel_answers_a_thread():
             assert isinstance(canceled, sdk.Thread) and canceled["cancel_requested"] is True
     finally:
         server.close()
+
+
+def test_wait_long_polls_and_backs_off_when_answered_early():
+    """wait() asks the service to hold each answer (``?wait=``) instead of polling; a
+    service that answers at once anyway (it held too many waits) is not asked in a loop."""
+    done = {"thread_id": "t2", "status": "done", "meta": {}}
+    processing = {**done, "status": "processing"}
+    server = ScriptedServer({"/threads/t2": lambda n: (200, {}, done if n >= 4 else processing)})
+    try:
+        with sdk.Tilemore(server.url, "t", "acme", poll_interval=0.05) as tm:
+            started = time.monotonic()
+            assert tm.wait("t2").status == "done"
+            took = time.monotonic() - started
+        waits = [t for t in server.targets if t.startswith("/threads/t2?wait=")]
+        assert len(waits) == 3  # the first read is the plain get; then three long polls
+        assert all(0 < float(t.split("=")[1]) <= 20 for t in waits)
+        assert took >= 0.05 + 0.075  # it backed off between early answers
+    finally:
+        server.close()
