@@ -159,6 +159,24 @@ test('every call takes an AbortSignal', async () => {
   }
 });
 
+test('wait long-polls, and backs off when the service answers early', async () => {
+  const processing = { thread_id: 't2', status: 'processing', meta: {} };
+  const s = await scripted({
+    '/threads/t2': (n) => [200, {}, n >= 4 ? { ...processing, status: 'done' } : processing],
+  });
+  try {
+    const tm = new Tilemore({ apiEndpoint: s.url, apiToken: 't', pollIntervalMs: 50 });
+    const started = Date.now();
+    assert.equal((await tm.wait('t2')).status, 'done');
+    const waits = s.requests.filter((r) => r.path === '/threads/t2' && r.search.startsWith('?wait='));
+    assert.equal(waits.length, 3); // the first read is the plain get; then three long polls
+    assert.ok(waits.every((r) => Number(r.search.slice(6)) > 0 && Number(r.search.slice(6)) <= 20));
+    assert.ok(Date.now() - started >= 100); // it backed off between the early answers
+  } finally {
+    await s.close();
+  }
+});
+
 const doneThread = (url) => ({
   thread_id: 't1', status: 'done', meta: {}, result: {
     url: `${url}/results/t1/result.png`, content_type: 'image/png', bytes: 3, sha256: '0'.repeat(64), width: 1, height: 1,

@@ -12,7 +12,7 @@ export async function scripted(script) {
     for await (const chunk of req) chunks.push(chunk);
     const url = new URL(req.url, 'http://x');
     (hits[url.pathname] ??= []).push(Date.now());
-    requests.push({ method: req.method, path: url.pathname, headers: req.headers, body: Buffer.concat(chunks) });
+    requests.push({ method: req.method, path: url.pathname, search: url.search, headers: req.headers, body: Buffer.concat(chunks) });
     const answer = script[url.pathname];
     const [status, headers, body, delayMs] = answer ? answer(hits[url.pathname].length, base) : [404, {}, {}];
     if (delayMs) await new Promise((resolve) => setTimeout(resolve, delayMs));
