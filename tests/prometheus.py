@@ -1,5 +1,5 @@
 """A real Prometheus for the tests: the Debian package's binary, started on a free loopback
-port with the shipped config (``deployments/prometheus/prometheus.yml``) at a 1 s scrape
+port with the shipped config (``tilemore_deployments/prometheus/prometheus.yml``) at a 1 s scrape
 interval, and the checks that every metric of every Grafana dashboard panel has data."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-DEPLOYMENTS = Path(__file__).parents[1] / "deployments"
+DEPLOYMENTS = Path(__file__).parents[1] / "tilemore_deployments"
 CONFIG = DEPLOYMENTS / "prometheus" / "prometheus.yml"
 DASHBOARDS = DEPLOYMENTS / "grafana" / "dashboards"
 # A series name in PromQL: an identifier not followed by "(" (a function) and not a keyword.

@@ -151,7 +151,7 @@ def test_serve_yaml_autoscales_the_ingress_with_the_same_names():
 
     from ray.serve.schema import ServeDeploySchema
 
-    path = Path(__file__).parents[2] / "deployments" / "serve.yaml"
+    path = Path(__file__).parents[2] / "tilemore_deployments" / "serve.yaml"
     config = ServeDeploySchema.model_validate(yaml.safe_load(path.read_text()))
     (ingress,) = config.applications[0].deployments
     assert ingress.name == "Ingress"

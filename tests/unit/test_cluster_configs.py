@@ -1,6 +1,6 @@
 """The cluster configs in cluster-configs/, checked offline: the launcher YAMLs against the JSON
 schema Ray ships and through the checks `ray up` makes before it calls a cloud, the KubeRay
-RayService against what the operator and deployments/serve.yaml expect, and every setting
+RayService against what the operator and tilemore_deployments/serve.yaml expect, and every setting
 against Tilemore's own Settings."""
 
 from __future__ import annotations
@@ -271,12 +271,12 @@ def test_rayservice_kind(manifest):
 
 def test_serve_config_is_deployments_serve_yaml(manifest):
     serve = yaml.safe_load(manifest["RayService"]["spec"]["serveConfigV2"])
-    expected = yaml.safe_load((ROOT / "deployments" / "serve.yaml").read_text())
+    expected = yaml.safe_load((ROOT / "tilemore_deployments" / "serve.yaml").read_text())
     assert serve == expected
     # And the import path names a builder that exists.
     module, attr = serve["applications"][0]["import_path"].split(":")
     assert module == "tilemore_deployments.ingress"
-    tree = ast.parse((ROOT / "deployments" / "ingress.py").read_text())
+    tree = ast.parse((ROOT / "tilemore_deployments" / "ingress.py").read_text())
     assert attr in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
 
 
@@ -334,7 +334,7 @@ AUTOSCALING = "TILEMORE_OPERATOR_AUTOSCALING"
 
 
 def serve_env() -> dict[str, str]:
-    serve = yaml.safe_load((ROOT / "deployments" / "serve.yaml").read_text())
+    serve = yaml.safe_load((ROOT / "tilemore_deployments" / "serve.yaml").read_text())
     return serve["applications"][0]["runtime_env"]["env_vars"]
 
 
@@ -370,7 +370,7 @@ def test_the_ingress_is_sized_in_one_place(manifest):
     for where, env in [("tilemore.env.example", env_example()),
                        ("ConfigMap", manifest["ConfigMap"]["data"]), ("serve.yaml", serve_env())]:
         assert not [k for k in env if k.startswith("TILEMORE_INGRESS_")], where
-    ingress = yaml.safe_load((ROOT / "deployments" / "serve.yaml").read_text())
+    ingress = yaml.safe_load((ROOT / "tilemore_deployments" / "serve.yaml").read_text())
     auto = ingress["applications"][0]["deployments"][0]["autoscaling_config"]
     assert 2 <= auto["min_replicas"] < auto["max_replicas"]
 
@@ -403,9 +403,9 @@ def test_every_pool_at_its_max_fits_the_worker_types(name, manifest):
             gpus += most * op.resources.num_gpus
         else:
             cpus += most * op.resources.num_cpus
-    serve = yaml.safe_load((ROOT / "deployments" / "serve.yaml").read_text())
+    serve = yaml.safe_load((ROOT / "tilemore_deployments" / "serve.yaml").read_text())
     ingress = serve["applications"][0]["deployments"][0]["autoscaling_config"]["max_replicas"]
-    cpus += ingress * 0.25  # deployments/ingress.py: ray_actor_options num_cpus
+    cpus += ingress * 0.25  # tilemore_deployments/ingress.py: ray_actor_options num_cpus
     n, cpu, gpu = types["gpu-spot"]
     assert 0 < gpus <= n * gpu, (gpus, n * gpu)
     n, cpu, _ = types["cpu-spot"]

@@ -26,7 +26,7 @@ def test_the_json_is_what_the_spec_builds():
     assert sorted(rendered) == sorted(p.name for p in DASHBOARDS.glob("*.json"))
     for name, text in rendered.items():
         assert (DASHBOARDS / name).read_text() == text, \
-            f"{name} is stale: python deployments/grafana/build_dashboards.py"
+            f"{name} is stale: python tilemore_deployments/grafana/build_dashboards.py"
 
 
 def test_the_five_dashboards_of_the_issue():

@@ -11,7 +11,8 @@ CODE = re.compile(r'\bcode\s*=\s*"([a-z][a-z_]*)"')
 
 
 def codes_in_code() -> set[str]:
-    files = [*ROOT.joinpath("tilemore").rglob("*.py"), *ROOT.joinpath("operators").rglob("*.py")]
+    files = [*ROOT.joinpath("tilemore").rglob("*.py"),
+             *ROOT.joinpath("tilemore_operators").rglob("*.py")]
     return {c for f in files for c in CODE.findall(f.read_text())}
 
 

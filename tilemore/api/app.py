@@ -1,6 +1,7 @@
 """The HTTP surface (FastAPI): routes, error bodies, OpenAPI. Logic lives in ApiService.
 
-The same app runs under Ray Serve (``deployments/ingress.py``) and, in tests, under uvicorn.
+The same app runs under Ray Serve (``tilemore_deployments/ingress.py``) and, in tests, under
+uvicorn.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ or a payment provider's verified notification (:mod:`tilemore.billing.payments`)
 sub-account's payment moves credits from its domain; it creates none.
 
 Every ledger entry goes through one :class:`LedgerWriter`; on a cluster that writer lives in
-one named Ray actor (``deployments/billing.py``), the only writer of the ledger.
+one named Ray actor (``tilemore_deployments/billing.py``), the only writer of the ledger.
 """
 
 from __future__ import annotations

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 from skimage import data as skdata
+
 from tilemore_operators.dncnn_model import DnCNN
 
 TRAIN = ("rocket", "hubble_deep_field", "immunohistochemistry", "retina", "camera", "brick",

@@ -12,12 +12,12 @@ from decimal import Decimal
 import cv2
 import numpy as np
 from pydantic import Field
-from tilemore_operators.damage import impulse_threshold
-from tilemore_operators.impulse import MAX_RADIUS, remove_impulses
-from tilemore_operators.noise import estimate_sigma, noise_floor
 
 from tilemore.image import Image
 from tilemore.operator import NoParams, Operator, OperatorParams, Price, Resources
+from tilemore_operators.damage import impulse_threshold
+from tilemore_operators.impulse import MAX_RADIUS, remove_impulses
+from tilemore_operators.noise import estimate_sigma, noise_floor
 
 
 class Strength(OperatorParams):

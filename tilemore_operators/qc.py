@@ -20,11 +20,11 @@ from typing import Annotated, Any
 import cv2
 import numpy as np
 from pydantic import Field, StringConstraints
-from tilemore_operators.damage import DAMAGES, REPAIRS, classify, explain, measure
-from tilemore_operators.noise import estimate_sigma, noise_floor
 
 from tilemore.image import Image
 from tilemore.operator import Operator, OperatorParams, Price, Resources, Selection
+from tilemore_operators.damage import DAMAGES, REPAIRS, classify, explain, measure
+from tilemore_operators.noise import estimate_sigma, noise_floor
 
 BranchName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 MISFIT = 100.0  # what a candidate made for another damage loses from its score

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from ray import serve
-from tilemore_deployments.billing import get_billing
-from tilemore_deployments.conductor import get_conductor
 
 from tilemore.api.app import create_app, use_service
 from tilemore.assembly import open_parts
 from tilemore.settings import Autoscaling, Settings
+from tilemore_deployments.billing import get_billing
+from tilemore_deployments.conductor import get_conductor
 
 app = create_app()
 SERVE_METRICS_INTERVAL_S = 10.0  # Serve's default push of request counts to its controller

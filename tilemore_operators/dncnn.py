@@ -20,12 +20,12 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 from pydantic import Field
-from tilemore_operators.dncnn_model import DEPTH, DnCNN
 
 from tilemore.errors import TilemoreError
 from tilemore.image import Image
 from tilemore.operator import Operator, OperatorParams, Price, Resources
 from tilemore.tiling import process_tiled, tile_side
+from tilemore_operators.dncnn_model import DEPTH, DnCNN
 
 WEIGHTS = Path(__file__).parent / "weights" / "dncnn-rgb.pt"
 DEBLOCK_WEIGHTS = Path(__file__).parent / "weights" / "deblock-rgb.pt"

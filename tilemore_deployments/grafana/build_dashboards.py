@@ -1,6 +1,6 @@
 """Writes the Grafana dashboards in ``dashboards/`` from the short specification below.
 
-    python deployments/grafana/build_dashboards.py
+    python tilemore_deployments/grafana/build_dashboards.py
 
 Edit the panels here, not the JSON: a test fails when the JSON and this file disagree, and
 another checks against a real Prometheus that every metric a panel uses has data. Metric

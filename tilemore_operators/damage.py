@@ -12,6 +12,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
+
 from tilemore_operators.impulse import THRESHOLD, impulse_density, remove_impulses
 from tilemore_operators.noise import _KERNEL as _IMMERKAER
 from tilemore_operators.noise import _MAD_TO_SIGMA, _sample, estimate_sigma

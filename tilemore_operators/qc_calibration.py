@@ -22,6 +22,10 @@ import io
 
 import numpy as np
 from PIL import Image as PILImage
+
+from tilemore.decoding import decode_image
+from tilemore.engine.host import OperatorHost
+from tilemore.image import Image
 from tilemore_operators.damage import classify
 from tilemore_operators.denoise import Bilateral, Guided, NLMeans
 from tilemore_operators.dncnn import DnCNNDenoise
@@ -34,10 +38,6 @@ from tilemore_operators.qc import (
     residual_features,
     sample_boxes,
 )
-
-from tilemore.decoding import decode_image
-from tilemore.engine.host import OperatorHost
-from tilemore.image import Image
 
 SIGMAS = (15, 25, 50)
 CANDIDATES = (NLMeans, Bilateral, Guided, DnCNNDenoise)

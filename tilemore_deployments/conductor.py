@@ -11,7 +11,6 @@ import threading
 import time
 
 import ray
-from tilemore_deployments.billing import get_billing
 
 from tilemore.assembly import open_parts
 from tilemore.engine.ray_backend import RayBackend
@@ -20,6 +19,7 @@ from tilemore.engine.ray_metrics import ClusterGauges
 from tilemore.lifecycle import Collector
 from tilemore.service.conductor_pool import ConductorPool, PoolPolicy
 from tilemore.settings import Settings
+from tilemore_deployments.billing import get_billing
 
 NAME = "tilemore-conductor"
 ON_DEMAND = "on_demand"  # the custom resource of nodes that are not spot or preemptible
