@@ -68,14 +68,13 @@ RAY_STOP_S = 3.0  # kept from the grace for ray.shutdown (about 1 s here)
 def shut_down(settings: Settings, stop: GracefulStop) -> None:
     """HTTP intake first, then the conductor, then Ray: each bounded by what is left of the
     grace; past it, the watchdog exits 0 and says what is left (see GracefulStop)."""
-    from tilemore_deployments.conductor import NAME, NAMESPACE
-
     from tilemore.engine.ray_shutdown import (
         begin_serve_shutdown,
         disconnect,
         kill_actor,
         serve_stopped,
     )
+    from tilemore_deployments.conductor import NAME, NAMESPACE
 
     assert stop.signal is not None and stop.started_at is not None
     click.echo(f"{stop.signal.name}: stopping (at most {stop.grace:g} s)…")
@@ -144,8 +143,9 @@ def banner(settings: Settings, token: str, ray_address: str) -> str:
         f"    -H {shlex.quote(auth)} \\",
         f"    -F {shlex.quote('envelope=' + EXAMPLE_ENVELOPE + ';type=application/json')} \\",
         "    -F \"image=@$IMG\"",
-        "Then follow the thread, and fetch the result from the link in its answer:",
-        f"  curl -s -H {shlex.quote(auth)} {url}/threads/THREAD_ID",
+        "Then wait for the thread (answered when it ends, within 60 s), and fetch the result "
+        "from the link in its answer:",
+        f"  curl -s -H {shlex.quote(auth)} '{url}/threads/THREAD_ID?wait=60'",
         f"  curl -s -H {shlex.quote(auth)} -o result.jpg {url}/results/THREAD_ID/result.jpg",
         "",
         f"Ctrl-C stops the service (SIGTERM too, within {settings.shutdown_grace_seconds:g} s); "
