@@ -49,6 +49,7 @@ from _common import (
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 import attacks  # noqa: E402
 from attacks import Answer, HealthPoller, auth, multipart, send, sha256  # noqa: E402
+from waits import close_child  # noqa: E402
 
 PIPELINE = "thumbnail"
 ENV = {"adjustments": {"shifter": {"resize": {"width": 128}}}, "pipeline": PIPELINE}
@@ -95,11 +96,7 @@ class Child:
         return process_cpu(self.proc.pid)[1]  # type: ignore[index]
 
     def close(self) -> None:
-        self.proc.stdin.close()  # type: ignore[union-attr]
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        close_child(self.proc)
 
 
 # -- legitimate work and attacks -----------------------------------------------------------
@@ -213,11 +210,7 @@ class Attacker:
         return outcomes  # type: ignore[return-value]
 
     def close(self) -> None:
-        self.proc.stdin.close()  # type: ignore[union-attr]
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        close_child(self.proc)
 
 
 def run_round(child: Child, attacker: Attacker, images: list[bytes], clients: int,

@@ -30,6 +30,7 @@ import aiohttp
 from _common import arguments, finish, machine, parse, positive, process_cpu
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+from waits import close_child  # noqa: E402
 
 HIGH = 1_000_000  # requests a second: the limiter does all its work, refuses nothing
 
@@ -73,11 +74,7 @@ class Child:
         return process_cpu(self.proc.pid)[1]  # type: ignore[index]
 
     def close(self) -> None:
-        self.proc.stdin.close()  # type: ignore[union-attr]
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        close_child(self.proc)
 
 
 async def load(url: str, headers: dict[str, str], total: int, clients: int) -> dict:

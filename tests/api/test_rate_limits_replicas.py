@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from backends import NAMES, Backend
 from service_harness import http
+from waits import close_child
 
 pytestmark = pytest.mark.slow
 
@@ -70,12 +71,7 @@ class Replica:
         self.url, self.token = info["url"], info["token"]
 
     def close(self) -> None:
-        self.proc.stdin.close()  # type: ignore[union-attr]
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        close_child(self.proc)
 
 
 @pytest.fixture(params=NAMES)
