@@ -19,9 +19,10 @@ from pydantic import (
     model_validator,
 )
 
+from tilemore import settings_sources as sources
 from tilemore.errors import TilemoreError
 
-ENV_PREFIX = "TILEMORE_"
+ENV_PREFIX = sources.ENV_PREFIX  # one prefix, where the variables are read
 
 
 class Autoscaling(BaseModel):
@@ -426,9 +427,8 @@ class Settings(BaseModel):
         setting, named as its variable, as Kubernetes mounts a Secret)."""
         own = environ is None
         environ = os.environ if environ is None else environ
-        layered = {**secrets_folder(environ.get(SECRETS_DIR_VAR)),
-                   **dotenv_file(environ.get(ENV_FILE_VAR) or (".env" if own else None)),
-                   **environ}
+        names = {ENV_PREFIX + name.upper() for name in cls.model_fields}
+        layered = sources.layered(environ, names, default_env_file=own)
         values: dict[str, object] = {}
         for name in cls.model_fields:
             raw = layered.get(ENV_PREFIX + name.upper())
@@ -444,74 +444,6 @@ class Settings(BaseModel):
                                     code="invalid_setting") from None
             var = ENV_PREFIX + str(err["loc"][0]).upper()
             raise TilemoreError(f"{var}: {err['msg']}", code="invalid_setting") from None
-
-
-ENV_FILE_VAR = ENV_PREFIX + "ENV_FILE"
-SECRETS_DIR_VAR = ENV_PREFIX + "SECRETS_DIR"
-MAX_ENV_FILE = 1 << 20  # bytes of a .env file read
-MAX_SECRET = 64 << 10  # bytes of one secret file
-
-
-def setting_names() -> set[str]:
-    return {ENV_PREFIX + name.upper() for name in Settings.model_fields}
-
-
-def dotenv_file(path: str | os.PathLike[str] | None) -> dict[str, str]:
-    """The ``TILEMORE_*`` lines of a ``.env`` file (python-dotenv's syntax, which
-    pydantic-settings reads too); other names are left to whoever shares the file. A missing
-    default file is no error; a named one that is missing, too large, or names a setting that
-    does not exist is ``invalid_setting``."""
-    if path is None:
-        return {}
-    file = Path(path)
-    if not file.is_file():
-        if str(path) == ".env":
-            return {}
-        raise TilemoreError(f"{ENV_FILE_VAR}: no file {file}", code="invalid_setting")
-    if file.stat().st_size > MAX_ENV_FILE:
-        raise TilemoreError(f"{file}: over {MAX_ENV_FILE:,} bytes; is it a .env file?",
-                            code="invalid_setting")
-    from dotenv import dotenv_values
-
-    found = {k: v for k, v in dotenv_values(file).items()
-             if k.startswith(ENV_PREFIX) and v is not None}
-    _known(found, f"in {file}")
-    return found
-
-
-def secrets_folder(path: str | os.PathLike[str] | None) -> dict[str, str]:
-    """Settings from one file each (``TILEMORE_DATABASE_URL``, or ``database_url``), as a
-    Kubernetes Secret mounted as a volume gives them; a final newline is not part of the
-    value. Other files (Kubernetes' own ``..data`` links) are skipped."""
-    if not path:
-        return {}
-    folder = Path(path)
-    if not folder.is_dir():
-        raise TilemoreError(f"{SECRETS_DIR_VAR}: no folder {folder}", code="invalid_setting")
-    names = setting_names()
-    found: dict[str, str] = {}
-    for entry in sorted(folder.iterdir()):
-        var = entry.name.upper()
-        var = var if var.startswith(ENV_PREFIX) else ENV_PREFIX + var
-        if var not in names or not entry.is_file():
-            continue
-        if entry.stat().st_size > MAX_SECRET:
-            raise TilemoreError(f"{entry}: over {MAX_SECRET:,} bytes for one setting",
-                                code="invalid_setting")
-        found[var] = entry.read_text().removesuffix("\n").removesuffix("\r")
-    return found
-
-
-def _known(found: Mapping[str, str], where: str) -> None:
-    import difflib
-
-    names = setting_names() | {ENV_FILE_VAR, SECRETS_DIR_VAR}
-    for var in found:
-        if var not in names:
-            near = difflib.get_close_matches(var, sorted(names), n=1)
-            hint = f"; did you mean {near[0]}?" if near else ""
-            raise TilemoreError(f"{var} {where}: no such setting{hint}",
-                                code="invalid_setting")
 
 
 def _is_loopback(host: str) -> bool:
