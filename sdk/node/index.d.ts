@@ -1,7 +1,7 @@
-// Typings of tilemore-sdk. index.d.ts (CommonJS: `require`) and index.d.mts (ES modules:
-// `import`) are the same text, and a test keeps them so: each entry point gets its own
-// declaration file, so `import Tilemore from 'tilemore-sdk'` is the class under both
-// `module: nodenext` and `module: commonjs`.
+// Typings of tilemore-sdk: the declarations, once. This file types the CommonJS entry
+// (`require`, index.cjs); index.d.mts, the ES module entry's (`import`, index.mjs), re-exports
+// them. Each entry point has its own declaration file so that `import Tilemore from
+// 'tilemore-sdk'` is the class under `module: nodenext` (either format) and `commonjs`.
 import { Readable } from 'node:stream';
 
 export type OutputFormat = 'jpeg' | 'png' | 'webp';
