@@ -78,7 +78,7 @@ class Parts:
         deliverer named after it."""
         s = self.settings
         self.backend = backend
-        self.tracer = Tracer.from_settings(s)
+        self.tracer = Tracer.from_settings(s.traces)
         self.conductor = Conductor(self.store, self.blobs, self.catalog, backend,
                                    billing=self.billing, concurrency=s.conductor_concurrency,
                                    errors=self.errors, error_log=EcsErrorLog(s.errors_log_path),
@@ -86,8 +86,8 @@ class Parts:
                                    lease_seconds=s.conductor_lease_seconds,
                                    listeners=listeners, lifecycle=self.lifecycle)
         if webhooks:  # deliverers claim deliveries, so every conductor runs one
-            self.deliverer = attach_webhooks(self.conductor, self.store, self.billing, s,
-                                             name=name)
+            self.deliverer = attach_webhooks(self.conductor, self.store, self.billing,
+                                             s.webhooks, name=name)
         return self.conductor
 
     def api(self, handoff: Callable[[str], Any] | None = None) -> ApiService:
@@ -132,26 +132,26 @@ def open_parts(settings: Settings, *, billing: Any | None = None,
     """The parts every process shares, from ``settings``. ``billing``: the caller's (the
     billing actor's proxy), else a :class:`Billing` on the configured ledger; ``metrics``:
     the caller's recorder, else Ray's where Ray runs and metrics are on."""
-    store = open_store(settings)
-    blobs = open_blob_store(settings)
+    store = open_store(settings.db)
+    blobs = open_blob_store(settings.blobs)
     catalog = Catalog.load(settings)
     ledger = None
     if billing is None:
-        ledger = open_ledger(settings)
+        ledger = open_ledger(settings.db)
         billing = Billing(ledger)
     metrics = metrics if metrics is not None else open_metrics(settings.metrics)
-    lifecycle = Lifecycle(open_lifecycle_store(settings), blobs, settings, metrics)
-    return Parts(settings, store, blobs, catalog, billing, ledger, open_error_index(settings),
+    lifecycle = Lifecycle(open_lifecycle_store(settings.db), blobs, settings.retention, metrics)
+    return Parts(settings, store, blobs, catalog, billing, ledger, open_error_index(settings.db),
                  lifecycle, metrics)
 
 
 def open_domain(settings: Settings, domain: str, credits: Decimal, reference: str) -> str:
     """Create ``domain`` with a new token (returned) and ``credits`` ordered as ``reference``
     (the order id: a second call adds none), for a demo or a benchmark."""
-    with open_store(settings) as store:
+    with open_store(settings.db) as store:
         store.create_domain(domain)
         _, secret = store.issue_token(domain)
-    with open_ledger(settings) as ledger:
+    with open_ledger(settings.db) as ledger:
         ledger.append([Entry(domain, "order", credits, reference=reference)])
     return secret
 

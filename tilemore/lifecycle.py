@@ -24,7 +24,7 @@ from typing import Any
 from tilemore.blobs import BlobKind, BlobStore, BlobStoreError
 from tilemore.errors import Conflict, TilemoreError
 from tilemore.metrics import NO_METRICS, Metrics
-from tilemore.settings import Settings
+from tilemore.settings_parts import RetentionSettings
 from tilemore.store.lifecycle import LifecycleSQL, Removed, ThreadExpiry, Ttl
 
 log = logging.getLogger("tilemore.lifecycle")
@@ -62,7 +62,7 @@ class ThreadDone(Conflict):
 class Retention:
     """Each domain's times to live: the settings, with the domain's overrides."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: RetentionSettings) -> None:
         self.settings = settings
 
     def ttl(self, domain: str) -> Ttl:
@@ -90,7 +90,7 @@ class Lifecycle:
     """The hooks the ingress and the conductor call. Each is one short transaction; none
     fails a thread: what is not recorded now, the collector's next pass dates."""
 
-    def __init__(self, store: LifecycleSQL, blobs: BlobStore, settings: Settings,
+    def __init__(self, store: LifecycleSQL, blobs: BlobStore, settings: RetentionSettings,
                  metrics: Metrics = NO_METRICS) -> None:
         self.store, self.blobs, self.settings = store, blobs, settings
         self.retention = Retention(settings)

@@ -21,6 +21,16 @@ from pydantic import (
 
 from tilemore import settings_sources as sources
 from tilemore.errors import TilemoreError
+from tilemore.settings_parts import (
+    BlobSettings,
+    DatabaseSettings,
+    PaymentSettings,
+    PreemptionSettings,
+    RateLimitSettings,
+    RetentionSettings,
+    TracingSettings,
+    WebhookSettings,
+)
 
 ENV_PREFIX = sources.ENV_PREFIX  # one prefix, where the variables are read
 
@@ -418,6 +428,39 @@ class Settings(BaseModel):
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    # Each consumer's part (tilemore/settings_parts.py): what it is handed instead of these.
+    @property
+    def db(self) -> DatabaseSettings:
+        return DatabaseSettings.of(self)
+
+    @property
+    def blobs(self) -> BlobSettings:
+        return BlobSettings.of(self)
+
+    @property
+    def retention(self) -> RetentionSettings:
+        return RetentionSettings.of(self)
+
+    @property
+    def webhooks(self) -> WebhookSettings:
+        return WebhookSettings.of(self)
+
+    @property
+    def rate_limits(self) -> RateLimitSettings:
+        return RateLimitSettings.of(self)
+
+    @property
+    def payments(self) -> PaymentSettings:
+        return PaymentSettings.of(self)
+
+    @property
+    def traces(self) -> TracingSettings:
+        return TracingSettings.of(self)
+
+    @property
+    def preemption(self) -> PreemptionSettings:
+        return PreemptionSettings.of(self)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -18,7 +18,7 @@ NAMESPACE = "tilemore"
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=32)
 class BillingActor:
     def __init__(self, settings: Settings) -> None:
-        self.billing = Billing(open_ledger(settings))
+        self.billing = Billing(open_ledger(settings.db))
 
     def call(self, method: str, args: tuple, kwargs: dict) -> Any:
         return getattr(self.billing, method)(*args, **kwargs)
@@ -48,4 +48,4 @@ def get_billing(settings: Settings) -> BillingProxy:
     """The billing actor (started if it is not running), with reads from this process."""
     handle = BillingActor.options(name=NAME, namespace=NAMESPACE, get_if_exists=True,
                                   lifetime="detached").remote(settings)
-    return BillingProxy(handle, BillingReads(open_ledger(settings)))
+    return BillingProxy(handle, BillingReads(open_ledger(settings.db)))

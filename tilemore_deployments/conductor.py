@@ -55,9 +55,7 @@ class ConductorActor:
         self.gauges = ClusterGauges(metrics, store, backend)
         self.gauges.start()
         # Replicas leave draining nodes (a preemption notice, an autoscaler's drain) at once.
-        self.guard = NodeGuard(backend.evacuate, settings.preemption_provider,
-                               settings.preemption_metadata_url,
-                               settings.preemption_poll_seconds)
+        self.guard = NodeGuard.from_settings(backend.evacuate, settings.preemption)
         self.guard.start()
         self.pool = conductor_pool(settings, store)
         self.pool.step()  # the floor's conductors now

@@ -216,7 +216,7 @@ def add_billing_routes(app: FastAPI, service: Callable[[Request], Any]) -> None:
         bonus, once per event id and once per order id (`replayed` says when it was seen
         before)."""
         svc = service(request)
-        secrets = payments.secrets_of(svc.settings.payment_webhook_secret)
+        secrets = payments.secrets_of(svc.settings.payments.payment_webhook_secret)
         if not secrets:
             raise NotFound("this service takes no payment notifications "
                            "(TILEMORE_PAYMENT_WEBHOOK_SECRET is unset)",
@@ -224,7 +224,7 @@ def add_billing_routes(app: FastAPI, service: Callable[[Request], Any]) -> None:
         payload = await _body(request)
         # Checked before the body is parsed: an unsigned request costs one HMAC per secret.
         payments.verify(payload, request.headers.get(payments.HEADER), secrets,
-                        svc.settings.payment_webhook_tolerance_seconds)
+                        svc.settings.payments.payment_webhook_tolerance_seconds)
         note = payments.parse_notification(payload)
         return JSONResponse(await run_in_threadpool(BillingApi(svc).notified, note))
 

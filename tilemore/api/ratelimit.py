@@ -30,6 +30,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tilemore.errors import ServiceUnavailable, TooManyRequests
+from tilemore.settings_parts import RateLimitSettings
 from tilemore.store.limits import Limit, ThreadQuota
 
 log = logging.getLogger("tilemore.api.ratelimit")
@@ -87,7 +88,7 @@ class RateLimiter:
         self.unreachable = False  # the last sync failed
 
     @classmethod
-    def from_settings(cls, store: Any, settings: Any) -> RateLimiter:
+    def from_settings(cls, store: Any, settings: RateLimitSettings) -> RateLimiter:
         return cls(store, requests_per_second=settings.rate_limit_requests_per_second,
                    concurrent_threads=settings.rate_limit_concurrent_threads,
                    burst_seconds=settings.rate_limit_burst_seconds,

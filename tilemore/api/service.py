@@ -92,7 +92,7 @@ class ApiService:
             tokens, settings.token_cache_seconds, settings.auth_failure_burst,
             settings.auth_failure_per_second)
         # Requests a second and running threads per domain and sub-account (None: off).
-        self.limiter = (RateLimiter.from_settings(tokens, settings)
+        self.limiter = (RateLimiter.from_settings(tokens, settings.rate_limits)
                         if settings.rate_limiting else None)
         self.decoding = PixelBudget(settings.decode_budget, settings.decode_wait_seconds)
         self._prices = Cached(billing.prices, PRICES_SECONDS)

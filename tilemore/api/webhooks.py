@@ -40,7 +40,7 @@ class InvalidWebhook(TilemoreError):
 
 class WebhooksApi:
     def __init__(self, api: Any) -> None:
-        self.api, self.settings, self.store = api, api.settings, api.threads
+        self.api, self.settings, self.store = api, api.settings.webhooks, api.threads
         self.resolve = getattr(api, "webhook_resolve", None) or system_resolver
 
     @staticmethod

@@ -51,7 +51,7 @@ class BatchBilling:
     """Billing for batch workers, on the ledger the settings name."""
 
     def __init__(self, settings: Settings) -> None:
-        self.billing = Billing(open_ledger(settings))
+        self.billing = Billing(open_ledger(settings.db))
 
     def reserve(self, account: str, holds: list[tuple[str, Decimal]]
                 ) -> list[TilemoreError | None]:

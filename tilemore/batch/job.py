@@ -59,7 +59,7 @@ def prepare(job: BatchJob, settings: Settings) -> Prepared:
     source.check(create=False)
     dest.check(create=True)
     plan = make_plan(source, dest, job.output_format)
-    with open_ledger(settings) as ledger:
+    with open_ledger(settings.db) as ledger:
         prices = ledger.prices()
     spec = BatchSpec(graph, job.output_format, source, dest, job.account, domain,
                      run_key(account=job.account, adjustments=adjustments,
@@ -79,7 +79,7 @@ def _absolute(settings: Settings) -> Settings:
 def account_domain(settings: Settings, account: str) -> str:
     """The domain that owns ``account`` (``domain`` or ``domain/sub``); 404 when unknown."""
     domain, _, sub = account.partition("/")
-    with open_store(settings) as store:
+    with open_store(settings.db) as store:
         if not store.domain_exists(domain):
             raise NotFound(f"no domain '{domain}'", code="unknown_account")
         if sub and store.account(account) is None:

@@ -38,6 +38,7 @@ from tilemore.billing.entries import (
 )
 from tilemore.billing.holds import Holds, balance_in, held_in
 from tilemore.billing.money import CTX, ZERO, add, check_range, fmt
+from tilemore.settings_parts import DatabaseSettings
 from tilemore.store.leases import fence
 from tilemore.store.sqlite_db import SQLiteDatabase
 
@@ -342,11 +343,11 @@ class SQLiteLedger(Ledger, SQLiteDatabase):
         self._clock = clock
 
 
-def open_ledger(settings: Any, clock: Callable[[], float] = time.time) -> Ledger:
-    """The configured ledger: PostgreSQL when ``database_url`` is set, else the SQLite file
-    beside the store's records."""
-    if settings.database_url:
+def open_ledger(db: DatabaseSettings, clock: Callable[[], float] = time.time) -> Ledger:
+    """The configured ledger (``settings.db``): PostgreSQL when ``database_url`` is set, else
+    the SQLite file beside the store's records."""
+    if db.database_url:
         from tilemore.billing.postgres import PostgresLedger
 
-        return PostgresLedger(settings.database_url, clock)
-    return SQLiteLedger(settings.database_path, clock, settings.sqlite_busy_seconds)
+        return PostgresLedger(db.database_url, clock)
+    return SQLiteLedger(db.database_path, clock, db.sqlite_busy_seconds)

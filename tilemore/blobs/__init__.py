@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import IO, Literal, Protocol
 
 from tilemore.errors import ServiceUnavailable, TilemoreError
-from tilemore.settings import Settings
+from tilemore.settings_parts import BlobSettings
 
 
 class BlobStoreError(ServiceUnavailable):
@@ -126,8 +126,9 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
-def open_blob_store(settings: Settings) -> BlobStore:
-    """The configured store; its gets and puts are timed where metrics are recorded."""
+def open_blob_store(settings: BlobSettings) -> BlobStore:
+    """The configured store (``settings.blobs``); its gets and puts are timed where metrics
+    are recorded."""
     from tilemore.metrics import open_metrics
 
     store = _open(settings)
@@ -139,7 +140,7 @@ def open_blob_store(settings: Settings) -> BlobStore:
     return TimedBlobStore(store, metrics, settings.blob_store)
 
 
-def _open(settings: Settings) -> BlobStore:
+def _open(settings: BlobSettings) -> BlobStore:
     if settings.blob_store == "s3":
         from tilemore.blobs.s3 import S3BlobStore
 

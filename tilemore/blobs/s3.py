@@ -26,7 +26,7 @@ from tilemore.blobs import (
     blob_key,
     check_prefix,
 )
-from tilemore.settings import Settings
+from tilemore.settings_parts import BlobSettings
 
 log = logging.getLogger("tilemore.blobs")
 DELETE_BATCH = 1000  # keys one DeleteObjects call takes (S3's own limit)
@@ -48,7 +48,7 @@ class S3BlobStore:
         return parsedate_to_datetime(reply["ResponseMetadata"]["HTTPHeaders"]["date"]).timestamp()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> S3BlobStore:
+    def from_settings(cls, settings: BlobSettings) -> S3BlobStore:
         if not settings.s3_bucket:
             raise BlobStoreError("TILEMORE_S3_BUCKET must be set when TILEMORE_BLOB_STORE=s3")
         client = boto3.client(

@@ -87,7 +87,7 @@ def _ensure_demo(settings: Settings) -> None:
     from tilemore.cli.serve import DEMO_DOMAIN, demo_token
     from tilemore.store import open_store
 
-    with open_store(settings) as store:
+    with open_store(settings.db) as store:
         exists = store.domain_exists(DEMO_DOMAIN)
     if not exists:
         demo_token(settings)

@@ -166,7 +166,7 @@ def check_blobs(settings: Settings) -> Check:
     if settings.blob_store == "s3":
         from tilemore.blobs import open_blob_store
 
-        key = open_blob_store(settings).put(b"tilemore doctor\n")
+        key = open_blob_store(settings.blobs).put(b"tilemore doctor\n")
         return Check("blob store", "ok", f"S3 {settings.s3_bucket}: wrote {key[:12]}…")
     folder = settings.blob_path
     probe = folder

@@ -17,8 +17,8 @@ def _collector() -> Collector:
     settings = cli_settings()
     cli_store(settings)  # the threads' tables exist, and the command names its database
     cli_error_index(settings)  # so does the error index the pass expires
-    store = click.get_current_context().with_resource(open_lifecycle_store(settings))
-    return Collector(Lifecycle(store, open_blob_store(settings), settings))
+    store = click.get_current_context().with_resource(open_lifecycle_store(settings.db))
+    return Collector(Lifecycle(store, open_blob_store(settings.blobs), settings.retention))
 
 
 def size(n: int) -> str:

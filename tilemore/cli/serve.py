@@ -102,7 +102,7 @@ def shut_down(settings: Settings, stop: GracefulStop) -> None:
 
 def in_flight(settings: Settings, shown: int = 10) -> str:
     """What the registry holds as still 'processing': the next start resumes it."""
-    with open_store(settings) as store:
+    with open_store(settings.db) as store:
         ids = store.unfinished_threads()
     if not ids:
         return "no thread in flight"
@@ -115,7 +115,7 @@ def demo_token(settings: Settings) -> str:
     """The demo domain's token: made on first run, kept in the data folder (0600) so later
     runs can print it again (the store itself keeps only its hash)."""
     path = settings.data_dir / "demo-token"
-    with open_store(settings) as store:
+    with open_store(settings.db) as store:
         if store.domain_exists(DEMO_DOMAIN) and path.exists():
             return path.read_text().strip()
     from tilemore.assembly import open_domain

@@ -73,12 +73,12 @@ def _opened(settings: Settings | None) -> Settings:
 
 
 def cli_store(settings: Settings | None = None) -> Any:
-    return click.get_current_context().with_resource(open_store(_opened(settings)))
+    return click.get_current_context().with_resource(open_store(_opened(settings).db))
 
 
 def cli_ledger(settings: Settings | None = None) -> Ledger:
-    return click.get_current_context().with_resource(open_ledger(_opened(settings)))
+    return click.get_current_context().with_resource(open_ledger(_opened(settings).db))
 
 
 def cli_error_index(settings: Settings | None = None) -> ErrorIndex:
-    return click.get_current_context().with_resource(open_error_index(_opened(settings)))
+    return click.get_current_context().with_resource(open_error_index(_opened(settings).db))

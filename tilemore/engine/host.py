@@ -64,7 +64,7 @@ class OperatorHost:
         self.operator = operator()
         self.operator.context = OperatorContext.for_operator(operator, settings, cpus)
         self.operator.setup()
-        self.blobs = open_blob_store(settings) if settings.checkpoint_tasks else None
+        self.blobs = open_blob_store(settings.blobs) if settings.checkpoint_tasks else None
 
     def ready(self) -> str:
         return self.operator.name

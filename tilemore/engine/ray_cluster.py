@@ -18,6 +18,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from tilemore.cluster.preemption import Notice, PreemptionWatcher, Provider, notice_source
 from tilemore.engine import ray_private
+from tilemore.settings_parts import PreemptionSettings
 
 log = logging.getLogger("tilemore.cluster")
 NAMESPACE = "tilemore"
@@ -73,6 +74,11 @@ class NodeGuard:
         self.poll_seconds, self.interval = poll_seconds, interval
         self.watchers: dict[str, Any] = {}
         self._stop = threading.Event()
+
+    @classmethod
+    def from_settings(cls, evacuate: Any, settings: PreemptionSettings) -> NodeGuard:
+        return cls(evacuate, settings.preemption_provider, settings.preemption_metadata_url,
+                   settings.preemption_poll_seconds)
 
     def step(self) -> None:
         if self.provider is not None:

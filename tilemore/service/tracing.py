@@ -37,6 +37,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from tilemore.engine.host import TaskStats
 from tilemore.pipeline.run import Retry, TaskFailed
 from tilemore.service.failures import error_type
+from tilemore.settings_parts import TracingSettings
 
 LOGGER = "tilemore.tracing"
 # The OTLP/HTTP exporter logs every failed batch (and every retry of one) on this logger;
@@ -189,8 +190,9 @@ class Tracer:
         self._tracer = self._provider.get_tracer("tilemore.conductor")
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Tracer:
-        """The exporter ``settings.tracing`` names: none, stdout, or OTLP/HTTP."""
+    def from_settings(cls, settings: TracingSettings) -> Tracer:
+        """The exporter ``settings.tracing`` names (``Settings.traces``): none, stdout, or
+        OTLP/HTTP."""
         if settings.tracing == "console":
             return cls(ConsoleSpanExporter())
         if settings.tracing == "otlp":

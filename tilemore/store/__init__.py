@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from tilemore.errors import TilemoreError
+from tilemore.settings_parts import DatabaseSettings
 
 ThreadStatus = Literal["processing", "done", "failed", "canceled"]
 TaskStatus = Literal["pending", "running", "done", "failed", "canceled", "skipped"]
@@ -266,14 +267,14 @@ class ErrorIndex(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(settings: Any) -> Any:
-    """The configured store; it implements both repositories. PostgreSQL when
-    ``database_url`` is set (settings accept only ``postgresql://`` URLs there), else the
+def open_store(db: DatabaseSettings) -> Any:
+    """The configured store (``settings.db``); it implements both repositories. PostgreSQL
+    when ``database_url`` is set (settings accept only ``postgresql://`` URLs there), else the
     embedded SQLite file."""
-    if settings.database_url:
+    if db.database_url:
         from tilemore.store.postgres import PostgresStore
 
-        return PostgresStore(settings.database_url)
+        return PostgresStore(db.database_url)
     from tilemore.store.sqlite import SQLiteStore
 
-    return SQLiteStore(settings.database_path, settings.sqlite_busy_seconds)
+    return SQLiteStore(db.database_path, db.sqlite_busy_seconds)

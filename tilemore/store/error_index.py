@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from tilemore.errors import InvalidSearch
+from tilemore.settings_parts import DatabaseSettings
 from tilemore.store import ErrorHit, ErrorRecord
 
 MAX_LIMIT = 100
@@ -112,13 +113,13 @@ class ErrorIndexSQL:
         raise NotImplementedError
 
 
-def open_error_index(settings: Any) -> ErrorIndexSQL:
-    """The configured index: PostgreSQL when ``database_url`` is set, else the SQLite file
-    beside the store's records."""
-    if settings.database_url:
+def open_error_index(db: DatabaseSettings) -> ErrorIndexSQL:
+    """The configured index (``settings.db``): PostgreSQL when ``database_url`` is set, else
+    the SQLite file beside the store's records."""
+    if db.database_url:
         from tilemore.store.error_index_postgres import PostgresErrorIndex
 
-        return PostgresErrorIndex(settings.database_url)
+        return PostgresErrorIndex(db.database_url)
     from tilemore.store.error_index_sqlite import SQLiteErrorIndex
 
-    return SQLiteErrorIndex(settings.database_path)
+    return SQLiteErrorIndex(db.database_path)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tilemore.settings_parts import DatabaseSettings
 from tilemore.store.postgres_db import PostgresDatabase
 from tilemore.store.sqlite_db import SQLiteDatabase
 
@@ -473,8 +474,9 @@ class PostgresLifecycle(LifecycleSQL, PostgresDatabase):
         PostgresDatabase.__init__(self, url, SCHEMA)
 
 
-def open_lifecycle_store(settings: Any) -> LifecycleSQL:
-    """Beside the threads: PostgreSQL when ``database_url`` is set, else the SQLite file."""
-    if settings.database_url:
-        return PostgresLifecycle(settings.database_url)
-    return SQLiteLifecycle(settings.database_path, settings.sqlite_busy_seconds)
+def open_lifecycle_store(db: DatabaseSettings) -> LifecycleSQL:
+    """Beside the threads (``settings.db``): PostgreSQL when ``database_url`` is set, else
+    the SQLite file."""
+    if db.database_url:
+        return PostgresLifecycle(db.database_url)
+    return SQLiteLifecycle(db.database_path, db.sqlite_busy_seconds)

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from tilemore.settings import Settings
+from tilemore.settings_parts import WebhookSettings
 from tilemore.webhooks.deliverer import Deliverer
 from tilemore.webhooks.listener import EVENTS, WebhookListener
 
 __all__ = ["EVENTS", "Deliverer", "WebhookListener", "attach"]
 
 
-def attach(conductor: Any, store: Any, billing: Any, settings: Settings,
+def attach(conductor: Any, store: Any, billing: Any, settings: WebhookSettings,
            name: str = "deliverer") -> Deliverer:
     """Webhooks for this conductor: its listener on the conductor's events, and a started
     deliverer (stop it when the conductor stops)."""

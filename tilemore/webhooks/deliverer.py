@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tilemore.errors import TilemoreError
-from tilemore.settings import Settings
+from tilemore.settings_parts import WebhookSettings
 from tilemore.store.webhooks import Claimed, Outgoing
 from tilemore.webhooks import sender
 from tilemore.webhooks.addresses import Resolver, check, networks, system_resolver
@@ -44,7 +44,7 @@ def backoff(attempt: int, base: float, most: float, jitter: float = 0.2) -> floa
 
 
 class Deliverer:
-    def __init__(self, store: Any, settings: Settings, name: str = "deliverer",
+    def __init__(self, store: Any, settings: WebhookSettings, name: str = "deliverer",
                  resolve: Resolver = system_resolver,
                  send: Callable[..., sender.Outcome] = sender.send) -> None:
         self.store, self.settings, self.name = store, settings, name
