@@ -28,8 +28,8 @@ TESTS = Path(__file__).parents[1] / "tests"
 sys.path.insert(0, str(TESTS))  # the tests' service harness and images
 
 from cluster.nodes import WORKER_CPUS, add_worker, kill_and_replace, node_of  # noqa: E402
-from images import encode, noisy, photo  # noqa: E402
-from service_harness import Service, http  # noqa: E402
+from support.images import encode, noisy, photo  # noqa: E402
+from support.service_harness import Service, http  # noqa: E402
 
 from tilemore.engine import ray_private  # noqa: E402
 from tilemore.engine.ray_backend import RayBackend  # noqa: E402

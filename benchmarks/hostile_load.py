@@ -8,7 +8,7 @@ legitimate thread, attacks included (its capacity under attack: steadier than wa
 machine shared with other work), and per attack of each kind.
 
 The service is the real HTTP service in a child process (uvicorn, SQLite, local blobs, the
-conductor on threads: ``tests/service_harness.py``), so the load generator does not share
+conductor on threads: ``tests/support/service_harness.py``), so the load generator does not share
 its interpreter. Rounds alternate (quiet, hostile, hostile, quiet, …) so drift in the
 machine's load hits both alike; each submits fresh images (the same image would be a replay)
 from ``--clients`` closed-loop clients (submit, then poll every 0.1 s until done) and is
@@ -47,9 +47,9 @@ from _common import (
 )
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-import attacks  # noqa: E402
-from attacks import Answer, HealthPoller, auth, multipart, send, sha256  # noqa: E402
-from waits import close_child  # noqa: E402
+from support import attacks  # noqa: E402
+from support.attacks import Answer, HealthPoller, auth, multipart, send, sha256  # noqa: E402
+from support.waits import close_child  # noqa: E402
 
 PIPELINE = "thumbnail"
 ENV = {"adjustments": {"shifter": {"resize": {"width": 128}}}, "pipeline": PIPELINE}
@@ -66,7 +66,7 @@ IDLE, GRACE = 2.0, 2.0
 
 def serve(root: Path) -> None:
     """Run the service until stdin closes; print its URL and tokens as one JSON line."""
-    from service_harness import Service
+    from support.service_harness import Service
 
     svc = Service(root, credits="1000000", upload_idle_seconds=IDLE,
                   upload_grace_seconds=GRACE, max_meta_bytes=4096)

@@ -22,7 +22,7 @@ import ray
 from _common import arguments, finish, machine, parse, photo_jpeg, positive
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-from service_harness import Service  # noqa: E402
+from support.service_harness import Service  # noqa: E402
 
 from tilemore.engine.ray_backend import RayBackend  # noqa: E402
 from tilemore.metrics import NO_METRICS, open_metrics  # noqa: E402

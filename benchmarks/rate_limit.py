@@ -4,9 +4,10 @@
    is refused, so every request pays for its bucket, its RateLimit fields and its replica's
    syncs with the database) against the limiter switched off (``TILEMORE_RATE_LIMITING=
    false``), same machine, same run. Target: on / off ≥ 0.95 (≤ 5 % cost). Each mode is the
-   real HTTP service in a child process (uvicorn, SQLite, ``tests/service_harness.py``); rounds
-   alternate (on, off, off, on, …) so drift in the machine's load hits both alike, and the
-   ratio is the median of the rounds' throughputs.
+   real HTTP service in a child process (uvicorn, SQLite,
+   ``tests/support/service_harness.py``); rounds alternate (on, off, off, on, …) so drift
+   in the machine's load hits both alike, and the ratio is the median of the rounds'
+   throughputs.
 2. Three replicas sharing one limit through one database (SQLite), with uneven load that
    moves between them, on simulated time: the most and fewest requests admitted in any 10 s
    window, against the limit. Target: within 10 %.
@@ -30,7 +31,7 @@ import aiohttp
 from _common import arguments, finish, machine, parse, positive, process_cpu
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-from waits import close_child  # noqa: E402
+from support.waits import close_child  # noqa: E402
 
 HIGH = 1_000_000  # requests a second: the limiter does all its work, refuses nothing
 
@@ -40,8 +41,8 @@ HIGH = 1_000_000  # requests a second: the limiter does all its work, refuses no
 
 def serve(root: Path, on: bool) -> None:
     """Run the service until stdin closes; print its URL, token and a done thread's id."""
-    from images import encode, photo
-    from service_harness import Service
+    from support.images import encode, photo
+    from support.service_harness import Service
 
     svc = Service(root, rate_limiting=on, rate_limit_requests_per_second=HIGH)
     sent = svc.submit(encode(photo(64, 48), "PNG"), {"adjustments": {}, "output_format": "png"})

@@ -118,10 +118,10 @@ def ledger_rate(settings: Settings, charges: int, writers: int,
 
 
 def durable_postgres():
-    """A throwaway cluster as tests/postgres.py starts one, but with fsync and synchronous
+    """A throwaway cluster as tests/support/postgres.py starts one, but with fsync and synchronous
     commit on; None when PostgreSQL is not installed."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-    from postgres import Cluster, find_bindir
+    from support.postgres import Cluster, find_bindir
 
     class Durable(Cluster):
         def start(self) -> None:

@@ -1,7 +1,7 @@
 """Client memory while a large input goes through each SDK: a 200 MB input sent by the Python
 SDK and by the NodeJS SDK (``create``, then ``wait``: hashed in a first pass, uploaded from
 disk), each client in a process of its own, against the Ray-free service
-(``tests/service_harness.py``: uvicorn, SQLite, local blobs, in this process).
+(``tests/support/service_harness.py``: uvicorn, SQLite, local blobs, in this process).
 
 The input is a small JPEG followed by random bytes up to the size (decoders stop at the
 image's end marker, so the thread runs on a small picture while the client sends every byte);
@@ -31,7 +31,7 @@ from _common import arguments, finish, machine, parse, photo_jpeg, positive
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from service_harness import Service  # noqa: E402
+from support.service_harness import Service  # noqa: E402
 
 TARGET_MB = 50
 ADJUST = {"shifter": {"resize": {"width": 32}}}

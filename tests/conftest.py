@@ -5,10 +5,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests.images as `images`
+sys.path.insert(0, str(Path(__file__).parent))  # tests/support/images.py as `support.images`
 
-import backends  # noqa: E402
-import postgres  # noqa: E402
+from support import backends, postgres  # noqa: E402
 
 from tilemore.catalog import Catalog  # noqa: E402
 
@@ -23,13 +22,13 @@ def denoised(catalog):
     return catalog.pipeline("denoised")
 
 
-# -- the databases: SQLite, and PostgreSQL (see tests/postgres.py) -----------------------------
+# -- the databases: SQLite, and PostgreSQL (see tests/support/postgres.py) ---------------------
 
 
 @pytest.fixture(scope="session")
 def postgres_dsn():
     """A PostgreSQL server for the whole session: TILEMORE_TEST_POSTGRES_DSN, else a
-    throwaway cluster started once and removed at the end (see tests/postgres.py)."""
+    throwaway cluster started once and removed at the end (see tests/support/postgres.py)."""
     dsn = postgres.given_server()
     if dsn:
         yield dsn

@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from service_harness import Service
+from support.service_harness import Service
 
 DATA = Path(__file__).parents[1] / "data"
 

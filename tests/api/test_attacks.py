@@ -1,6 +1,7 @@
 """The attacks of issue 13, against the real HTTP service (uvicorn, SQLite, no Ray), while a
 client polls /healthz: each attack gets its 4xx (or 503) fast, and /healthz answers in under
-half a second throughout. Attack builders: ``tests/attacks.py`` (the benchmark reuses them)."""
+half a second throughout. Attack builders: ``tests/support/attacks.py`` (the benchmark reuses
+them)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import re
 import time
 from pathlib import Path
 
-import attacks
 import pytest
-from attacks import HealthPoller, auth, multipart, send, sha256
-from images import encode, photo
-from service_harness import Service
+from support import attacks
+from support.attacks import HealthPoller, auth, multipart, send, sha256
+from support.images import encode, photo
+from support.service_harness import Service
 
 HEALTHY = 0.5  # seconds: the slowest /healthz answer allowed while the service is attacked
 QUICK = 1.0  # seconds: the slowest refusal of an attack that needs no waiting

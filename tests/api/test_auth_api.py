@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from images import encode, noisy, photo
-from service_harness import Service, http
+from support.images import encode, noisy, photo
+from support.service_harness import Service, http
 
 ENV = {"output_format": "png", "adjustments": {"master": {"algorithm": "bilateral"}}}
 

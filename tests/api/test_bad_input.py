@@ -9,9 +9,9 @@ import json
 import time
 
 import pytest
-from images import encode, noisy, photo, png_bomb
-from service_harness import http as request
-from service_harness import multipart
+from support.images import encode, noisy, photo, png_bomb
+from support.service_harness import http as request
+from support.service_harness import multipart
 
 GOOD = encode(noisy(photo(96, 72), 10, seed=9), "JPEG", quality=90)
 SHA = hashlib.sha256(GOOD).hexdigest()

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from images import encode, noisy, photo
-from service_harness import Service, http, multipart
-from waits import until
+from support.images import encode, noisy, photo
+from support.service_harness import Service, http, multipart
+from support.waits import until
 
 from tilemore.billing.payments import HEADER, notification, sign
 from tilemore.billing.pricing import estimate

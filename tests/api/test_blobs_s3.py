@@ -9,11 +9,11 @@ import urllib.request
 
 import boto3
 import pytest
-from images import encode, photo
 from moto.server import ThreadedMotoServer
-from refusing_s3 import RefusingS3Proxy
-from service_harness import Service, free_port, http
-from waits import until
+from support.images import encode, photo
+from support.refusing_s3 import RefusingS3Proxy
+from support.service_harness import Service, free_port, http
+from support.waits import until
 
 from tilemore.blobs import BlobNotFound, BlobStoreError, blob_key
 from tilemore.blobs.s3 import S3BlobStore

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from images import encode, photo
-from pipelines import TEST_OPS
-from service_harness import Service
+from support.images import encode, photo
+from support.pipelines import OPERATORS
+from support.service_harness import Service
 
 
 def test_skipped_branches_are_shown_and_not_charged(tmp_path):
     path = tmp_path / "planned.yaml"
     path.write_text(f"""pipeline: planned
-operator_modules: ['{TEST_OPS}']
+operator_modules: ['{OPERATORS}']
 algorithms:
   planned:
     branches:

@@ -9,9 +9,9 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from images import encode, noisy, photo
-from pipelines import one_stage
-from service_harness import Service
+from support.images import encode, noisy, photo
+from support.pipelines import one_stage
+from support.service_harness import Service
 
 from tilemore.billing.ledger import Entry, open_ledger
 from tilemore.billing.service import Billing

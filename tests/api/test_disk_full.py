@@ -9,8 +9,8 @@ import shutil
 import subprocess
 
 import pytest
-from images import encode, noisy, photo
-from service_harness import Service
+from support.images import encode, noisy, photo
+from support.service_harness import Service
 
 
 def mountable() -> bool:

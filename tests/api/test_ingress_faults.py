@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from images import encode, noisy, photo
-from service_harness import Service, multipart
+from support.images import encode, noisy, photo
+from support.service_harness import Service, multipart
 
 from tilemore.errors import DatabaseBusy
 

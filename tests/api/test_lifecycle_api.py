@@ -7,9 +7,9 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from images import encode, photo
-from service_harness import Service, http
-from waits import until
+from support.images import encode, photo
+from support.service_harness import Service, http
+from support.waits import until
 
 DATA = Path(__file__).parents[1] / "data"
 THUMB = {"pipeline": "thumbnail", "adjustments": {"shifter": {"resize": {"width": 32}}},

@@ -11,9 +11,9 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from backends import NAMES, Backend
-from images import encode, noisy, photo
-from service_harness import Service, http
+from support.backends import NAMES, Backend
+from support.images import encode, noisy, photo
+from support.service_harness import Service, http
 
 BROKEN = Path(__file__).parents[1] / "data" / "broken.yaml"
 ENV = {"output_format": "png", "adjustments": {"master": {"algorithm": "bilateral"}}}

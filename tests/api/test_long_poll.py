@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from images import encode, noisy, photo
-from service_harness import http
+from support.images import encode, noisy, photo
+from support.service_harness import http
 
 SLOW = {"pipeline": "slow", "adjustments": {}}  # two 1 s spins: about 2 s
 

@@ -8,8 +8,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from images import encode, noisy, photo
-from service_harness import Service
+from support.images import encode, noisy, photo
+from support.service_harness import Service
 
 from tilemore.blobs import BlobNotFound
 from tilemore.blobs.local import LocalBlobStore

@@ -8,9 +8,9 @@ import json
 from decimal import Decimal
 
 import pytest
-from images import encode, noisy, photo
 from openapi_spec_validator import validate
-from service_harness import Service, http
+from support.images import encode, noisy, photo
+from support.service_harness import Service, http
 
 from tilemore.api import schemas
 from tilemore.api.app import create_app

@@ -8,7 +8,7 @@ import time
 from decimal import Decimal
 
 import pytest
-from service_harness import Service, http
+from support.service_harness import Service, http
 
 from tilemore.billing.payments import HEADER, notification, sign, signature
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import postgres
 import pytest
-from images import encode, noisy, photo
-from service_harness import Service, http
+from support import postgres
+from support.images import encode, noisy, photo
+from support.service_harness import Service, http
 
 ENVELOPE = {"output_format": "png", "adjustments": {"master": {"algorithm": "bilateral"}}}
 

@@ -9,8 +9,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from images import encode, noisy, photo
-from service_harness import Service, http
+from support.images import encode, noisy, photo
+from support.service_harness import Service, http
 
 from tilemore.store.limits import Limit
 

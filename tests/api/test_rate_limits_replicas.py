@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 import pytest
-from backends import NAMES, Backend
-from service_harness import http
-from waits import close_child
+from support.backends import NAMES, Backend
+from support.service_harness import http
+from support.waits import close_child
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ import json, sys
 from pathlib import Path
 tests, root, database_url, first, limit = sys.argv[1:6]
 sys.path.insert(0, tests)
-from service_harness import Service
+from support.service_harness import Service
 from tilemore.store.limits import Limit
 svc = Service(Path(root), database_url=database_url or None)
 if first:

@@ -15,7 +15,7 @@ import pytest
 import schemathesis
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import events, from_schema
-from service_harness import Service, http
+from support.service_harness import Service, http
 
 # (operation, statuses a schema-valid request may still get, why)
 SEMANTIC: list[tuple[str, list[int]]] = [

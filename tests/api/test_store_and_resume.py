@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from images import encode, photo
+from support.images import encode, photo
 
 from tilemore.blobs.local import LocalBlobStore
 from tilemore.catalog import Catalog

@@ -6,8 +6,8 @@ import hashlib
 import json
 from datetime import UTC, datetime
 
-from images import encode, noisy, photo
-from service_harness import http, multipart
+from support.images import encode, noisy, photo
+from support.service_harness import http, multipart
 
 ENVELOPE = {"output_format": "png", "meta": {"client_ref": "a"},
             "adjustments": {"master": {"algorithm": "bilateral"},

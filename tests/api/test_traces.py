@@ -12,13 +12,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from images import encode, noisy, photo
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from service_harness import Service
+from support.images import encode, noisy, photo
+from support.service_harness import Service
+from support.waits import until
 from test_store_and_resume import _service_parts, _thread, died_after_decode, new_thread
-from waits import until
 
 from tilemore.engine import LocalBackend
 from tilemore.service.conductor import Conductor

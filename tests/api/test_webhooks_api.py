@@ -14,9 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from backends import NAMES, Backend
-from images import encode, noisy, photo
-from service_harness import Service, free_port, http
+from support.backends import NAMES, Backend
+from support.images import encode, noisy, photo
+from support.service_harness import Service, free_port, http
 from tilemore_sdk.webhooks import WebhookSignatureError, construct_event, verify
 
 from tilemore.webhooks import Deliverer, WebhookListener

@@ -23,11 +23,11 @@ from typing import Any
 
 import pytest
 import ray
-from images import photo
 from ray.cluster_utils import AutoscalingCluster, Cluster
-from service_harness import free_port
-from test_ops import Nap, SpinParams
-from waits import until
+from support.images import photo
+from support.operators import Nap, SpinParams
+from support.service_harness import free_port
+from support.waits import until
 
 from tilemore import Resources
 from tilemore.engine.ray_backend import RayBackend, ship_by_value

@@ -5,7 +5,7 @@ process of its own (this package's cluster fixture is not used), 4 threads undis
 from __future__ import annotations
 
 import pytest
-from benchmark_smoke import positive, run_smoke
+from support.benchmark_smoke import positive, run_smoke
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import ray
-from images import encode, noisy, photo
-from service_harness import Service, http
+from support.images import encode, noisy, photo
+from support.service_harness import Service, http
 
 from tilemore.engine import LocalBackend
 from tilemore.engine.ray_backend import RayBackend

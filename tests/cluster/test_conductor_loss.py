@@ -9,7 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import ray
-from images import encode, noisy, photo
+from support.images import encode, noisy, photo
 
 from tilemore.billing.ledger import Entry, open_ledger
 from tilemore.store import NewThread, open_store

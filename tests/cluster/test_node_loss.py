@@ -7,10 +7,10 @@ import time
 
 import numpy as np
 import ray
-from images import encode, photo
 from PIL import Image as PILImage
-from pipelines import one_stage
-from test_ops import box_blur_twice
+from support.images import encode, photo
+from support.operators import box_blur_twice
+from support.pipelines import one_stage
 
 from tilemore.engine.ray_backend import RayBackend
 from tilemore.pipeline import build_graph, run_graph

@@ -7,9 +7,9 @@ import threading
 import time
 
 import pytest
-from fake_metadata import FakeMetadata
-from images import encode, photo
-from pipelines import one_stage
+from support.fake_metadata import FakeMetadata
+from support.images import encode, photo
+from support.pipelines import one_stage
 
 from tilemore.engine.ray_backend import RayBackend
 from tilemore.engine.ray_cluster import NodeGuard, draining_nodes

@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import ray
-from images import photo
-from service_harness import free_port, http
-from test_ops import Nap, SpinParams
-from waits import until
+from support.images import photo
+from support.operators import Nap, SpinParams
+from support.service_harness import free_port, http
+from support.waits import until
 
 from tilemore.engine import ray_private
 from tilemore.engine.ray_backend import RayBackend

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import boto3
 import pytest
-from images import encode, noisy, photo
 from moto.server import ThreadedMotoServer
 from PIL import Image as PILImage
-from pipelines import one_stage
-from service_harness import free_port
+from support.images import encode, noisy, photo
+from support.pipelines import one_stage
+from support.service_harness import free_port
 
 from tilemore.batch import REPORT_NAME
 from tilemore.batch.plan import output_name, plan_items

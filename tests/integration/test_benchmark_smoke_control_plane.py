@@ -6,7 +6,7 @@ four service processes was found and measured."""
 from __future__ import annotations
 
 import pytest
-from benchmark_smoke import positive, run_smoke
+from support.benchmark_smoke import positive, run_smoke
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import os
 import shutil
 
 import pytest
-from benchmark_smoke import positive, run_smoke
+from support.benchmark_smoke import positive, run_smoke
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 
-from images import encode, noisy, photo
 from PIL import Image as PILImage
+from support.images import encode, noisy, photo
 
 
 def tilemore(ray_address: str, *argv: str) -> subprocess.CompletedProcess:

@@ -1,11 +1,11 @@
 """The examples of README.md and docs/*.md marked ``<!-- tested: ray -->`` run as a reader runs
 them, on the tests' Ray cluster, on the real example photo; an ``output`` block after one must
-name only words the real output prints (``tests/docs_examples.py`` has the rules)."""
+name only words the real output prints (``tests/support/docs_examples.py`` has the rules)."""
 
 from __future__ import annotations
 
 import pytest
-from docs_examples import (
+from support.docs_examples import (
     all_examples,
     console,
     environment,

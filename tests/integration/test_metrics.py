@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-from images import encode, noisy, photo
-from prometheus import load_dashboards, panel_queries, running_prometheus, without_data
-from service_harness import Service
-from waits import until
+from support.images import encode, noisy, photo
+from support.prometheus import load_dashboards, panel_queries, running_prometheus, without_data
+from support.service_harness import Service
+from support.waits import until
 
 from tilemore.engine.ray_backend import RayBackend
 from tilemore.engine.ray_metrics import ClusterGauges

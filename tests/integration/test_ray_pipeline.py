@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 import ray
-from images import encode, noisy, photo
-from pipelines import TWO_SPINNERS, one_stage, pipeline_from
+from support.images import encode, noisy, photo
+from support.pipelines import TWO_SPINNERS, one_stage, pipeline_from
 
 from tilemore.engine import LocalBackend
 from tilemore.engine.host import TaskStats
@@ -157,7 +157,7 @@ def test_bad_input_fails_with_its_code_on_ray(denoised, ray_backend):
 
 
 def test_tiles_fan_out_across_replicas(tmp_path):
-    from test_ops import box_blur_twice
+    from support.operators import box_blur_twice
 
     from tilemore.settings import Settings
 

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from images import encode, photo
-from service_harness import free_port, http, multipart
+from support.images import encode, photo
+from support.service_harness import free_port, http, multipart
 
 from tilemore.settings import Settings
 from tilemore.store.sqlite import SQLiteStore
@@ -134,7 +134,7 @@ def test_a_new_head_resumes_every_thread_from_postgres_and_s3(postgres_dsn, tmp_
     import boto3
     import psycopg
     from moto.server import ThreadedMotoServer
-    from postgres import drop_schema, fresh_schema
+    from support.postgres import drop_schema, fresh_schema
 
     from tilemore.billing.ledger import open_ledger
     from tilemore.store import open_store

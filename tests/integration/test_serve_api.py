@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import ray
-from images import encode, noisy, photo
-from service_harness import Reply, free_port, http, multipart
+from support.images import encode, noisy, photo
+from support.service_harness import Reply, free_port, http, multipart
 
 from tilemore.billing.ledger import Entry, SQLiteLedger
 from tilemore.settings import Settings

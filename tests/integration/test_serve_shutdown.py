@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from images import encode, photo
-from service_harness import free_port, http, multipart
+from support.images import encode, photo
+from support.service_harness import free_port, http, multipart
 
 from tilemore.settings import Settings
 from tilemore.store.sqlite import SQLiteStore

@@ -4,7 +4,7 @@ its figures."""
 
 from __future__ import annotations
 
-from benchmark_smoke import run_smoke
+from support.benchmark_smoke import run_smoke
 
 
 def test_hostile_load_smoke(tmp_path):

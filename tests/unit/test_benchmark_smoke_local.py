@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from benchmark_smoke import BENCHMARKS, SMOKE_TESTS, positive, run_smoke
+from support.benchmark_smoke import BENCHMARKS, SMOKE_TESTS, positive, run_smoke
 
 ROOT = Path(__file__).parents[2]
 
@@ -17,7 +17,7 @@ def test_every_benchmark_has_a_smoke_test():
     missing, stale = scripts - set(SMOKE_TESTS), set(SMOKE_TESTS) - scripts
     assert not missing, (f"benchmarks without a smoke test: {sorted(missing)}: give each "
                          "--smoke (benchmarks/_common.py) and a test, listed in "
-                         "tests/benchmark_smoke.py's SMOKE_TESTS")
+                         "tests/support/benchmark_smoke.py's SMOKE_TESTS")
     assert not stale, f"SMOKE_TESTS lists benchmarks that are gone: {sorted(stale)}"
     for name, test in SMOKE_TESTS.items():
         text = (ROOT / test).read_text()

@@ -4,7 +4,7 @@ RateLimit fields, and three simulated replicas hold one limit within 10 %."""
 
 from __future__ import annotations
 
-from benchmark_smoke import positive, run_smoke
+from support.benchmark_smoke import positive, run_smoke
 
 
 def test_rate_limit_smoke(tmp_path):

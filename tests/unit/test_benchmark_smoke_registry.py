@@ -4,8 +4,8 @@ with durable commits), and the PostgreSQL ledger verifies with every charge once
 
 from __future__ import annotations
 
-from benchmark_smoke import positive, run_smoke
-from postgres import find_bindir
+from support.benchmark_smoke import positive, run_smoke
+from support.postgres import find_bindir
 
 
 def test_registry_writes_smoke(tmp_path):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from benchmark_smoke import positive, run_smoke
+from support.benchmark_smoke import positive, run_smoke
 
 
 def test_sdk_memory_smoke(tmp_path):

@@ -3,7 +3,7 @@ what it wrote and kept, and the collector removing expired threads."""
 
 from __future__ import annotations
 
-from benchmark_smoke import positive, run_smoke
+from support.benchmark_smoke import positive, run_smoke
 
 
 def test_storage_smoke(tmp_path):

@@ -9,8 +9,8 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
-from images import encode, photo
-from pipelines import pipeline_from
+from support.images import encode, photo
+from support.pipelines import pipeline_from
 
 from tilemore.engine import LocalBackend
 from tilemore.pipeline import build_graph, run_graph

@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
-from images import encode, noisy, photo, png_bomb
 from PIL import Image as PILImage
+from support.images import encode, noisy, photo, png_bomb
 
 from tilemore.cli import main
 
@@ -116,9 +116,9 @@ def test_bad_input_is_one_line_and_nonzero(capsys, tmp_path, jpeg, case):
 
 
 def test_unexpected_errors_hint_at_debug(capsys, tmp_path, jpeg):
-    from pipelines import TEST_OPS
+    from support.pipelines import OPERATORS
     pf = tmp_path / "boom.yaml"
-    pf.write_text(f"pipeline: boom\noperator_modules: ['{TEST_OPS}']\nstages:\n"
+    pf.write_text(f"pipeline: boom\noperator_modules: ['{OPERATORS}']\nstages:\n"
                   "  - {name: decode, operator: decode}\n  - {name: x, operator: explode}\n"
                   "  - {name: encoder, operator: encoder}\n")
     argv = ["run", str(jpeg), "-p", "boom", "--pipeline-file", str(pf), "--backend", "local"]
@@ -158,9 +158,9 @@ def test_contact_sheet_needs_a_qc_stage(capsys, tmp_path, jpeg):
 
 
 def test_debug_is_accepted_after_the_subcommand(capsys, tmp_path, jpeg):
-    from pipelines import TEST_OPS
+    from support.pipelines import OPERATORS
     pf = tmp_path / "boom.yaml"
-    pf.write_text(f"pipeline: boom\noperator_modules: ['{TEST_OPS}']\nstages:\n"
+    pf.write_text(f"pipeline: boom\noperator_modules: ['{OPERATORS}']\nstages:\n"
                   "  - {name: decode, operator: decode}\n  - {name: x, operator: explode}\n"
                   "  - {name: encoder, operator: encoder}\n")
     code, _, stderr = run(capsys, "run", str(jpeg), "-p", "boom", "--pipeline-file", str(pf),

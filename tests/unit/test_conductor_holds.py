@@ -8,7 +8,7 @@ import time
 from decimal import Decimal
 
 import pytest
-from images import encode, photo
+from support.images import encode, photo
 
 from tilemore.billing import Entry
 from tilemore.billing.service import Billing

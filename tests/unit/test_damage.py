@@ -7,7 +7,7 @@ import io
 
 import numpy as np
 import pytest
-from images import noisy, photo
+from support.images import noisy, photo
 from PIL import Image as PILImage
 from tilemore_operators.damage import blockiness, classify, measure, noise_level
 from tilemore_operators.qc import ResidualQC

@@ -6,7 +6,14 @@ from __future__ import annotations
 import importlib.util
 
 import yaml
-from prometheus import CONFIG, DASHBOARDS, DEPLOYMENTS, PanelQuery, load_dashboards, panel_queries
+from support.prometheus import (
+    CONFIG,
+    DASHBOARDS,
+    DEPLOYMENTS,
+    PanelQuery,
+    load_dashboards,
+    panel_queries,
+)
 
 from tilemore.metrics import METRICS
 

@@ -8,9 +8,9 @@ import time
 import cv2
 import numpy as np
 import pytest
-from images import encode, photo, png_bomb
 from PIL import Image as PILImage
 from PIL import ImageCms
+from support.images import encode, photo, png_bomb
 
 from tilemore.decoding import decode_image
 from tilemore.errors import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from images import noisy, photo, psnr
+from support.images import noisy, photo, psnr
 from tilemore_operators.denoise import Bilateral, Guided, NLMeans
 from tilemore_operators.noise import estimate_sigma
 from tilemore_operators.qc import ResidualQC, sample_boxes

@@ -4,7 +4,7 @@ figures are written."""
 
 from __future__ import annotations
 
-from benchmark_smoke import run_smoke
+from support.benchmark_smoke import run_smoke
 
 
 def test_denoise_quality_smoke(tmp_path):

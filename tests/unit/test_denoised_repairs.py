@@ -8,8 +8,8 @@ import io
 
 import numpy as np
 import pytest
-from images import encode, photo, psnr
 from PIL import Image as PILImage
+from support.images import encode, photo, psnr
 
 from tilemore.engine import LocalBackend
 from tilemore.pipeline import build_graph, run_graph

@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pytest
 import torch
-from images import noisy, photo, psnr
+from support.images import noisy, photo, psnr
 from PIL import Image as PILImage
 from tilemore_operators.dncnn import WEIGHTS as DNCNN_WEIGHTS
 from tilemore_operators.dncnn import Deblock, DnCNNDenoise, WeightsError

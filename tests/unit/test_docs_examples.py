@@ -1,6 +1,6 @@
 """Every example of README.md and docs/*.md marked ``<!-- tested -->`` runs against the real
-CLI and a real service (``tests/service_harness.py``), page by page, so none goes stale; the
-rules are in ``tests/docs_examples.py``. The ``ray`` ones run in
+CLI and a real service (``tests/support/service_harness.py``), page by page, so none goes stale; the
+rules are in ``tests/support/docs_examples.py``. The ``ray`` ones run in
 ``tests/integration/test_docs_examples_on_ray.py``."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import re
 import shutil
 
 import pytest
-from docs_examples import (
+from support.docs_examples import (
     PAGES,
     READER_URL,
     ROOT,
@@ -24,7 +24,7 @@ from docs_examples import (
     run_node,
     run_shell,
 )
-from service_harness import Service
+from support.service_harness import Service
 
 from tilemore.pipeline import build_graph
 

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from images import photo
+from support.images import photo
 from PIL import Image as PILImage
 from PIL import ImageCms, JpegImagePlugin
 from tilemore_operators.encoder import EncoderParams, encode_image

@@ -11,7 +11,7 @@ from tilemore.store import ErrorRecord
 TRACEBACK = '''Traceback (most recent call last):
   File "tilemore/engine/host.py", line 88, in run
     out = op.process(params, image)
-  File "tests/test_ops.py", line 69, in process
+  File "tests/support/operators.py", line 69, in process
     raise {kind}("{message}")
 {kind}: {message}'''
 

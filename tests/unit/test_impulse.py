@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from images import photo, psnr
+from support.images import photo, psnr
 from tilemore_operators.denoise import Impulse, Keep
 from tilemore_operators.impulse import impulse_density, remove_impulses
 

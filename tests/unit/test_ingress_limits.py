@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from service_harness import multipart
+from support.service_harness import multipart
 
 from tilemore.api.auth import Authenticator
 from tilemore.api.body import (

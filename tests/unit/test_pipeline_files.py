@@ -6,12 +6,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from support.pipelines import OPERATORS
 
 from tilemore.errors import PipelineFileError
 from tilemore.pipeline import load_pipeline
 from tilemore.registry import OperatorRegistry
-
-TEST_OPS = Path(__file__).parents[1] / "test_ops.py"
 
 
 @pytest.fixture
@@ -171,7 +170,7 @@ def test_syntax_errors(tmp_path, registry):
 def test_toml_pipeline_with_customer_operator_module(tmp_path, registry):
     path = write(tmp_path, f"""
         pipeline = "inverted"
-        operator_modules = ["{TEST_OPS}"]
+        operator_modules = ["{OPERATORS}"]
 
         [[stages]]
         name = "decode"

@@ -6,7 +6,7 @@ import logging
 import socket
 
 import pytest
-from fake_metadata import FakeMetadata
+from support.fake_metadata import FakeMetadata
 
 from tilemore.cluster.preemption import PreemptionWatcher, notice_source
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import threading
 
-import postgres
 import pytest
-from waits import until
+from support import postgres
+from support.waits import until
 
 from tilemore.api.ratelimit import RateLimited, RateLimiter, RateLimitUnavailable, fields
 from tilemore.store.limits import Limit, ThreadQuota

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from pipelines import pipeline_from
 from pydantic import ValidationError
+from support.pipelines import pipeline_from
 
 from tilemore.errors import PipelineFileError, TilemoreError
 from tilemore.retry import RetryPolicy, exception_class

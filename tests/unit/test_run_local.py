@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from images import encode, photo
 from PIL import Image as PILImage
-from pipelines import TWO_SPINNERS, one_stage, pipeline_from
+from support.images import encode, photo
+from support.pipelines import TWO_SPINNERS, one_stage, pipeline_from
 
 from tilemore.engine import LocalBackend
 from tilemore.engine.backend import ReplicaLost

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from images import photo
+from support.images import photo
 from tilemore_operators.shifter import Shifter, ShifterParams
 
 from tilemore.errors import GeometryError

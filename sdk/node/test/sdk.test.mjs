@@ -22,7 +22,7 @@ let server;
 let info;
 
 before(async () => {
-  server = spawn(python, [path.join(repo, 'tests/serve_for_sdk.py')], { stdio: ['pipe', 'pipe', 'inherit'] });
+  server = spawn(python, [path.join(repo, 'tests/support/serve_for_sdk.py')], { stdio: ['pipe', 'pipe', 'inherit'] });
   info = await new Promise((resolve, reject) => {
     let buffered = '';
     server.stdout.on('data', (chunk) => {

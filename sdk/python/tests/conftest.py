@@ -8,7 +8,7 @@ import pytest
 TESTS = Path(__file__).parents[3] / "tests"
 sys.path.insert(0, str(TESTS))  # the service harness and test images of the main project
 
-from service_harness import Service  # noqa: E402
+from support.service_harness import Service  # noqa: E402
 
 
 @pytest.fixture(scope="module")

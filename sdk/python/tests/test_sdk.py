@@ -10,9 +10,9 @@ from decimal import Decimal
 
 import pytest
 import tilemore_sdk as sdk
-from fault_proxy import DroppingProxy
-from images import encode, noisy, photo
 from PIL import Image
+from support.fault_proxy import DroppingProxy
+from support.images import encode, noisy, photo
 
 ADJUST = {"master": {"algorithm": "bilateral"}, "shifter": {"resize": {"width": 48}}}
 

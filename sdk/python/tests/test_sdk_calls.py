@@ -19,9 +19,9 @@ from decimal import Decimal
 
 import pytest
 import tilemore_sdk as sdk
-from images import encode, noisy, photo
 from scripted import ScriptedServer
-from service_harness import Service
+from support.images import encode, noisy, photo
+from support.service_harness import Service
 
 ADJUST = {"master": {"algorithm": "bilateral"}, "shifter": {"resize": {"width": 48}}}
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import tilemore_sdk as sdk
-from images import encode, noisy, photo
-from service_harness import Service
+from support.images import encode, noisy, photo
+from support.service_harness import Service
 
 TESTS = Path(__file__).parents[3] / "tests"
 ADJUST = {"master": {"algorithm": "bilateral"}, "shifter": {"resize": {"width": 40}}}

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from postgres import drop_schema, fresh_schema
 
+from support.postgres import drop_schema, fresh_schema
 from tilemore.billing.ledger import Ledger, open_ledger
 from tilemore.settings import Settings
 from tilemore.store import open_store

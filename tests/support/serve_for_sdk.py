@@ -8,16 +8,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+TESTS = Path(__file__).parents[1]
+sys.path.insert(0, str(TESTS))  # run as a script: `support` is a package in tests/
 
-from fault_proxy import DroppingProxy  # noqa: E402
-from images import encode, noisy, photo  # noqa: E402
-from service_harness import Service  # noqa: E402
+from support.fault_proxy import DroppingProxy  # noqa: E402
+from support.images import encode, noisy, photo  # noqa: E402
+from support.service_harness import Service  # noqa: E402
 
 
 def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="tilemore-sdk-"))
-    svc = Service(root, pipeline_paths=[Path(__file__).parent / "data" / "broken.yaml"])
+    svc = Service(root, pipeline_paths=[TESTS / "data" / "broken.yaml"])
     proxy = DroppingProxy(svc.port, drop_uploads=1, cut_after=2048)
     samples = []
     for seed in range(4):

@@ -8,11 +8,11 @@ from pathlib import Path
 from tilemore.pipeline import Pipeline, load_pipeline
 from tilemore.registry import OperatorRegistry
 
-TEST_OPS = Path(__file__).parent / "test_ops.py"
+OPERATORS = Path(__file__).parent / "operators.py"  # the operator module the pipelines load
 
 
 def pipeline_from(tmp_path: Path, body: str, name: str = "t") -> Pipeline:
-    text = f"pipeline: {name}\noperator_modules: ['{TEST_OPS}']\n" + textwrap.dedent(body)
+    text = f"pipeline: {name}\noperator_modules: ['{OPERATORS}']\n" + textwrap.dedent(body)
     path = tmp_path / f"{name}.yaml"
     path.write_text(text)
     return load_pipeline(path, OperatorRegistry.with_builtins())

@@ -21,7 +21,7 @@ reader: ``examples/`` (the photo a 256x192 crop of ``examples/noisy-coffee.jpg``
 stays quick, except for ``ray`` blocks, which get the real one), ``photo.jpg`` and
 ``photos/`` with two small images, ``.venv`` (this test run's), and ``tilemore-data/``, the
 data folder of a real service on ``http://127.0.0.1:8000`` in a reader's copy — here
-``tests/service_harness.py``'s, whose address replaces that one. The ``demo`` domain has
+``tests/support/service_harness.py``'s, whose address replaces that one. The ``demo`` domain has
 credits and its token in ``tilemore-data/demo-token``, as ``tilemore serve`` leaves them;
 ``TOKEN`` and ``ENDPOINT``, the placeholders a reader fills in from ``tilemore serve``'s
 banner, are set to the harness's.
@@ -42,7 +42,7 @@ from pathlib import Path
 
 from PIL import Image as PILImage
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 READER_URL = "http://127.0.0.1:8000"
 PAYMENT_SECRET = "whsec-docs-examples"

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-DEPLOYMENTS = Path(__file__).parents[1] / "tilemore_deployments"
+DEPLOYMENTS = Path(__file__).parents[2] / "tilemore_deployments"
 CONFIG = DEPLOYMENTS / "prometheus" / "prometheus.yml"
 DASHBOARDS = DEPLOYMENTS / "grafana" / "dashboards"
 # A series name in PromQL: an identifier not followed by "(" (a function) and not a keyword.

@@ -6,7 +6,7 @@ import json
 import struct
 
 import numpy as np
-from images import noisy, photo
+from support.images import noisy, photo
 
 from tilemore.engine import checkpoint
 from tilemore.image import Encoded, Image

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
 
 # Every benchmark script and the test file that runs its smoke mode: a script added to
 # benchmarks/ without one fails tests/unit/test_benchmark_smoke_local.py.

@@ -1,0 +1,1 @@
+"""Helpers the test tiers share: services, images, databases, operators and waits."""
