@@ -1,4 +1,5 @@
-"""The HTTP ingress as a Ray Serve deployment: validate, record, hand off to the conductor."""
+"""The HTTP ingress as a Ray Serve deployment: validate, record, hand off to the conductor
+of its deploy's generation (a redeploy starts a new one, which retires the old)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from ray import serve
 
 from tilemore.api.app import create_app, use_service
 from tilemore.assembly import open_parts
+from tilemore.service.generations import new_generation
 from tilemore.settings import Autoscaling, Settings
 from tilemore_deployments.billing import get_billing
 from tilemore_deployments.conductor import get_conductor
@@ -19,17 +21,21 @@ SERVE_METRICS_INTERVAL_S = 10.0  # Serve's default push of request counts to its
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=256)
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, settings: Settings) -> None:
-        conductor = get_conductor(settings)
+    def __init__(self, settings: Settings, generation: str = "") -> None:
+        conductor = get_conductor(settings, generation=generation)
         parts = open_parts(settings, billing=get_billing(settings))
         use_service(parts.api(handoff=lambda tid: conductor.submit.remote(tid)))
 
 
-def build_app(settings: Settings) -> serve.Application:
+def build_app(settings: Settings, generation: str | None = None) -> serve.Application:
+    """The application of one deploy: its replicas share the conductors of ``generation``
+    (by default a new one: this deploy's)."""
+    generation = generation or new_generation()
     auto = settings.ingress_autoscaling
     if auto is None:
-        return Ingress.options(num_replicas=settings.ingress_replicas).bind(settings)
-    return Ingress.options(autoscaling_config=serve_autoscaling(auto)).bind(settings)
+        return Ingress.options(num_replicas=settings.ingress_replicas).bind(settings, generation)
+    return Ingress.options(autoscaling_config=serve_autoscaling(auto)).bind(settings,
+                                                                             generation)
 
 
 def serve_autoscaling(auto: Autoscaling) -> dict[str, Any]:

@@ -3,7 +3,9 @@ conductor actor, operator actors; and the conductor killed mid-thread."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
+from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
 
@@ -23,7 +25,7 @@ DATA = Path(__file__).parents[1] / "data"
 def api(ray_session, tmp_path_factory):
     from ray import serve
     from tilemore_deployments.billing import NAME as BILLING
-    from tilemore_deployments.conductor import NAME, NAMESPACE
+    from tilemore_deployments.conductor import NAMESPACE, running_conductors
     from tilemore_deployments.ingress import build_app
 
     settings = Settings(data_dir=tmp_path_factory.mktemp("serve"), port=free_port(),
@@ -37,7 +39,8 @@ def api(ray_session, tmp_path_factory):
     serve.run(build_app(settings), name="tilemore", route_prefix="/")
     yield settings, {"Authorization": f"Token {token} Domain acme"}, store
     serve.delete("tilemore")
-    ray.kill(ray.get_actor(NAME, namespace=NAMESPACE))
+    for name in running_conductors():
+        ray.kill(ray.get_actor(name, namespace=NAMESPACE))
     ray.kill(ray.get_actor(BILLING, namespace=NAMESPACE))
 
 
@@ -82,7 +85,7 @@ def test_submission_runs_on_operator_actors(api):
 
 
 def test_conductor_killed_mid_thread_resumes_from_checkpoints(api):
-    from tilemore_deployments.conductor import NAME, NAMESPACE
+    from tilemore_deployments.conductor import NAMESPACE, running_conductors
 
     settings, _, store = api
     img = encode(photo(64, 48), "PNG")
@@ -96,7 +99,8 @@ def test_conductor_killed_mid_thread_resumes_from_checkpoints(api):
         time.sleep(0.05)
     before = tasks["first"]
     # Ray restarts the actor (max_restarts=-1); its operator actors die with it.
-    ray.kill(ray.get_actor(NAME, namespace=NAMESPACE), no_restart=False)
+    [name] = running_conductors()
+    ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=False)
     body = wait(api, thread_id)
     assert body["status"] == "done", body
     after = {t.task_id: t for t in store.get_thread(thread_id).tasks}
@@ -129,3 +133,59 @@ def test_billing_actor_killed_mid_append_charges_each_task_once(api):
             Decimal(body["credits_charged"])
     report = SQLiteLedger(settings.database_path).verify()
     assert report.ok, report
+
+
+def lease_of(settings: Settings, thread_id: str) -> tuple[str | None, int]:
+    with closing(sqlite3.connect(settings.database_path)) as db:
+        return db.execute("SELECT lease_owner, lease_epoch FROM threads WHERE id = ?",
+                          (thread_id,)).fetchone()
+
+
+def running_on(settings: Settings, thread_id: str, timeout: float = 60) -> tuple[str, int]:
+    deadline = time.monotonic() + timeout
+    while (lease := lease_of(settings, thread_id))[0] is None:
+        assert time.monotonic() < deadline, "the thread was never claimed"
+        time.sleep(0.05)
+    return lease
+
+
+def test_a_redeploy_lets_the_old_conductor_finish_its_threads(api):
+    """A rolling upgrade: the new deploy's conductor retires the old one, which finishes the
+    thread it runs (no lease lost, no task run twice) and then goes; new threads run on the
+    new generation."""
+    from ray import serve
+    from tilemore_deployments.conductor import running_conductors
+    from tilemore_deployments.ingress import build_app
+
+    settings, auth, store = api
+    [old] = running_conductors()
+    long = {"first": {"seconds": 2.0}, "second": {"seconds": 6.0}}  # still running when
+    sent = submit(api, encode(photo(64, 40), "PNG"),          # the new conductor starts
+                  {"adjustments": long, "pipeline": "slow"})
+    thread_id = sent.json()["thread_id"]
+    owner, epoch = running_on(settings, thread_id)
+    assert owner == old
+    serve.run(build_app(settings), name="tilemore", route_prefix="/")  # the redeploy
+    deadline = time.monotonic() + 60
+    while len(running_conductors()) < 2:  # the new generation's conductor is up
+        assert time.monotonic() < deadline, "no conductor of the new generation started"
+        time.sleep(0.05)
+    assert store.get_thread(thread_id).status == "processing"  # the old one finishes it
+    body = wait(api, thread_id)
+    assert body["status"] == "done", body
+    # the old conductor kept its lease to the end: nobody claimed the thread meanwhile
+    assert lease_of(settings, thread_id) == (None, epoch)
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    ops = http("GET", f"{settings.base_url}/billing/operations?date={today}",
+               headers=auth).json()["operations"]
+    assert sorted(o["task_id"] for o in ops if o["thread_id"] == thread_id) == \
+        sorted(t["id"] for t in body["tasks"])  # each task charged once
+    deadline = time.monotonic() + 60
+    while old in running_conductors():
+        assert time.monotonic() < deadline, "the old conductor was never stopped"
+        time.sleep(0.2)
+    [new] = running_conductors()
+    assert new != old and new.rpartition("@")[2] > old.rpartition("@")[2]
+    later = submit(api, encode(photo(64, 44), "PNG"), {"adjustments": {}, "pipeline": "slow"})
+    assert running_on(settings, later.json()["thread_id"])[0] == new
+    assert wait(api, later.json()["thread_id"])["status"] == "done"

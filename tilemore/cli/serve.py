@@ -74,7 +74,7 @@ def shut_down(settings: Settings, stop: GracefulStop) -> None:
         kill_actor,
         serve_stopped,
     )
-    from tilemore_deployments.conductor import NAME, NAMESPACE
+    from tilemore_deployments.conductor import NAMESPACE, running_conductors
 
     assert stop.signal is not None and stop.started_at is not None
     click.echo(f"{stop.signal.name}: stopping (at most {stop.grace:g} s)…")
@@ -82,7 +82,8 @@ def shut_down(settings: Settings, stop: GracefulStop) -> None:
     if settings.ray_address is None:
         # Our own cluster ends with us: stop its conductor where it is, as a crash would.
         # Its threads are in the registry and resume on the next start.
-        kill_actor(NAME, NAMESPACE, timeout=min(5.0, stop.remaining(RAY_STOP_S)))
+        for name in running_conductors():
+            kill_actor(name, NAMESPACE, timeout=min(5.0, stop.remaining(RAY_STOP_S)))
         click.echo(in_flight(settings))
     else:
         click.echo("the conductor goes on running threads on the cluster")
