@@ -1,4 +1,6 @@
-// Compiled by test/types.test.mjs (tsc from npm): the typings as a user sees them.
+// Compiled by test/types.test.mjs (tsc from npm): the typings as a user sees them. The test
+// compiles this one program as esm.mts, cjs.cts and commonjs.ts: the name says what kind of
+// module it is, and the same uses must type-check in each.
 import Tilemore, {
   RateLimitError, TilemoreError, webhooks,
   type Balance, type HistoryDay, type Operation, type Payment, type ResultFile, type ResultLink,
