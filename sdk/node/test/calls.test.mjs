@@ -1,39 +1,28 @@
 // The NodeJS SDK's calls beyond submit, against the real service (started by the Python
 // harness) and, for answers it cannot be made to give, a scripted server.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 
 import Tilemore, * as sdk from '../index.mjs';
 import { scripted } from './scripted.mjs';
+import { startService } from './service.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repo = path.resolve(here, '../../..');
-const python = process.env.TILEMORE_PYTHON ?? path.join(repo, '.venv/bin/python');
 const ADJUST = { master: { algorithm: 'bilateral' }, shifter: { resize: { width: 48 } } };
 
-let server;
+let service;
 let info;
 
 before(async () => {
-  server = spawn(python, [path.join(repo, 'tests/support/serve_for_sdk.py')], { stdio: ['pipe', 'pipe', 'ignore'] });
-  info = await new Promise((resolve, reject) => {
-    let buffered = '';
-    server.stdout.on('data', (chunk) => {
-      buffered += chunk;
-      if (buffered.includes('\n')) resolve(JSON.parse(buffered.split('\n')[0]));
-    });
-    server.on('exit', (code) => reject(new Error(`the service exited (${code})`)));
-  });
+  service = await startService({ stderr: 'ignore' });
+  ({ info } = service);
 });
 
-after(() => { server.stdin.end(); });
+after(() => { service?.stop(); });
 
 const client = (options = {}) => new Tilemore({
   apiEndpoint: info.url, apiToken: info.token, domain: 'acme', pollIntervalMs: 50, ...options,

@@ -1,6 +1,5 @@
 // The NodeJS SDK against the real Tilemore HTTP service, started here by the Python harness.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, readFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
@@ -8,33 +7,22 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 
 import Tilemore, * as sdk from '../index.mjs';
+import { startService } from './service.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repo = path.resolve(here, '../../..');
-const python = process.env.TILEMORE_PYTHON ?? path.join(repo, '.venv/bin/python');
 const ADJUST = { master: { algorithm: 'bilateral' }, shifter: { resize: { width: 48 } } };
 
-let server;
+let service;
 let info;
 
 before(async () => {
-  server = spawn(python, [path.join(repo, 'tests/support/serve_for_sdk.py')], { stdio: ['pipe', 'pipe', 'inherit'] });
-  info = await new Promise((resolve, reject) => {
-    let buffered = '';
-    server.stdout.on('data', (chunk) => {
-      buffered += chunk;
-      const line = buffered.split('\n')[0];
-      if (buffered.includes('\n')) resolve(JSON.parse(line));
-    });
-    server.on('exit', (code) => reject(new Error(`the service exited (${code})`)));
-  });
+  service = await startService();
+  ({ info } = service);
 });
 
-after(() => { server.stdin.end(); });
+after(() => { service?.stop(); });
 
 const client = (options = {}) => new Tilemore({
   api_endpoint: info.url, api_token: info.token, domain: 'acme', debug_mode: false,

@@ -2,15 +2,11 @@
 // signer (payment notifications, Python) and this verifier agree on the format.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import path from 'node:path';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 
 import { webhooks, WebhookSignatureError, TilemoreError } from '../index.mjs';
+import { python, repo } from './service.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repo = path.resolve(here, '../../..');
-const python = process.env.TILEMORE_PYTHON ?? path.join(repo, '.venv/bin/python');
 const BODY = JSON.stringify({ type: 'thread.done', data: { thread_id: 't1' } });
 const SECRET = 'whsec_new';
 const OLD = 'whsec_old';
