@@ -11,7 +11,7 @@ from tilemore.api.envelope import META_PART
 from tilemore.cli.errors import CLIError
 from tilemore.cli.format import echo_json, json_option
 from tilemore.cli.lifecycle import COMMANDS as LIFECYCLE_COMMANDS
-from tilemore.cli.state import cli_ledger, cli_store
+from tilemore.cli.state import check_domain, cli_ledger, cli_store
 from tilemore.cli.webhooks import webhooks_cmd
 from tilemore.errors import TilemoreError
 from tilemore.settings import Settings
@@ -67,8 +67,7 @@ def revoke_token(token_id: str) -> None:
 def list_tokens(domain: str, as_json: bool) -> None:
     """List DOMAIN's tokens (ids only; secrets are never stored)."""
     store = cli_store()
-    if not store.domain_exists(domain):
-        raise CLIError(f"no domain '{domain}'")
+    check_domain(store, domain)
     from tilemore.api.views import iso
     if as_json:
         echo_json([{"id": t.id, "account": t.account, "scopes": list(t.scopes),
@@ -123,8 +122,7 @@ def set_plan(domain: str, bonus_percent: str, commitment: str) -> None:
     from tilemore.billing.money import parse_amount
 
     settings = Settings.from_env()
-    if not cli_store(settings).domain_exists(domain):
-        raise CLIError(f"no domain '{domain}'")
+    check_domain(cli_store(settings), domain)
     percent = parse_amount(bonus_percent, positive=False, field="--bonus-percent")
     if percent < 0:
         raise CLIError("--bonus-percent cannot be negative")
@@ -143,8 +141,7 @@ def add_credits(domain: str, order_id: str, amount: str) -> None:
     from tilemore.billing.service import Billing
 
     settings = Settings.from_env()
-    if not cli_store(settings).domain_exists(domain):
-        raise CLIError(f"no domain '{domain}'")
+    check_domain(cli_store(settings), domain)
     if not 1 <= len(order_id) <= 200:
         raise CLIError("--order-id: 1 to 200 characters")
     billing = Billing(cli_ledger(settings))
@@ -191,8 +188,7 @@ def set_limits(domain: str, account: str | None, rps: str | None, threads: str |
     from tilemore.store.limits import Limit
 
     store = cli_store()
-    if not store.domain_exists(domain):
-        raise CLIError(f"no domain '{domain}'")
+    check_domain(store, domain)
     subject = domain if account is None else f"{domain}/{account}"
     if account is not None and store.account(subject) is None:
         raise CLIError(f"no sub-account '{account}' in domain '{domain}'")
@@ -214,8 +210,7 @@ def show_limits(domain: str, as_json: bool) -> None:
     """Show DOMAIN's and its sub-accounts' rate limits and thread quotas: as set, and what
     applies (the service's defaults where none is set)."""
     store = cli_store()
-    if not store.domain_exists(domain):
-        raise CLIError(f"no domain '{domain}'")
+    check_domain(store, domain)
     rows = _limit_rows(store, domain)
     if as_json:
         echo_json(rows)

@@ -18,7 +18,7 @@ from tilemore.billing.money import parse_amount
 from tilemore.billing.service import Billing
 from tilemore.cli.errors import CLIError
 from tilemore.cli.format import credit_cells, credits, echo_json, json_option
-from tilemore.cli.state import cli_ledger, cli_store
+from tilemore.cli.state import check_domain, cli_ledger, cli_store
 from tilemore.settings import Settings
 
 
@@ -28,8 +28,7 @@ def _open() -> tuple[Billing, Any]:
 
 
 def _account(store, domain: str, sub: str | None) -> str:
-    if not store.domain_exists(domain):
-        raise CLIError(f"no domain '{domain}'")
+    check_domain(store, domain)
     if sub is None:
         return domain
     if store.account(f"{domain}/{sub}") is None:

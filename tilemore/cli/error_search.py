@@ -12,8 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tilemore.api.views import iso, search_body
-from tilemore.cli.errors import CLIError
-from tilemore.cli.state import cli_error_index, cli_store
+from tilemore.cli.state import check_domain, cli_error_index, cli_store
 from tilemore.settings import Settings
 from tilemore.store import ErrorHit
 from tilemore.store.error_index import MARK, MAX_LIMIT
@@ -35,8 +34,8 @@ def search(query: str, limit: int, domain: str | None, as_json: bool) -> None:
     query is FTS5's syntax (also NOT, prefix*, column:word), on PostgreSQL web-search syntax
     (also -word). Best match first, newest first among equals."""
     settings = Settings.from_env()
-    if domain is not None and not cli_store(settings).domain_exists(domain):
-        raise CLIError(f"no domain '{domain}'")
+    if domain is not None:
+        check_domain(cli_store(settings), domain)
     hits = cli_error_index(settings).search_errors(query, domain=domain, limit=limit)
     if as_json:
         click.echo(json.dumps(search_body(query, hits), indent=2, ensure_ascii=False))

@@ -6,9 +6,8 @@ from __future__ import annotations
 import click
 
 from tilemore.blobs import open_blob_store
-from tilemore.cli.errors import CLIError
 from tilemore.cli.format import echo_json, json_option
-from tilemore.cli.state import cli_error_index, cli_settings, cli_store
+from tilemore.cli.state import check_domain, cli_error_index, cli_settings, cli_store
 from tilemore.lifecycle import Collector, Lifecycle, Report
 from tilemore.store.lifecycle import open_lifecycle_store
 
@@ -93,8 +92,7 @@ def delete_domain_data_cmd(domain: str, yes: bool) -> None:
     """Delete DOMAIN's ended threads, their blobs no one else uses and its indexed errors.
     Its accounts, tokens and ledger stay; running threads finish first (run it again)."""
     collector = _collector()
-    if not cli_store().domain_exists(domain):
-        raise CLIError(f"no domain '{domain}'")
+    check_domain(cli_store(), domain)
     if not yes:
         usage = collector.store.usage(domain)
         threads = usage[0]["threads"] if usage else 0

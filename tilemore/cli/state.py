@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import click
 
 from tilemore.billing.ledger import Ledger, open_ledger
+from tilemore.cli.errors import CLIError
 from tilemore.settings import Settings
 from tilemore.store import ErrorIndex, open_store
 from tilemore.store.error_index import open_error_index
@@ -82,3 +83,9 @@ def cli_ledger(settings: Settings | None = None) -> Ledger:
 
 def cli_error_index(settings: Settings | None = None) -> ErrorIndex:
     return click.get_current_context().with_resource(open_error_index(_opened(settings).db))
+
+
+def check_domain(store: Any, domain: str) -> None:
+    """Fail the command with "no domain 'DOMAIN'" unless ``store`` has that domain."""
+    if not store.domain_exists(domain):
+        raise CLIError(f"no domain '{domain}'")

@@ -8,9 +8,8 @@ from rich.console import Console
 from rich.table import Table
 
 from tilemore.api.views import iso
-from tilemore.cli.errors import CLIError
 from tilemore.cli.format import echo_json, json_option
-from tilemore.cli.state import cli_store
+from tilemore.cli.state import check_domain, cli_store
 
 STATUSES = ("pending", "delivered", "given_up")
 
@@ -21,8 +20,7 @@ STATUSES = ("pending", "delivered", "given_up")
 def webhooks_cmd(domain: str, as_json: bool) -> None:
     """List DOMAIN's webhook endpoints, with their deliveries by status."""
     store = cli_store()
-    if not store.domain_exists(domain):
-        raise CLIError(f"no domain '{domain}'")
+    check_domain(store, domain)
     counts = store.delivery_counts(domain)
     rows = [{"id": e.id, "url": e.url, "events": list(e.events),
              "low_balance_threshold": e.low_balance, "created": iso(e.created_at),
