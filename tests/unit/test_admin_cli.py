@@ -4,8 +4,7 @@ PostgreSQL through TILEMORE_DATABASE_URL)."""
 from __future__ import annotations
 
 import pytest
-
-from tilemore.cli import main
+from support.cli import run
 
 
 @pytest.fixture
@@ -13,12 +12,6 @@ def db(backend, monkeypatch):
     for name, value in backend.env.items():
         monkeypatch.setenv(name, value)
     return backend
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_domain_and_token_lifecycle(capsys, db):

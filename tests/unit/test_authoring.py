@@ -14,6 +14,7 @@ import jsonschema
 import numpy as np
 import pytest
 import yaml
+from support.cli import run
 
 from tilemore.catalog import builtin_pipeline_dir
 from tilemore.cli import main
@@ -44,12 +45,6 @@ stages:
   - {name: master, operator: nlmeans}
   - {name: encoder, operator: encoder, params: {quality: 500}}
 """
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def shipped_and_test_pipelines() -> list[Path]:

@@ -7,9 +7,9 @@ import json
 from decimal import Decimal
 
 import pytest
+from support.cli import run
 
 from tilemore.billing.ledger import Entry
-from tilemore.cli import main
 
 
 @pytest.fixture
@@ -19,12 +19,6 @@ def db(backend, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     backend.store().create_domain("acme")
     return backend
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_add_credits_with_plan_bonus_balance_and_history(capsys, db):

@@ -8,9 +8,8 @@ import json
 import numpy as np
 import pytest
 from PIL import Image as PILImage
+from support.cli import run
 from support.images import encode, noisy, photo, png_bomb
-
-from tilemore.cli import main
 
 
 @pytest.fixture
@@ -18,12 +17,6 @@ def jpeg(tmp_path):
     path = tmp_path / "in.jpg"
     path.write_bytes(encode(noisy(photo(320, 240), 15), "JPEG", quality=92))
     return path
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_run_writes_the_result_and_prints_tables(capsys, tmp_path, jpeg):
