@@ -49,6 +49,16 @@ def backend(request, tmp_path):
     db.close()
 
 
+@pytest.fixture
+def store(backend):
+    """``backend``'s thread and token store with two domains, acme and rival: for what one
+    domain may do and the other may not."""
+    s = backend.store()
+    s.create_domain("acme")
+    s.create_domain("rival")
+    return s
+
+
 def pytest_unconfigure(config):
     """A CI run once hung after the summary, on a thread that kept the process alive. Name the
     threads that can hold the exit; if leaving takes minutes, print every stack and fail."""

@@ -21,14 +21,6 @@ def new_thread(key: str, domain: str = "acme") -> NewThread:
                      tasks=[("decode", "decode"), ("encoder", "encoder")])
 
 
-@pytest.fixture
-def store(backend):
-    s = backend.store()
-    s.create_domain("acme")
-    s.create_domain("rival")
-    return s
-
-
 def test_two_conductors_racing_for_one_thread_one_wins(store, backend):
     rec, _ = store.create_thread(new_thread("race"))
     other = backend.store()  # another process's connection

@@ -14,14 +14,6 @@ from tilemore.errors import Forbidden, TilemoreError, Unauthorized
 from tilemore.store import SCOPES, check_scopes
 
 
-@pytest.fixture
-def store(backend):
-    s = backend.store()
-    s.create_domain("acme")
-    s.create_domain("rival")
-    return s
-
-
 def test_a_bearer_token_names_its_domain(store):
     _, secret = store.issue_token("acme")
     auth = Authenticator(store, cache_seconds=0)
