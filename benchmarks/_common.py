@@ -37,6 +37,12 @@ def photo_jpeg(width: int = 4000, height: int = 3000, sigma: float = 12.0, seed:
     return buf.getvalue()
 
 
+def photo_size(megapixels: float) -> tuple[int, int]:
+    """Width and height of a 4:3 photo of about ``megapixels`` (a camera's shape)."""
+    width = int(math.sqrt(megapixels * 1e6 * 4 / 3))
+    return width, width * 3 // 4
+
+
 def median_time(fn: Callable[[], object], repeat: int) -> tuple[float, list[float]]:
     times = []
     for _ in range(repeat):

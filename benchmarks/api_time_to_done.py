@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import statistics
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-from _common import arguments, finish, machine, parse, photo_jpeg, positive
+from _common import arguments, finish, machine, parse, photo_jpeg, photo_size, positive
 from _service import start_service
 from pipeline_overhead import ADJUSTMENTS, direct, set_up
 
@@ -55,8 +54,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--megapixels", type=float, default=12.0)
     args = parse(ap, repeat=1, megapixels=0.3)
-    width = int(math.sqrt(args.megapixels * 1e6 * 4 / 3))
-    size = (width, width * 3 // 4)
+    size = photo_size(args.megapixels)
     graph = build_graph(Catalog.load().pipeline("denoised"), ADJUSTMENTS, "jpeg")
 
     settings, auth = start_service()

@@ -16,12 +16,20 @@ QC's plan skips the same branches (on the noisy photo, the deblocker, impulse an
 from __future__ import annotations
 
 import dataclasses
-import math
 import statistics
 from concurrent.futures import ThreadPoolExecutor
 
 import ray
-from _common import arguments, finish, machine, median_time, parse, photo_jpeg, positive
+from _common import (
+    arguments,
+    finish,
+    machine,
+    median_time,
+    parse,
+    photo_jpeg,
+    photo_size,
+    positive,
+)
 
 from tilemore.catalog import Catalog
 from tilemore.engine.ray_backend import RayBackend, local_cpus
@@ -73,8 +81,7 @@ def main() -> None:
     ap.add_argument("--megapixels", type=float, default=12.0)
     args = parse(ap, repeat=1, megapixels=0.3)
 
-    width = int(math.sqrt(args.megapixels * 1e6 * 4 / 3))
-    data = photo_jpeg(width, width * 3 // 4)
+    data = photo_jpeg(*photo_size(args.megapixels))
     graph = build_graph(Catalog.load().pipeline("denoised"), ADJUSTMENTS, "jpeg")
     settings = Settings()
 
