@@ -23,6 +23,11 @@ from tilemore_operators.noise import estimate_sigma, noise_floor
 class Strength(OperatorParams):
     strength: float = Field(1.0, ge=0.0, le=4.0, description="1.0 removes the estimated noise")
 
+    def scaled(self, factor: float, image: Image) -> float:
+        """A denoiser's own knob: ``strength`` times its tuned ``factor`` times the noise
+        estimated in ``image`` (floored); 0 where there is nothing to remove."""
+        return self.strength * factor * noise_floor(estimate_sigma(image.rgb()))
+
 
 class NLMeansParams(Strength):
     patch_size: int = Field(7, ge=3, le=11, description="odd patch side, pixels")
@@ -39,7 +44,7 @@ class NLMeans(Operator):
     price = Price(per_call=Decimal("0.0005"), per_megapixel=Decimal("0.002"))
 
     def process(self, params: NLMeansParams, image: Image) -> Image:
-        h = params.strength * 0.7 * noise_floor(estimate_sigma(image.rgb()))
+        h = params.scaled(0.7, image)
         if h == 0:
             return image
         bgr = cv2.cvtColor(image.rgb(), cv2.COLOR_RGB2BGR)
@@ -63,7 +68,7 @@ class Bilateral(Operator):
     price = Price(per_call=Decimal("0.0002"), per_megapixel=Decimal("0.0005"))
 
     def process(self, params: BilateralParams, image: Image) -> Image:
-        sigma_colour = params.strength * 4.5 * noise_floor(estimate_sigma(image.rgb()))
+        sigma_colour = params.scaled(4.5, image)
         if sigma_colour == 0:
             return image
         out = cv2.bilateralFilter(
@@ -86,7 +91,7 @@ class Guided(Operator):
     price = Price(per_call=Decimal("0.0002"), per_megapixel=Decimal("0.0005"))
 
     def process(self, params: GuidedParams, image: Image) -> Image:
-        sigma = params.strength * 3.0 * noise_floor(estimate_sigma(image.rgb()))
+        sigma = params.scaled(3.0, image)
         if sigma == 0:
             return image
         return image.with_rgb(guided_filter(image.rgb(), params.radius, (sigma / 255.0) ** 2))
