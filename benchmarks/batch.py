@@ -133,9 +133,9 @@ def _pool_round(src: Path, dest: Path, workers: int, method: str, malloc: str) -
 
 def batch_round(src: Path, dest: Path, data_dir: Path, workers: int) -> Round:
     settings = Settings(data_dir=data_dir, ray_num_cpus=workers)
-    with open_store(settings) as store:  # a fresh ledger each round: every charge is new
+    with open_store(settings.db) as store:  # a fresh ledger each round: every charge is new
         store.create_domain(ACCOUNT)
-    with open_ledger(settings) as ledger:
+    with open_ledger(settings.db) as ledger:
         ledger.append([Entry(ACCOUNT, "order", Decimal(1000), reference="bench")])
     started = time.perf_counter()
     done: list[float] = []

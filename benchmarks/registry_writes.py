@@ -76,7 +76,7 @@ def server_cpu_s(data_dir: Path | None) -> float:
 
 def registry_rate(settings: Settings, threads: int, writers: int,
                   server: Path | None = None) -> dict:
-    store = open_store(settings)
+    store = open_store(settings.db)
     store.create_domain("bench")
     one_thread(store, "warm-up")
     cpu, server_cpu = own_cpu_s(), server_cpu_s(server)
@@ -98,7 +98,7 @@ def ledger_rate(settings: Settings, charges: int, writers: int,
                 server: Path | None = None) -> dict:
     """Charges through the ledger's single group-committing writer, as the billing actor
     appends them."""
-    with open_ledger(settings) as ledger:
+    with open_ledger(settings.db) as ledger:
         ledger.append([Entry("bench", "order", Decimal("1000000"), reference="seed")])
         writer = LedgerWriter(ledger)
         entries = [Entry("bench", "charge", Decimal("-0.00012"), f"t{i // 2}", f"task{i % 2}",

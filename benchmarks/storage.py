@@ -67,12 +67,12 @@ def one_thread(root: Path, pipeline: str, image: bytes, adjustments: dict,
                policy: str) -> dict:
     """One thread, run to done under ``policy``; what it wrote and left, and its time."""
     settings = Settings(data_dir=root, checkpoint_tasks=True, metrics=False)
-    store = open_store(settings)
+    store = open_store(settings.db)
     store.create_domain("bench")
     blobs = LocalBlobStore(settings.blob_path)
     catalog = Catalog.load(settings)
-    lc_store = open_lifecycle_store(settings) if policy == "lifecycle" else None
-    lifecycle = Lifecycle(lc_store, blobs, settings) if lc_store else None
+    lc_store = open_lifecycle_store(settings.db) if policy == "lifecycle" else None
+    lifecycle = Lifecycle(lc_store, blobs, settings.retention) if lc_store else None
     written: dict[str, int] = {"checkpoint": 0, "checkpoint_raw": 0}
 
     def counted(value: object) -> bytes:
@@ -127,9 +127,9 @@ def one_thread(root: Path, pipeline: str, image: bytes, adjustments: dict,
 def collector_rate(root: Path, threads: int) -> dict:
     """Expired threads, each with its own input and result, removed by collector passes."""
     settings = Settings(data_dir=root, metrics=False, gc_batch=1000, blob_grace_seconds=0)
-    store = open_store(settings)
+    store = open_store(settings.db)
     store.create_domain("bench")
-    lc = open_lifecycle_store(settings)
+    lc = open_lifecycle_store(settings.db)
     blobs = LocalBlobStore(settings.blob_path)
     old = time.time() - 10**8  # ended long ago: everything expired
     rows, refs, files, dates = [], [], [], []
@@ -168,7 +168,7 @@ def collector_rate(root: Path, threads: int) -> dict:
             unlinking[0] += time.perf_counter() - t
 
     blobs.delete = timed_delete  # type: ignore[method-assign]
-    collector = Collector(Lifecycle(lc, blobs, settings))
+    collector = Collector(Lifecycle(lc, blobs, settings.retention))
     started = time.perf_counter()
     removed = blobs_removed = 0
     while True:

@@ -156,10 +156,10 @@ def _s3_world(backend, endpoint: str, prefix: str):
     settings = backend.settings(blob_grace_seconds=0)
     threads = backend.store()
     threads.create_domain("acme")
-    lc_store = backend._keep(open_lifecycle_store(settings))  # noqa: SLF001
+    lc_store = backend._keep(open_lifecycle_store(settings.db))  # noqa: SLF001
 
     def collector(url: str) -> Collector:
-        return Collector(Lifecycle(lc_store, store(url, prefix), settings))
+        return Collector(Lifecycle(lc_store, store(url, prefix), settings.retention))
 
     return settings, threads, lc_store, collector
 

@@ -29,11 +29,11 @@ TASKS = [("decode", "decode"), ("first", "spin"), ("second", "spin"), ("encoder"
 def parts(tmp_path):
     settings = Settings(data_dir=tmp_path, checkpoint_tasks=True,
                         pipeline_paths=[DATA / "slow.yaml"])
-    store, ledger = open_store(settings), open_ledger(settings)
+    store, ledger = open_store(settings.db), open_ledger(settings.db)
     store.create_domain("acme")
     store.create_domain("rival")
     ledger.append([Entry("acme", "order", Decimal("100"), reference="o")])
-    return settings, store, ledger, open_blob_store(settings), Catalog.load(settings)
+    return settings, store, ledger, open_blob_store(settings.blobs), Catalog.load(settings)
 
 
 def test_a_paused_conductors_late_writes_are_refused(tmp_path):

@@ -36,8 +36,8 @@ def crashed_after_decode(backend):
     store.create_domain("acme")
     blobs = LocalBlobStore(settings.blob_path)
     catalog = Catalog.load(settings)
-    lifecycle = Lifecycle(backend._keep(open_lifecycle_store(settings)), blobs,  # noqa: SLF001
-                          settings)
+    lifecycle = Lifecycle(backend._keep(open_lifecycle_store(settings.db)), blobs,  # noqa: SLF001
+                          settings.retention)
     image = encode(photo(64, 48), "PNG")
     key = blobs.put(image, "input")
     rec, _ = store.create_thread(NewThread(

@@ -84,7 +84,7 @@ def svc(request, tmp_path_factory):
     s.api.webhook_resolve = s.resolve = lambda host, port: [s.resolved.get(host, "127.0.0.1")]
     s.conductor.events.add(WebhookListener(s.store, s.billing, s.settings.base_url,
                                            cache_seconds=0))
-    s.deliverer = Deliverer(s.store, s.settings, resolve=lambda h, p: s.resolve(h, p))
+    s.deliverer = Deliverer(s.store, s.settings.webhooks, resolve=lambda h, p: s.resolve(h, p))
     s.deliverer.start()
     s.receiver = Receiver()
     s.h = {**s.auth(), "Content-Type": "application/json"}

@@ -37,8 +37,8 @@ class ConductorHost:
         settings = Settings(data_dir=Path(root), checkpoint_tasks=True,
                             pipeline_paths=[DATA / "slow.yaml"])
         self.conductor = Conductor(
-            open_store(settings), open_blob_store(settings), Catalog.load(settings),
-            LocalBackend(settings), billing=Billing(open_ledger(settings)), concurrency=4,
+            open_store(settings.db), open_blob_store(settings.blobs), Catalog.load(settings),
+            LocalBackend(settings), billing=Billing(open_ledger(settings.db)), concurrency=4,
             name=name, lease_seconds=LEASE, claim_seconds=0.2)
         self.conductor.start_sweeping()
 
@@ -53,10 +53,10 @@ def test_a_conductors_node_dies_and_its_threads_complete_elsewhere(cluster, tmp_
 
     settings = Settings(data_dir=tmp_path, checkpoint_tasks=True,
                         pipeline_paths=[DATA / "slow.yaml"])
-    store, ledger = open_store(settings), open_ledger(settings)
+    store, ledger = open_store(settings.db), open_ledger(settings.db)
     store.create_domain("acme")
     ledger.append([Entry("acme", "order", Decimal("1000"), reference="o")])
-    blobs = open_blob_store(settings)
+    blobs = open_blob_store(settings.blobs)
     slow = Catalog.load(settings).pipeline("slow")
     ids = []
     for i in range(THREADS):

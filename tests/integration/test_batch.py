@@ -46,12 +46,12 @@ def jpeg(seed: int, width: int = 64, height: int = 48) -> bytes:
 
 
 def charges(data_dir: Path, account: str = "demo") -> list:
-    with open_ledger(Settings(data_dir=data_dir)) as ledger:
+    with open_ledger(Settings(data_dir=data_dir).db) as ledger:
         return [r for r in ledger.entries(account) if r["kind"] == "charge"]
 
 
 def balance(data_dir: Path, account: str = "demo") -> Decimal:
-    with open_ledger(Settings(data_dir=data_dir)) as ledger:
+    with open_ledger(Settings(data_dir=data_dir).db) as ledger:
         return ledger.balance(account)
 
 
@@ -168,7 +168,7 @@ def test_operator_failure_and_missing_credits(capsys, tmp_path, data_dir):
     assert sorted(r["task_id"] for r in charges(data_dir)) == ["decode", "decode"]
 
     # A sub-account without credits: nothing runs, nothing is written or charged.
-    with open_store(Settings(data_dir=data_dir)) as store:
+    with open_store(Settings(data_dir=data_dir).db) as store:
         store.create_subaccount("demo", "broke")
     dest2 = tmp_path / "out2"
     code, out, err = tilemore(capsys, "batch", str(src), str(dest2), "-p", "thumbnail",
@@ -308,9 +308,9 @@ def _block(tmp_path, files: dict[str, bytes], credits: str, pipeline: str = "thu
     from tilemore.billing.ledger import Entry
 
     settings = Settings(data_dir=tmp_path / "data")
-    with open_store(settings) as store:
+    with open_store(settings.db) as store:
         store.create_domain("shop")
-    with open_ledger(settings) as ledger:
+    with open_ledger(settings.db) as ledger:
         ledger.append([Entry("shop", "order", Decimal(credits), reference="o1")])
     for name, data in files.items():
         (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
@@ -337,7 +337,7 @@ def test_one_block_of_images_is_billed_image_by_image(tmp_path):
     billed = charges(tmp_path / "data", "shop")
     assert {r["thread_id"] for r in billed} == {outcomes[0].thread_id}
     assert sum(-Decimal(r["amount"]) for r in billed) == Decimal(outcomes[0].credits) > 0
-    with open_ledger(Settings(data_dir=tmp_path / "data")) as ledger:
+    with open_ledger(Settings(data_dir=tmp_path / "data").db) as ledger:
         assert ledger.held("shop") == 0  # every reservation released
 
 

@@ -24,7 +24,7 @@ def billing(tmp_path):
     from tilemore.store import open_store
 
     settings = Settings(data_dir=tmp_path)
-    open_store(settings).create_domain("acme")  # the threads table the sweep reads
+    open_store(settings.db).create_domain("acme")  # the threads table the sweep reads
     handle = BillingActor.options(name=f"billing-{uuid.uuid4().hex[:8]}").remote(settings)
     yield BillingProxy(handle)
     ray.kill(handle)
@@ -56,9 +56,9 @@ def test_reads_come_from_this_process_and_see_the_actors_writes(tmp_path):
     from tilemore.store import open_store
 
     settings = Settings(data_dir=tmp_path)
-    open_store(settings).create_domain("acme")
+    open_store(settings.db).create_domain("acme")
     handle = BillingActor.options(name=f"billing-{uuid.uuid4().hex[:8]}").remote(settings)
-    billing = BillingProxy(handle, BillingReads(open_ledger(settings)))
+    billing = BillingProxy(handle, BillingReads(open_ledger(settings.db)))
     billing.order("acme", "inv-1", D("10"))
     billing.charge(account="acme", traced_for=None, thread_id="t1", task_id="a",
                    operator="decode", megapixels=1.0, cost=D("0.25"), hold=None)

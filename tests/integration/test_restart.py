@@ -160,16 +160,16 @@ def test_a_new_head_resumes_every_thread_from_postgres_and_s3(postgres_dsn, tmp_
         auth = {"Authorization": f"Token {token} Domain demo"}
         try:
             ids = submit_threads(port, auth, seed=7)
-            with open_store(settings) as store:
+            with open_store(settings.db) as store:
                 until_some_work_is_done(store, ids)  # lose the head then
         finally:
             kill9(proc)
-        with open_store(settings) as store:
+        with open_store(settings.db) as store:
             assert any(store.get_thread(tid).status == "processing" for tid in ids)
 
         proc, _, _ = start(tmp_path / "head-2", port, shared)  # nothing local carried over
         try:
-            with open_store(settings) as store:
+            with open_store(settings.db) as store:
                 deadline = time.monotonic() + 180
                 while time.monotonic() < deadline:
                     if all(store.get_thread(tid).status == "done" for tid in ids):
@@ -179,7 +179,7 @@ def test_a_new_head_resumes_every_thread_from_postgres_and_s3(postgres_dsn, tmp_
                 tasks = {tid: [t.task_id for t in store.get_thread(tid).tasks] for tid in ids}
         finally:
             kill9(proc)
-        with open_ledger(settings) as ledger:
+        with open_ledger(settings.db) as ledger:
             assert ledger.verify().ok
         with psycopg.connect(dsn) as conn:  # every charge, as the ledger holds it
             rows = conn.execute("SELECT thread_id, task_id FROM ledger WHERE kind = 'charge'"

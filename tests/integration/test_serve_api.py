@@ -30,7 +30,7 @@ def api(ray_session, tmp_path_factory):
 
     settings = Settings(data_dir=tmp_path_factory.mktemp("serve"), port=free_port(),
                         pipeline_paths=[DATA / "slow.yaml"])
-    store = open_store(settings)
+    store = open_store(settings.db)
     store.create_domain("acme")
     _, token = store.issue_token("acme")
     SQLiteLedger(settings.database_path).append(

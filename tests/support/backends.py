@@ -50,13 +50,13 @@ class Backend:
         return Settings(data_dir=self.root, database_url=self.url, **values)
 
     def store(self) -> Any:
-        return self._keep(open_store(self.settings()))
+        return self._keep(open_store(self.settings().db))
 
     def ledger(self, clock: Callable[[], float] = time.time) -> Ledger:
-        return self._keep(open_ledger(self.settings(), clock))
+        return self._keep(open_ledger(self.settings().db, clock))
 
     def errors(self) -> ErrorIndexSQL:
-        return self._keep(open_error_index(self.settings()))
+        return self._keep(open_error_index(self.settings().db))
 
     def sibling(self) -> Backend:
         """Another, empty database of the same kind (hypothesis runs many examples in one

@@ -25,8 +25,8 @@ def world(backend, monkeypatch):
     for domain in ("acme", "rival"):
         threads.create_domain(domain)
     blobs = LocalBlobStore(settings.blob_path)
-    lifecycle = Lifecycle(backend._keep(open_lifecycle_store(settings)), blobs,  # noqa: SLF001
-                          settings)
+    lifecycle = Lifecycle(backend._keep(open_lifecycle_store(settings.db)), blobs,  # noqa: SLF001
+                          settings.retention)
     return threads, blobs, lifecycle
 
 

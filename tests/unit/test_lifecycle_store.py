@@ -22,9 +22,9 @@ class World:
         self.settings = backend.settings(blob_grace_seconds=0, **settings)
         self.threads = backend.store()
         self.threads.create_domain("acme")
-        self.store = backend._keep(open_lifecycle_store(self.settings))  # noqa: SLF001
+        self.store = backend._keep(open_lifecycle_store(self.settings.db))  # noqa: SLF001
         self.blobs = LocalBlobStore(self.settings.blob_path)
-        self.lifecycle = Lifecycle(self.store, self.blobs, self.settings)
+        self.lifecycle = Lifecycle(self.store, self.blobs, self.settings.retention)
         self.collector = Collector(self.lifecycle)
 
     def put(self, data: bytes, kind: str) -> str:
@@ -302,7 +302,8 @@ def test_a_collector_process_killed_mid_batch_is_finished_by_the_next_pass(backe
         "        super().delete(list(keys)[:len(keys) // 2], modified_before=modified_before)\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         "s = Settings.from_env()\n"
-        "Collector(Lifecycle(open_lifecycle_store(s), Dies(s.blob_path), s)).run_pass()\n")
+        "lifecycle = Lifecycle(open_lifecycle_store(s.db), Dies(s.blob_path), s.retention)\n"
+        "Collector(lifecycle).run_pass()\n")
     env = {**os.environ, **backend.env, "TILEMORE_BLOB_GRACE_SECONDS": "0",
            "TILEMORE_METRICS": "false"}
     proc = subprocess.run([sys.executable, "-c", script], env=env, timeout=120,

@@ -136,7 +136,7 @@ def test_a_retry_reads_its_inputs_again_from_their_checkpoints(tmp_path):
     from tilemore.settings import Settings
 
     settings = Settings(data_dir=tmp_path, checkpoint_tasks=True)
-    blobs = open_blob_store(settings)
+    blobs = open_blob_store(settings.blobs)
     reloaded = []
 
     def reload(stats):

@@ -151,7 +151,7 @@ def test_tracing_errors_never_reach_the_conductor(traced, caplog):
 
 
 def test_off_records_nothing_and_costs_nothing():
-    tracer = Tracer.from_settings(Settings())
+    tracer = Tracer.from_settings(Settings().traces)
     assert not tracer.enabled
     with tracer.thread_span("th9", pipeline="p") as trace:
         trace.task_started("a", T0)
@@ -168,10 +168,10 @@ def test_the_exporter_is_chosen_by_setting(monkeypatch):
     settings = Settings.from_env()
     assert (settings.tracing, settings.otlp_endpoint) == (
         "otlp", "http://collector:4318/v1/traces")
-    tracer = Tracer.from_settings(settings)
+    tracer = Tracer.from_settings(settings.traces)
     assert tracer.enabled
     tracer.shutdown()
-    console = Tracer.from_settings(Settings(tracing="console"))
+    console = Tracer.from_settings(Settings(tracing="console").traces)
     assert console.enabled
     console.shutdown()
     monkeypatch.setenv("TILEMORE_OTLP_ENDPOINT", "collector:4317")  # gRPC's, say

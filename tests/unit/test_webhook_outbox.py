@@ -102,8 +102,8 @@ def test_the_collector_forgets_finished_deliveries_past_their_time(backend, tmp_
     for c, state in zip(claimed, ("delivered", "given_up"), strict=True):
         store.record_attempt(c, time.time(), 200, None, 0.1, state)
     settings = backend.settings(retention_webhooks_seconds=2 * 86400)
-    lifecycle = Lifecycle(backend._keep(open_lifecycle_store(settings)),  # noqa: SLF001
-                          LocalBlobStore(tmp_path / "blobs"), settings)
+    lifecycle = Lifecycle(backend._keep(open_lifecycle_store(settings.db)),  # noqa: SLF001
+                          LocalBlobStore(tmp_path / "blobs"), settings.retention)
     report = Collector(lifecycle).run_pass()
     assert report.webhooks == 2
     assert [d["status"] for d in store.deliveries("acme", ep.id)] == ["pending"]
