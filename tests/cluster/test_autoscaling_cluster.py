@@ -185,6 +185,19 @@ def launched_types() -> set[str]:
     return types - {HEAD_TYPE}
 
 
+class Watch:
+    """What the autoscaler did, gathered at each look (a call): every worker node seen (id →
+    resources, also those gone since) and every worker type it launched."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, dict[str, float]] = {}
+        self.types: set[str] = set()
+
+    def __call__(self) -> None:
+        self.nodes.update(workers())
+        self.types.update(launched_types())
+
+
 def backlog(backend: RayBackend, operator: type, replicas: int, calls_in_flight: int,
             look, seconds: float = 90) -> tuple[set[int], int]:
     """Keep ``calls_in_flight`` one-second calls in flight until ``replicas`` different
@@ -217,12 +230,8 @@ def test_a_backlog_launches_cpu_nodes_which_go_away_when_idle(fake_cloud):
     assert workers() == {}  # min_workers 0: nothing but the head
     settings = Settings.from_env({"TILEMORE_OPERATOR_AUTOSCALING": json.dumps(NAP_AUTOSCALING)})
     backend = RayBackend(settings)
-    seen: dict[str, dict[str, float]] = {}
-    types: set[str] = set()
-
-    def look() -> None:
-        seen.update(workers())
-        types.update(launched_types())
+    look = Watch()
+    seen, types = look.nodes, look.types
     try:
         # The pool's first replica needs a CPU, which only a worker node has: its pending
         # actor is the demand that launches one.
@@ -264,13 +273,8 @@ def test_a_gpu_backlog_launches_gpu_nodes(fake_cloud):
     ship_by_value(Nap)  # GpuNap's base class, from a module the workers cannot import
     auto = {"gpu-nap": {**NAP_AUTOSCALING["nap"], "max_replicas": 2}}
     backend = RayBackend(Settings(operator_autoscaling=auto))
-    seen: dict[str, dict[str, float]] = {}
-    types: set[str] = set()
-
-    def look() -> None:
-        seen.update(workers())
-        types.update(launched_types())
-
+    look = Watch()
+    seen, types = look.nodes, look.types
     try:
         started = time.monotonic()
         backend.prepare([GpuNap])
