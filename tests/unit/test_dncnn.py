@@ -127,6 +127,20 @@ def test_bfloat16_on_cpu_stays_within_a_tenth_of_a_db_of_float32():
     assert results["float32"] > psnr(dirty.pixels, clean) + 5
 
 
+def test_bfloat16_tiles_are_wider_for_the_same_memory():
+    """bfloat16 halves each activation's bytes: its tiles hold about twice the pixels in the
+    same tile memory (fewer tiles, less halo recomputed), and still fit it."""
+    h = OperatorHost(DnCNNDenoise, Settings(tile_memory_bytes=128 * 2**20))
+    op = h.operator
+    sides = {}
+    for precision in ("float32", "bfloat16"):
+        op.precision = precision
+        sides[precision] = op.tile_side()
+    assert 1.3 < sides["bfloat16"] / sides["float32"] < 1.45
+    window = sides["bfloat16"] + 2 * op.halo
+    assert window**2 / 1e6 * op.bfloat16_memory_per_megapixel <= 128 * 2**20
+
+
 @pytest.mark.parametrize("ensemble", [2, 8])
 def test_self_ensemble_tiles_exactly_and_undoes_its_views(weights, ensemble):
     h = host(weights)
