@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_billing_cli import run
+from support.cli import run
 from test_error_index import error
 
 

@@ -7,10 +7,10 @@ import json
 import os
 
 import pytest
+from support.cli import run
 
 from tilemore.blobs import blob_key
 from tilemore.blobs.local import LocalBlobStore
-from tilemore.cli import main
 from tilemore.lifecycle import Lifecycle
 from tilemore.store import NewThread, ResultInfo
 from tilemore.store.lifecycle import open_lifecycle_store
@@ -28,12 +28,6 @@ def world(backend, monkeypatch):
     lifecycle = Lifecycle(backend._keep(open_lifecycle_store(settings.db)), blobs,  # noqa: SLF001
                           settings.retention)
     return threads, blobs, lifecycle
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def done(world, domain: str, name: str, image: bytes) -> str:
