@@ -9,8 +9,8 @@ import urllib.request
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 from support.images import encode, photo
+from support.moto_s3 import moto_s3
 from support.refusing_s3 import RefusingS3Proxy
 from support.service_harness import Service, free_port, http
 from support.waits import until
@@ -22,16 +22,9 @@ from tilemore.settings import Settings
 
 @pytest.fixture(scope="module")
 def s3_endpoint(monkeypatch_module):
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    for var, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
-                       ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch_module.setenv(var, value)
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="tilemore-test")
-    yield endpoint
-    server.stop()
+    with moto_s3(monkeypatch_module) as endpoint:
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="tilemore-test")
+        yield endpoint
 
 
 @pytest.fixture(scope="module")

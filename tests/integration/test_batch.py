@@ -10,11 +10,10 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 from PIL import Image as PILImage
 from support.images import encode, noisy, photo
+from support.moto_s3 import moto_s3
 from support.pipelines import one_stage
-from support.service_harness import free_port
 
 from tilemore.batch import REPORT_NAME
 from tilemore.batch.plan import output_name, plan_items
@@ -213,18 +212,11 @@ def test_fatal_errors_are_one_line_and_write_nothing(case, capsys, tmp_path, dat
 
 @pytest.fixture
 def s3(monkeypatch):
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    for var, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
-                       ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(var, value)
-    endpoint = f"http://127.0.0.1:{port}"
-    monkeypatch.setenv("TILEMORE_S3_ENDPOINT", endpoint)
-    client = boto3.client("s3", endpoint_url=endpoint)
-    client.create_bucket(Bucket="photos")
-    yield client
-    server.stop()
+    with moto_s3(monkeypatch) as endpoint:
+        monkeypatch.setenv("TILEMORE_S3_ENDPOINT", endpoint)
+        client = boto3.client("s3", endpoint_url=endpoint)
+        client.create_bucket(Bucket="photos")
+        yield client
 
 
 def test_s3_prefix_to_s3_prefix(capsys, s3, data_dir):

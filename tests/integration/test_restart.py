@@ -133,60 +133,56 @@ def test_a_new_head_resumes_every_thread_from_postgres_and_s3(postgres_dsn, tmp_
     thread completes, and no task is charged twice."""
     import boto3
     import psycopg
-    from moto.server import ThreadedMotoServer
+    from support.moto_s3 import CREDENTIALS, moto_server
     from support.postgres import drop_schema, fresh_schema
 
     from tilemore.billing.ledger import open_ledger
     from tilemore.store import open_store
 
     schema, dsn = fresh_schema(postgres_dsn)
-    s3_port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=s3_port, verbose=False)
-    moto.start()
-    creds = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-             "AWS_DEFAULT_REGION": "us-east-1"}
-    endpoint = f"http://127.0.0.1:{s3_port}"
-    boto3.client("s3", endpoint_url=endpoint, **{k.lower(): v for k, v in creds.items()
-                                                  if k != "AWS_DEFAULT_REGION"},
-                 region_name="us-east-1").create_bucket(Bucket="tilemore")
-    shared = creds | {"TILEMORE_DATABASE_URL": dsn, "TILEMORE_BLOB_STORE": "s3",
-                      "TILEMORE_S3_ENDPOINT": endpoint, "TILEMORE_S3_BUCKET": "tilemore",
-                      "TILEMORE_S3_REGION": "us-east-1"}
-    settings = Settings(database_url=dsn)
-    port = free_port()
     try:
-        proc, _, _ = start(tmp_path / "head-1", port, shared)
-        token = (tmp_path / "head-1" / "demo-token").read_text().strip()
-        auth = {"Authorization": f"Token {token} Domain demo"}
-        try:
-            ids = submit_threads(port, auth, seed=7)
+        with moto_server() as endpoint:
+            keys = {k.lower(): v for k, v in CREDENTIALS.items() if k != "AWS_DEFAULT_REGION"}
+            boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                         **keys).create_bucket(Bucket="tilemore")
+            shared = CREDENTIALS | {
+                "TILEMORE_DATABASE_URL": dsn, "TILEMORE_BLOB_STORE": "s3",
+                "TILEMORE_S3_ENDPOINT": endpoint, "TILEMORE_S3_BUCKET": "tilemore",
+                "TILEMORE_S3_REGION": "us-east-1"}
+            settings = Settings(database_url=dsn)
+            port = free_port()
+            proc, _, _ = start(tmp_path / "head-1", port, shared)
+            token = (tmp_path / "head-1" / "demo-token").read_text().strip()
+            auth = {"Authorization": f"Token {token} Domain demo"}
+            try:
+                ids = submit_threads(port, auth, seed=7)
+                with open_store(settings.db) as store:
+                    until_some_work_is_done(store, ids)  # lose the head then
+            finally:
+                kill9(proc)
             with open_store(settings.db) as store:
-                until_some_work_is_done(store, ids)  # lose the head then
-        finally:
-            kill9(proc)
-        with open_store(settings.db) as store:
-            assert any(store.get_thread(tid).status == "processing" for tid in ids)
+                assert any(store.get_thread(tid).status == "processing" for tid in ids)
 
-        proc, _, _ = start(tmp_path / "head-2", port, shared)  # nothing local carried over
-        try:
-            with open_store(settings.db) as store:
-                deadline = time.monotonic() + 180
-                while time.monotonic() < deadline:
-                    if all(store.get_thread(tid).status == "done" for tid in ids):
-                        break
-                    time.sleep(0.2)
-                assert {store.get_thread(tid).status for tid in ids} == {"done"}
-                tasks = {tid: [t.task_id for t in store.get_thread(tid).tasks] for tid in ids}
-        finally:
-            kill9(proc)
-        with open_ledger(settings.db) as ledger:
-            assert ledger.verify().ok
-        with psycopg.connect(dsn) as conn:  # every charge, as the ledger holds it
-            rows = conn.execute("SELECT thread_id, task_id FROM ledger WHERE kind = 'charge'"
-                                ).fetchall()
-        assert sorted(rows) == sorted((tid, t) for tid in ids for t in tasks[tid])
+            proc, _, _ = start(tmp_path / "head-2", port, shared)  # nothing local carried over
+            try:
+                with open_store(settings.db) as store:
+                    deadline = time.monotonic() + 180
+                    while time.monotonic() < deadline:
+                        if all(store.get_thread(tid).status == "done" for tid in ids):
+                            break
+                        time.sleep(0.2)
+                    assert {store.get_thread(tid).status for tid in ids} == {"done"}
+                    tasks = {tid: [t.task_id for t in store.get_thread(tid).tasks]
+                             for tid in ids}
+            finally:
+                kill9(proc)
+            with open_ledger(settings.db) as ledger:
+                assert ledger.verify().ok
+            with psycopg.connect(dsn) as conn:  # every charge, as the ledger holds it
+                rows = conn.execute("SELECT thread_id, task_id FROM ledger"
+                                    " WHERE kind = 'charge'").fetchall()
+            assert sorted(rows) == sorted((tid, t) for tid in ids for t in tasks[tid])
     finally:
-        moto.stop()
         drop_schema(postgres_dsn, schema)
 
 
