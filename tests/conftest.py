@@ -43,8 +43,7 @@ def postgres_dsn():
 @pytest.fixture(params=backends.NAMES)
 def backend(request, tmp_path):
     """Run the test once on SQLite and once on a fresh PostgreSQL schema."""
-    dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgres" else None
-    db = backends.Backend(request.param, tmp_path, dsn)
+    db = backends.Backend.of(request, tmp_path)
     yield db
     db.close()
 

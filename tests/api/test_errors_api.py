@@ -20,8 +20,7 @@ BROKEN = Path(__file__).parents[1] / "data" / "broken.yaml"
 @pytest.fixture(scope="module", params=NAMES)
 def svc(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"errors-{request.param}")
-    dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgres" else None
-    db = Backend(request.param, root / "db", dsn)
+    db = Backend.of(request, root / "db")
     s = Service(root, database_url=db.url, pipeline_paths=[BROKEN],
                 errors_log_path=root / "logs" / "errors.ndjson")
     s.store.create_subaccount("acme", "studio")

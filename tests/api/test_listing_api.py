@@ -22,8 +22,7 @@ ENV = {"output_format": "png", "adjustments": {"master": {"algorithm": "bilatera
 @pytest.fixture(scope="module", params=NAMES)
 def svc(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"listing-{request.param}")
-    dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgres" else None
-    db = Backend(request.param, root / "db", dsn)
+    db = Backend.of(request, root / "db")
     s = Service(root, database_url=db.url, pipeline_paths=[BROKEN])
     s.store.create_subaccount("acme", "studio")
     s.billing.payment("acme", "acme/studio", "p1", Decimal("100"))

@@ -76,8 +76,7 @@ class Replica:
 
 @pytest.fixture(params=NAMES)
 def replicas(request, tmp_path):
-    dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgres" else None
-    db = Backend(request.param, tmp_path / "db", dsn)
+    db = Backend.of(request, tmp_path / "db")
     started: list[Replica] = []
     try:
         # one after the other: the first creates the domains, sets the limit

@@ -73,8 +73,7 @@ class Receiver:
 @pytest.fixture(scope="module", params=NAMES)
 def svc(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"webhooks-{request.param}")
-    dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgres" else None
-    db = Backend(request.param, root / "db", dsn)
+    db = Backend.of(request, root / "db")
     s = Service(root, database_url=db.url, pipeline_paths=[BROKEN],
                 webhook_allowed_networks=["127.0.0.0/8"], webhook_retry_seconds=WINDOW,
                 webhook_backoff_seconds=0.1, webhook_backoff_max_seconds=0.4,

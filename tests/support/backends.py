@@ -25,6 +25,13 @@ NAMES = ("sqlite", "postgres")
 
 
 class Backend:
+    @classmethod
+    def of(cls, request: Any, root: Path) -> Backend:
+        """The backend a fixture parametrised over :data:`NAMES` asks for (PostgreSQL on the
+        session's server)."""
+        dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgres" else None
+        return cls(request.param, root, dsn)
+
     def __init__(self, name: str, root: Path, server_dsn: str | None = None) -> None:
         self.name, self.root, self._server = name, root, server_dsn
         self.schema: str | None = None
