@@ -123,16 +123,8 @@ def durable_postgres():
     sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
     from support.postgres import Cluster, find_bindir
 
-    class Durable(Cluster):
-        def start(self) -> None:
-            options = (f"-c listen_addresses=127.0.0.1 -c port={self.port}"
-                       f" -c unix_socket_directories={self.root} -c max_connections=300"
-                       " -c fsync=on -c synchronous_commit=on")
-            self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"),
-                      "-o", options, "-w", "-t", "60", "start")
-
     bindir = find_bindir()
-    return Durable(bindir) if bindir else None
+    return Cluster(bindir, "-c fsync=on -c synchronous_commit=on") if bindir else None
 
 
 def main() -> None:

@@ -53,8 +53,12 @@ def _free_port() -> int:
 class Cluster:
     """A throwaway PostgreSQL cluster; ``stop()`` and ``start()`` make an outage."""
 
-    def __init__(self, bindir: Path) -> None:
+    # The tests' cluster is thrown away: nothing it writes needs to survive a crash.
+    DURABILITY = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+
+    def __init__(self, bindir: Path, durability: str | None = None) -> None:
         self.bindir = bindir
+        self.durability = self.DURABILITY if durability is None else durability
         self.root = Path(tempfile.mkdtemp(prefix="tilemore-pg-"))
         self.data = self.root / "data"
         self.port = _free_port()
@@ -73,8 +77,8 @@ class Cluster:
 
     def start(self) -> None:
         options = (f"-c listen_addresses=127.0.0.1 -c port={self.port}"
-                   f" -c unix_socket_directories={self.root} -c max_connections=300"
-                   " -c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+                   f" -c unix_socket_directories={self.root} -c max_connections=300 "
+                   + self.durability)
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"),
                   "-o", options, "-w", "-t", "60", "start")
 
