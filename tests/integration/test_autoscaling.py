@@ -140,8 +140,9 @@ def test_the_ingress_deployment_scales_with_http_load(ray_session, tmp_path):
     """Serve's own autoscaling, configured from Settings: concurrent requests raise the
     ingress's replicas to its max, and they fall back to min once the load stops."""
     from ray import serve
+
     from tilemore_deployments.billing import NAME as BILLING
-    from tilemore_deployments.conductor import NAME, NAMESPACE
+    from tilemore_deployments.conductor import NAMESPACE, running_conductors
     from tilemore_deployments.ingress import build_app
 
     settings = Settings(data_dir=tmp_path, port=free_port(), ingress_min_replicas=1,
@@ -171,7 +172,7 @@ def test_the_ingress_deployment_scales_with_http_load(ray_session, tmp_path):
     finally:
         # Serve itself too: the next module's serve.start gets its own port then.
         serve.shutdown()
-        for name in (NAME, BILLING):
+        for name in (*running_conductors(), BILLING):
             try:
                 ray.kill(ray.get_actor(name, namespace=NAMESPACE))
             except ValueError:
