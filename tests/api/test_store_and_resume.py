@@ -7,20 +7,13 @@ import threading
 
 import pytest
 from support.images import encode, photo
+from support.thread_records import died_after_decode, new_thread, service_parts, stored_thread
 
 from tilemore.blobs.local import LocalBlobStore
 from tilemore.catalog import Catalog
 from tilemore.engine import LocalBackend
 from tilemore.service.conductor import Conductor
 from tilemore.store import NewThread
-
-
-def new_thread(key: str = "k1") -> NewThread:
-    return NewThread(domain="acme", account="acme", idem_key=key, pipeline="thumbnail",
-                     fingerprint="f", meta_parts=["a"], image_sha256="0" * 64, input_key="0" * 64,
-                     output_format="png", envelope={"adjustments": {}},
-                     tasks=[("decode", "decode"), ("shifter", "shifter"),
-                            ("encoder", "encoder")])
 
 
 def test_uniqueness_is_the_database_s_across_connections(backend):
@@ -99,49 +92,21 @@ def test_a_new_conductor_resumes_and_skips_finished_tasks(backend):
     assert ran == {"shifter", "encoder"}
 
 
-def died_after_decode(store, thread_id: str) -> None:
-    """Pretend the service died after `decode`: shifter and encoder never finished."""
-    with store._tx() as db:  # noqa: SLF001 - setting up a crash by hand
-        db.execute("UPDATE threads SET status = 'processing', result = NULL WHERE id = ?",
-                   (thread_id,))
-        db.execute("UPDATE tasks SET status = 'pending', checkpoint_key = NULL WHERE"
-                   " thread_id = ? AND task_id != 'decode'", (thread_id,))
-
-
-def _service_parts(backend):
-    settings = backend.settings(checkpoint_tasks=True)
-    store = backend.store()
-    store.create_domain("acme")
-    blobs = LocalBlobStore(settings.blob_path)
-    return settings, store, blobs, Catalog.load(settings)
-
-
-def _thread(store, blobs, fingerprint: str, key: str = "k"):
-    image_key = blobs.put(encode(photo(32, 24), "PNG"))
-    rec, _ = store.create_thread(NewThread(
-        domain="acme", account="acme", idem_key=key, pipeline="thumbnail",
-        fingerprint=fingerprint,
-        meta_parts=[], image_sha256=image_key, input_key=image_key, output_format="png",
-        envelope={"adjustments": {}}, tasks=[("decode", "decode"), ("shifter", "shifter"),
-                                             ("encoder", "encoder")]))
-    return rec
-
-
 def test_a_thread_whose_pipeline_changed_fails_instead_of_mixing_versions(backend):
-    settings, store, blobs, catalog = _service_parts(backend)
-    rec = _thread(store, blobs, fingerprint="from-an-older-deploy")
+    settings, store, blobs, catalog = service_parts(backend)
+    rec = stored_thread(store, blobs, fingerprint="from-an-older-deploy")
     assert Conductor(store, blobs, catalog, LocalBackend(settings)).run_thread(rec.id) == "failed"
     assert store.get_thread(rec.id).error_code == "pipeline_changed"
 
 
 def test_a_thread_that_keeps_breaking_the_conductor_fails_after_three_attempts(backend):
-    settings, store, blobs, catalog = _service_parts(backend)
+    settings, store, blobs, catalog = service_parts(backend)
 
     class Broken(LocalBackend):
         def put(self, value):
             raise ConnectionError("the cluster is gone")
 
-    rec = _thread(store, blobs, catalog.pipeline("thumbnail").fingerprint)
+    rec = stored_thread(store, blobs, catalog.pipeline("thumbnail").fingerprint)
     conductor = Conductor(store, blobs, catalog, Broken(settings))
     for attempt in range(3):
         assert store.get_thread(rec.id).status == "processing", attempt

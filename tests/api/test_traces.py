@@ -17,8 +17,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from support.images import encode, noisy, photo
 from support.service_harness import Service
+from support.thread_records import died_after_decode, new_thread, service_parts, stored_thread
 from support.waits import until
-from test_store_and_resume import _service_parts, _thread, died_after_decode, new_thread
 
 from tilemore.engine import LocalBackend
 from tilemore.service.conductor import Conductor
@@ -55,8 +55,8 @@ def test_a_database_from_before_traces_gets_the_column(backend):
 
 
 def test_a_resumed_thread_keeps_its_trace_id(backend):
-    settings, store, blobs, catalog = _service_parts(backend)
-    rec = _thread(store, blobs, catalog.pipeline("thumbnail").fingerprint)
+    settings, store, blobs, catalog = service_parts(backend)
+    rec = stored_thread(store, blobs, catalog.pipeline("thumbnail").fingerprint)
     exporter = InMemorySpanExporter()
     tracer = Tracer(exporter)
     try:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 from support.cli import run
-from test_error_index import error
+from support.error_records import error
 
 
 @pytest.fixture

@@ -8,47 +8,13 @@ import time
 from decimal import Decimal
 
 import pytest
-from support.images import encode, photo
+from support.conductor_parts import Parts
 
-from tilemore.billing import Entry
 from tilemore.billing.service import Billing
-from tilemore.blobs.local import LocalBlobStore
-from tilemore.catalog import Catalog
 from tilemore.engine import LocalBackend
 from tilemore.errors import DatabaseUnavailable
-from tilemore.service.conductor import Conductor
-from tilemore.store import NewThread
 
 D = Decimal
-TASKS = [("decode", "decode"), ("shifter", "shifter"), ("encoder", "encoder")]
-
-
-class Parts:
-    def __init__(self, backend) -> None:
-        self.settings = backend.settings(checkpoint_tasks=True)
-        self.store = backend.store()
-        self.store.create_domain("acme")
-        self.blobs = LocalBlobStore(self.settings.blob_path)
-        self.catalog = Catalog.load(self.settings)
-        self.now = [time.time()]
-        self.ledger = backend.ledger(clock=lambda: self.now[0])
-        self.ledger.append([Entry("acme", "order", D("10"), reference="o")])
-        self.fingerprint = self.catalog.pipeline("thumbnail").fingerprint
-
-    def accept(self, key: str, hold: str = "1"):
-        """What the ingress does: reserve, store the image, record the thread."""
-        self.ledger.reserve("acme", key, D(hold))
-        image = self.blobs.put(encode(photo(32, 24), "PNG"))
-        rec, _ = self.store.create_thread(NewThread(
-            domain="acme", account="acme", idem_key=key, pipeline="thumbnail",
-            fingerprint=self.fingerprint, meta_parts=[], image_sha256=image, input_key=image,
-            output_format="png", envelope={"adjustments": {}}, tasks=TASKS))
-        return rec
-
-    def conductor(self, billing: Billing, backend=None, **kw) -> Conductor:
-        return Conductor(self.store, self.blobs, self.catalog,
-                         backend or LocalBackend(self.settings), billing=billing, **kw)
-
 
 @pytest.fixture
 def parts(backend):

@@ -6,8 +6,8 @@ PostgreSQL), in this process (no Ray)."""
 from __future__ import annotations
 
 import pytest
+from support.conductor_parts import Parts
 from support.waits import until
-from test_conductor_holds import Parts
 
 from tilemore.billing.service import Billing
 from tilemore.service.conductor_pool import ConductorPool, PoolPolicy

@@ -4,23 +4,9 @@ searches it refuses (a 400 with a code, never a database error)."""
 from __future__ import annotations
 
 import pytest
+from support.error_records import error
 
 from tilemore.errors import InvalidSearch
-from tilemore.store import ErrorRecord
-
-TRACEBACK = '''Traceback (most recent call last):
-  File "tilemore/engine/host.py", line 88, in run
-    out = op.process(params, image)
-  File "tests/support/operators.py", line 69, in process
-    raise {kind}("{message}")
-{kind}: {message}'''
-
-
-def error(thread="t1", *, domain="acme", account=None, task="boom", operator="explode",
-          kind="ZeroDivisionError", message="the operator broke", attempt=1, final=True,
-          at=1_700_000_000.0) -> ErrorRecord:
-    return ErrorRecord(domain, account or domain, thread, task, operator, kind, message,
-                       TRACEBACK.format(kind=kind, message=message), attempt, final, at)
 
 
 @pytest.fixture

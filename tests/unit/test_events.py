@@ -5,7 +5,7 @@ listener's failure stops the run, a best-effort one's never does. A real store a
 from __future__ import annotations
 
 import pytest
-from test_conductor_holds import Parts
+from support.conductor_parts import Parts
 
 from tilemore.billing.service import Billing
 from tilemore.service.events import Listener, Listeners, ThreadEnded
