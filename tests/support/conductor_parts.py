@@ -23,6 +23,8 @@ class Parts:
         self.ledger = backend.ledger(clock=lambda: self.now[0])
         self.ledger.append([Entry("acme", "order", Decimal("10"), reference="o")])
         self.fingerprint = self.catalog.pipeline("thumbnail").fingerprint
+        self._conductors: list[Conductor] = []
+        self._backends: list[LocalBackend] = []
 
     def accept(self, key: str, hold: str = "1"):
         """What the ingress does: reserve, store the image, record the thread."""
@@ -30,5 +32,18 @@ class Parts:
         return stored_thread(self.store, self.blobs, self.fingerprint, key)
 
     def conductor(self, billing: Billing, backend=None, **kw) -> Conductor:
-        return Conductor(self.store, self.blobs, self.catalog,
-                         backend or LocalBackend(self.settings), billing=billing, **kw)
+        if backend is None:  # made here: closed here
+            backend = LocalBackend(self.settings)
+            self._backends.append(backend)
+        conductor = Conductor(self.store, self.blobs, self.catalog, backend, billing=billing,
+                              **kw)
+        self._conductors.append(conductor)
+        return conductor
+
+    def close(self) -> None:
+        """Stop the conductors made here (their sweepers and pools), so no thread outlives
+        the test."""
+        for conductor in self._conductors:
+            conductor.close()
+        for backend in self._backends:
+            backend.close()

@@ -18,7 +18,9 @@ D = Decimal
 
 @pytest.fixture
 def parts(backend):
-    return Parts(backend)
+    parts = Parts(backend)
+    yield parts
+    parts.close()
 
 
 @pytest.fixture

@@ -20,7 +20,9 @@ def test_the_policy_asks_one_conductor_per_concurrency_between_floor_and_ceiling
 
 @pytest.fixture
 def parts(backend):
-    return Parts(backend)
+    parts = Parts(backend)
+    yield parts
+    parts.close()
 
 
 def test_conductors_come_with_the_backlog_and_drain_before_they_go(parts):

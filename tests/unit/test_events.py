@@ -35,7 +35,9 @@ class Broken(Listener):
 
 @pytest.fixture
 def parts(backend):
-    return Parts(backend)
+    parts = Parts(backend)
+    yield parts
+    parts.close()
 
 
 def test_a_listener_hears_every_task_and_the_end_in_order(parts):
