@@ -31,7 +31,7 @@ def api(ray_session, tmp_path_factory):
     from tilemore_deployments.ingress import build_app
 
     settings = Settings(data_dir=tmp_path_factory.mktemp("serve"), port=free_port(),
-                        pipeline_paths=[DATA / "slow.yaml"])
+                        pipeline_paths=[DATA / "slow.yaml", DATA / "gated.yaml"])
     store = open_store(settings.db)
     store.create_domain("acme")
     _, token = store.issue_token("acme")
@@ -157,7 +157,7 @@ def running_on(settings: Settings, thread_id: str, timeout: float = 60) -> tuple
     return lease
 
 
-def test_a_redeploy_lets_the_old_conductor_finish_its_threads(api):
+def test_a_redeploy_lets_the_old_conductor_finish_its_threads(api, tmp_path):
     """A rolling upgrade: the new deploy's conductor retires the old one, which finishes the
     thread it runs (no lease lost, no task run twice) and then goes; new threads run on the
     new generation."""
@@ -168,9 +168,9 @@ def test_a_redeploy_lets_the_old_conductor_finish_its_threads(api):
 
     settings, auth, store = api
     old = newest(running_conductors())  # (another module's may linger: older, retired too)
-    long = {"first": {"seconds": 2.0}, "second": {"seconds": 6.0}}  # still running when
-    sent = submit(api, encode(photo(64, 40), "PNG"),          # the new conductor starts
-                  {"adjustments": long, "pipeline": "slow"})
+    gate = tmp_path / "open"  # the thread runs until the test creates this file
+    sent = submit(api, encode(photo(64, 40), "PNG"),
+                  {"adjustments": {"gate": {"path": str(gate)}}, "pipeline": "gated"})
     thread_id = sent.json()["thread_id"]
     owner, epoch = running_on(settings, thread_id)
     assert owner == old
@@ -180,6 +180,7 @@ def test_a_redeploy_lets_the_old_conductor_finish_its_threads(api):
         assert time.monotonic() < deadline, "no conductor of the new generation started"
         time.sleep(0.05)
     assert store.get_thread(thread_id).status == "processing"  # the old one finishes it
+    gate.touch()
     body = wait(api, thread_id)
     assert body["status"] == "done", body
     # the old conductor kept its lease to the end: nobody claimed the thread meanwhile

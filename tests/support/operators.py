@@ -44,6 +44,25 @@ class Nap(Operator):
         return image
 
 
+class GateParams(OperatorParams):
+    path: str = Field("", max_length=4096)
+    most_seconds: float = Field(120.0, ge=0, le=600)
+
+
+class Gate(Operator):
+    """Holds the image until the file ``path`` exists (at most ``most_seconds``), then passes
+    it on: a thread kept running until the test lets it go, whatever the machine's load."""
+
+    name = "gate"
+    Params = GateParams
+
+    def process(self, params: GateParams, image: Image) -> Image:
+        deadline = time.monotonic() + params.most_seconds
+        while params.path and not Path(params.path).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return image
+
+
 class Invert(Operator):
     name = "invert"
 
