@@ -72,14 +72,15 @@ def test_replicas_are_long_lived(tmp_path, ray_backend):
 
 
 def test_only_small_values_come_back_to_the_conductor(denoised):
-    """Images stay in the object store: the conductor fetches stats, QC's plan and verdict
-    and the encoded result, never a decoded image."""
-    fetched: list[type] = []
+    """Images stay in the object store: the conductor fetches stats (QC's verdict rides on
+    the selector's), QC's plan and the encoded result, never a decoded image, and never the
+    selector's output: that is the picked image, handed straight to the next stage."""
+    fetched: list[object] = []
 
     class Spy(RayBackend):
         def get(self, handle):
             value = super().get(handle)
-            fetched.append(type(value))
+            fetched.append(value)
             return value
 
     backend = Spy()
@@ -88,7 +89,9 @@ def test_only_small_values_come_back_to_the_conductor(denoised):
     finally:
         backend.close()
     assert Image not in fetched
-    assert set(fetched) == {TaskStats, dict, Selection, Encoded}  # dict: the branch plan
+    assert set(map(type, fetched)) == {TaskStats, dict, Encoded}  # dict: the branch plan
+    verdicts = [v.selection for v in fetched if isinstance(v, TaskStats) and v.selection]
+    assert len(verdicts) == 1 and isinstance(verdicts[0], Selection)
 
 
 def test_declared_resources_are_held(ray_backend):

@@ -10,8 +10,11 @@ from support.pipelines import TWO_SPINNERS, one_stage, pipeline_from
 
 from tilemore.engine import LocalBackend
 from tilemore.engine.backend import ReplicaLost
+from tilemore.image import Image
+from tilemore.operator import Operator, Selection
 from tilemore.pipeline import build_graph, run_graph
 from tilemore.pipeline.run import MAX_LOSSES, TaskFailed
+from tilemore.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +241,83 @@ def test_a_stage_failing_for_good_is_named_not_the_one_after_it(tmp_path, backen
     with pytest.raises(TaskFailed) as info:
         run_graph(g, encode(photo(32, 32)), backend)
     assert info.value.task_id == "shaky" and isinstance(info.value.error, ConnectionResetError)
+
+
+class CountingGets:
+    """The in-process backend, noting every handle fetched back to the conductor."""
+
+    def __init__(self, inner: LocalBackend) -> None:
+        self.inner, self.fetched = inner, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def get(self, handle):
+        self.fetched.append(handle)
+        return self.inner.get(handle)
+
+
+def test_qc_hands_on_the_picked_image_inside_the_graph(tmp_path, backend):
+    """The whole graph, selector and the stage after it included, is handed over in one
+    step: the next stage receives the selector's output, which is the picked image, and the
+    verdict comes back with the selector's stats, never as an output fetched before the
+    next stage may start."""
+    p = pipeline_from(tmp_path, TWO_SPINNERS)
+    dark = (photo(40, 30) // 4).astype(np.uint8)
+    g = build_graph(p, {"master": {"algorithm": "race", "seconds": 0}})
+    steps: list[list[str]] = []
+    counting = CountingGets(backend)
+    result = run_graph(g, encode(dark), counting, on_start=lambda ts: steps.append(
+        [t.id for t in ts]))
+    assert steps == [[t.id for t in g.tasks]]
+    picked = backend.get(result.handles["master/select"])
+    assert np.array_equal(picked.pixels, backend.get(result.handles["master/right"]).pixels)
+    assert result.handles["master/select"] not in counting.fetched
+    assert result.qc[0].pick == "right"
+    assert np.array_equal(decode_png(result.output.data), 255 - dark)
+
+
+def test_a_resumed_run_reads_the_pick_from_its_candidates_checkpoint(tmp_path):
+    """A selector that finished in an earlier attempt checkpointed its verdict only; the
+    stage after it gets the picked candidate's checkpoint, and nothing before runs again."""
+    from tilemore.blobs import open_blob_store
+    from tilemore.engine import checkpoint
+    from tilemore.pipeline.run import Completed
+
+    settings = Settings(data_dir=tmp_path, checkpoint_tasks=True)
+    blobs = open_blob_store(settings.blobs)
+    p = pipeline_from(tmp_path, TWO_SPINNERS)
+    dark = (photo(40, 30) // 4).astype(np.uint8)
+    g = build_graph(p, {"master": {"algorithm": "race", "seconds": 0}})
+    local = LocalBackend(settings)
+    try:
+        first = run_graph(g, encode(dark), local)
+        verdict = checkpoint.load(blobs.get(first.stats["master/select"].checkpoint))
+        assert isinstance(verdict, Selection) and verdict.pick == 1
+        earlier = {tid: Completed(st, lambda st=st: checkpoint.load(blobs.get(st.checkpoint)))
+                   for tid, st in first.stats.items() if tid != "encoder"}
+        started: list[str] = []
+        again = run_graph(g, encode(dark), local, completed=earlier,
+                          on_start=lambda ts: started.extend(t.id for t in ts))
+    finally:
+        local.close()
+    assert started == ["encoder"]
+    assert again.qc[0].pick == "right"
+    assert np.array_equal(decode_png(again.output.data), 255 - dark)
+
+
+def test_a_selector_whose_verdict_names_no_candidate_fails_its_task(tmp_path, backend):
+    from tilemore.engine.host import OperatorHost
+
+    class PicksNothing(Operator):
+        name = "picks-nothing"
+        role = "selector"
+
+        def process(self, params, original, *candidates):
+            return Selection(pick=len(candidates), scores=[1.0] * len(candidates))
+
+    host = OperatorHost(PicksNothing)
+    image = Image(photo(8, 8))
+    output, stats = host.run("select", PicksNothing.Params(), image, image, image)
+    assert output is None and isinstance(stats.failure.error, TypeError)
+    assert "one score per candidate" in str(stats.failure.error)

@@ -18,7 +18,7 @@ from tilemore.blobs import open_blob_store
 from tilemore.engine import checkpoint
 from tilemore.engine.memory import return_large_buffers_to_the_os
 from tilemore.image import Encoded, Image
-from tilemore.operator import Operator, OperatorContext, OperatorParams
+from tilemore.operator import Operator, OperatorContext, OperatorParams, Selection
 from tilemore.settings import Settings
 
 
@@ -46,6 +46,7 @@ class TaskStats:
     checkpoint: str | None = None  # blob key of the stored output, when checkpointing
     tiles: int = 0  # tiles the backend split the task into; 0: run whole on one replica
     checkpoint_bytes: int = 0  # its size in the blob store (0: unknown)
+    selection: Selection | None = None  # a selector's verdict; its output is the pick
 
     @property
     def seconds(self) -> float:
@@ -91,22 +92,36 @@ class OperatorHost:
 
     def run(self, task_id: str, params: OperatorParams, *inputs: Any) -> tuple[Any, TaskStats]:
         started = time.time()
-        failure = None
+        failure, selection = None, None
         try:
             output = self.operator.process(params, *inputs)
+            if self.operator.role == "selector":
+                selection, output = output, _picked(output, inputs)
         except Exception as exc:  # noqa: BLE001 - reported to the conductor through the stats
             output, failure = None, TaskFailure(_picklable(exc), traceback.format_exc())
         finished = time.time()
         key, size = None, 0
         if self.blobs is not None and failure is None:
             # Stored here, beside the data, so that a finished task survives the loss of this
-            # replica, the conductor or the whole cluster.
-            data = checkpoint.dump(output)
+            # replica, the conductor or the whole cluster. A selector's is its verdict: the
+            # picked image is its candidate's checkpoint already.
+            data = checkpoint.dump(selection if selection is not None else output)
             key, size = self.blobs.put(data), len(data)
         stats = TaskStats(task_id, self.operator.name, started, finished,
                           _megapixels(inputs) or _megapixels((output,)), socket.gethostname(),
-                          os.getpid(), failure, key, checkpoint_bytes=size)
+                          os.getpid(), failure, key, checkpoint_bytes=size, selection=selection)
         return output, stats
+
+
+def _picked(verdict: Any, inputs: tuple[Any, ...]) -> Any:
+    """The candidate a selector's verdict picks, which the selector hands on: the next stage
+    then starts on it where the selector ran, with no round trip through the conductor. The
+    candidates are the last inputs, one per score."""
+    if (not isinstance(verdict, Selection) or not 0 < len(verdict.scores) <= len(inputs)
+            or not 0 <= verdict.pick < len(verdict.scores)):
+        raise TypeError(f"a selector must return a Selection with one score per candidate "
+                        f"and a pick among them, got {verdict!r}")
+    return inputs[len(inputs) - len(verdict.scores) + verdict.pick]
 
 
 def _megapixels(inputs: tuple[Any, ...]) -> float:

@@ -6,8 +6,10 @@ ready, with no round trip through here between stages. Parallel branches run tog
 data itself stays in the backend. The backend never runs a task on a failed input (Ray passes
 the error on instead), and what was handed on past a failed task is taken back and handed
 again after the failed one's retry; a task's result is judged only after its inputs', so
-progress is always reported in the graph's order. Only a selector's small verdict comes back
-here: it decides which candidate's output the next stage receives.
+progress is always reported in the graph's order. A selector hands on the candidate it picked
+(its output is that image), so QC's choice stays inside the graph too: the next stage is
+handed the selector's output like any other. Its verdict comes back here with its stats, as
+an event for the record.
 
 A selector that can judge the stage's input first (its operator's ``plan``) is asked before
 the branches start; a branch it finds unable to help is skipped: never run, never charged,
@@ -179,8 +181,13 @@ def run_graph(
         if isinstance(inp, FromTask):  # handed on already: the backend waits for it
             return output_of(inp.task) if inp.task in stats else outputs.get(inp.task)
         assert isinstance(inp, Picked)
-        verdict = selections.get(inp.selector)
-        return None if verdict is None else output_of(plans.live(inp.selector)[verdict.pick])
+        if inp.selector in outputs or inp.selector not in done:
+            return outputs.get(inp.selector)  # the picked image, once the selector is handed on
+        picked = plans.live(inp.selector)[selections[inp.selector].pick]  # an earlier run's
+        out = output_of(picked) if picked in stats else outputs.get(picked)
+        if out is not None:
+            outputs[inp.selector] = out
+        return out
 
     def inputs_of(task: TaskNode) -> tuple[Input, ...]:
         return tuple(i for i in task.inputs
@@ -220,16 +227,16 @@ def run_graph(
             outputs.pop(task.id, None)  # its error was read with its stats
             take_back(task)
             for dep in _input_tasks(task, selections, plans) if reload is not None else ():
-                if stats[dep].checkpoint:
-                    outputs[dep] = backend.put(reload(stats[dep]))
+                held = _held_by(dep, selections, plans)  # a selector's: its pick's
+                if held in stats and stats[held].checkpoint:
+                    outputs[dep] = backend.put(reload(stats[held]))
             waiting.append(task)
             if on_retry is not None:
                 on_retry(Retry(task, n, st.failure, delay))
             return
         stats[task.id] = st
         if task.operator.role == "selector":
-            verdict = backend.get(outputs[task.id])
-            selections[task.id] = _checked(verdict, task, len(plans.live(task.id)))
+            selections[task.id] = _checked(st.selection, task, len(plans.live(task.id)))
         if on_progress is not None:
             total = len(graph.tasks) - len(plans.skipped)
             ready = [stats[d].finished for d in _input_tasks(task, selections, plans)]
@@ -329,14 +336,20 @@ def _read_quietly(backend: Backend, stats: Any, output: Any | None) -> None:
 
 def _input_tasks(task: TaskNode, selections: Mapping[str, Selection],
                  plans: _Plans) -> list[str]:
-    """The tasks whose outputs ``task`` reads (of a selector's candidates, the picked one)."""
+    """The tasks whose outputs ``task`` reads: a selector's, for the candidate it picks."""
     ids = []
     for inp in task.inputs:
         if isinstance(inp, FromTask) and inp.task not in plans.skipped:
             ids.append(inp.task)
         elif isinstance(inp, Picked):
-            ids.append(plans.live(inp.selector)[selections[inp.selector].pick])
+            ids.append(inp.selector)
     return ids
+
+
+def _held_by(task_id: str, selections: Mapping[str, Selection], plans: _Plans) -> str:
+    """The task whose checkpoint holds ``task_id``'s output: a selector's is its pick's."""
+    verdict = selections.get(task_id)
+    return task_id if verdict is None else plans.live(task_id)[verdict.pick]
 
 
 class _Plans:
@@ -418,7 +431,8 @@ def _stats(backend: Backend, handle: Any, task: TaskNode) -> TaskStats:
 
 
 def _checked(verdict: Any, task: TaskNode, n: int) -> Selection:
-    if not isinstance(verdict, Selection) or not 0 <= verdict.pick < n:
+    if (not isinstance(verdict, Selection) or not 0 <= verdict.pick < n
+            or len(verdict.scores) != n):
         raise TypeError(f"selector '{task.operator.name}' must return a Selection picking one "
                         f"of {n} candidates, got {verdict!r}")
     return verdict
