@@ -46,6 +46,9 @@ class Backend(Protocol[H]):
     def wait(self, handles: Sequence[H], timeout: float | None = None) -> list[H]:
         """Block until at least one handle is ready (or the timeout); return the ready ones."""
 
+    def future(self, handle: H) -> Future:
+        """A future done when the handle is ready: what an event loop waits on."""
+
     def get(self, handle: H) -> Any:
         """The value, or the task's own exception raised as itself."""
 
@@ -135,6 +138,9 @@ class LocalBackend:
     def wait(self, handles: Sequence[Future], timeout: float | None = None) -> list[Future]:
         done, _ = wait(handles, timeout=timeout, return_when=FIRST_COMPLETED)
         return [h for h in handles if h in done]
+
+    def future(self, handle: Future) -> Future:
+        return handle
 
     def get(self, handle: Future) -> Any:
         return handle.result()

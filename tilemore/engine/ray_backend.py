@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import ray
@@ -132,6 +133,9 @@ class RayBackend:
         if ready:  # take everything else that is already done, too
             ready, _ = ray.wait(list(handles), num_returns=len(handles), timeout=0)
         return ready
+
+    def future(self, handle: ray.ObjectRef) -> Future:
+        return handle.future()
 
     def get(self, handle: ray.ObjectRef) -> Any:
         # The call is forgotten once its result is here, not before: until then the

@@ -18,7 +18,9 @@ and the selector chooses among the others.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import logging
 import time
 import traceback
@@ -122,33 +124,46 @@ class RunCanceled(Exception):
     """``should_stop`` said so: nothing more was started."""
 
 
-def run_graph(
+def run_graph(graph: TaskGraph, data: bytes, backend: Backend,
+              on_progress: Callable[[Progress], None] | None = None, **options: Any) -> RunResult:
+    """:func:`run_graph_async` from synchronous code (the CLI, batch mode, tests): its own
+    event loop for the one run."""
+    return asyncio.run(run_graph_async(graph, data, backend, on_progress, **options))
+
+
+async def run_graph_async(
     graph: TaskGraph,
     data: bytes,
     backend: Backend,
-    on_progress: Callable[[Progress], None] | None = None,
+    on_progress: Callable[[Progress], Any] | None = None,
     *,
     completed: Mapping[str, Completed] | None = None,
-    on_start: Callable[[list[TaskNode]], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    on_retry: Callable[[Retry], None] | None = None,
+    on_start: Callable[[list[TaskNode]], Any] | None = None,
+    should_stop: Callable[[], Any] | None = None,
+    on_retry: Callable[[Retry], Any] | None = None,
     reload: Callable[[TaskStats], Any] | None = None,
     skipped: Mapping[str, str] | None = None,
-    on_plan: Callable[[BranchPlan], None] | None = None,
+    on_plan: Callable[[BranchPlan], Any] | None = None,
     poll_seconds: float = 0.5,
 ) -> RunResult:
-    """Run ``graph`` on ``data``. Tasks in ``completed`` are not run again; ``on_start``
-    hears the tasks handed over together (one call per step, so they are recorded in one
-    write), ``on_progress`` every task that finished (in the graph's order); ``should_stop`` is
-    asked between steps, and stops the run before anything else starts. A failed task runs
-    again as its retry policy says (``on_retry`` hears of it); one out of retries raises
-    :class:`TaskFailed`. A run lost with its replica (:class:`ReplicaLost`) runs again at
-    once, outside the policy, up to :data:`MAX_LOSSES` times. ``reload`` brings a finished
-    task's output back from its checkpoint: before a retry, the failed task's inputs are put
-    again from there, in case the failure was an input lost with the node that held it.
-    ``skipped``: branches an earlier attempt's selector ruled out (task id → why); branches
-    ruled out now are announced to ``on_plan`` before the others start."""
+    """Run ``graph`` on ``data``, waiting on the event loop: one loop runs many graphs (a
+    conductor's threads), with no OS thread per run. Each callback, and ``Completed.load``,
+    may be a plain function or a coroutine function: whatever blocks (a registry write, a
+    blob read) belongs in one that hands it to a thread.
+
+    Tasks in ``completed`` are not run again; ``on_start`` hears the tasks handed over together
+    (one call per step, so they are recorded in one write), ``on_progress`` every task that
+    finished (in the graph's order); ``should_stop`` is asked between steps, and stops the run
+    before anything else starts. A failed task runs again as its retry policy says (``on_retry``
+    hears of it); one out of retries raises :class:`TaskFailed`. A run lost with its replica
+    (:class:`ReplicaLost`) runs again at once, outside the policy, up to :data:`MAX_LOSSES`
+    times. ``reload`` brings a finished task's output back from its checkpoint: before a retry,
+    the failed task's inputs are put again from there, in case the failure was an input lost
+    with the node that held it. ``skipped``: branches an earlier attempt's selector ruled out
+    (task id → why); branches ruled out now are announced to ``on_plan`` before the others
+    start."""
     started = time.perf_counter()
+    ready_when = _Readiness(backend)
     done = dict(completed or {})
     outputs: dict[str, Any] = {}  # task id → output handle; "" is the submitted data
     running: dict[Any, TaskNode] = {}  # stats handle → task
@@ -157,7 +172,7 @@ def run_graph(
     plans = _Plans(graph, dict(skipped or {}), done, can_plan=hasattr(backend, "plan"))
     for task in graph.tasks:
         if task.id in done and task.operator.role == "selector":
-            selections[task.id] = _checked(done[task.id].load(), task,
+            selections[task.id] = _checked(await _value(done[task.id].load()), task,
                                            len(plans.live(task.id)))
     waiting = [t for t in graph.tasks if t.id not in done and t.id not in plans.skipped]
     planning: dict[Any, TaskNode] = {}  # plan handle → its selector
@@ -168,23 +183,23 @@ def run_graph(
     losses: dict[str, int] = {}  # runs lost with a replica: not the operator's doing
     not_before: dict[str, float] = {}  # task id → monotonic time its retry may start
 
-    def output_of(task_id: str) -> Any:
+    async def output_of(task_id: str) -> Any:
         if task_id not in outputs:  # finished earlier: bring its checkpoint back
-            outputs[task_id] = backend.put(done[task_id].load())
+            outputs[task_id] = backend.put(await _value(done[task_id].load()))
         return outputs[task_id]
 
-    def resolve(inp: Input) -> Any | None:
+    async def resolve(inp: Input) -> Any | None:
         if isinstance(inp, Source):
             if "" not in outputs:
                 outputs[""] = backend.put(data)
             return outputs[""]
         if isinstance(inp, FromTask):  # handed on already: the backend waits for it
-            return output_of(inp.task) if inp.task in stats else outputs.get(inp.task)
+            return await output_of(inp.task) if inp.task in stats else outputs.get(inp.task)
         assert isinstance(inp, Picked)
         if inp.selector in outputs or inp.selector not in done:
             return outputs.get(inp.selector)  # the picked image, once the selector is handed on
         picked = plans.live(inp.selector)[selections[inp.selector].pick]  # an earlier run's
-        out = output_of(picked) if picked in stats else outputs.get(picked)
+        out = await output_of(picked) if picked in stats else outputs.get(picked)
         if out is not None:
             outputs[inp.selector] = out
         return out
@@ -209,7 +224,7 @@ def run_graph(
                 gone.add(task.id)
                 waiting.append(task)
 
-    def judge(handle: Any, task: TaskNode) -> None:
+    async def judge(handle: Any, task: TaskNode) -> None:
         """A finished run of ``task`` whose inputs all finished well."""
         st = _stats(backend, handle, task)
         if st.failure is not None:
@@ -229,10 +244,10 @@ def run_graph(
             for dep in _input_tasks(task, selections, plans) if reload is not None else ():
                 held = _held_by(dep, selections, plans)  # a selector's: its pick's
                 if held in stats and stats[held].checkpoint:
-                    outputs[dep] = backend.put(reload(stats[held]))
+                    outputs[dep] = backend.put(await _value(reload(stats[held])))
             waiting.append(task)
             if on_retry is not None:
-                on_retry(Retry(task, n, st.failure, delay))
+                await _value(on_retry(Retry(task, n, st.failure, delay)))
             return
         stats[task.id] = st
         if task.operator.role == "selector":
@@ -240,11 +255,12 @@ def run_graph(
         if on_progress is not None:
             total = len(graph.tasks) - len(plans.skipped)
             ready = [stats[d].finished for d in _input_tasks(task, selections, plans)]
-            on_progress(Progress(len(stats), total, stats[task.id], max(ready, default=None)))
+            await _value(on_progress(Progress(len(stats), total, stats[task.id],
+                                              max(ready, default=None))))
 
     try:
         while waiting or running or planning or finished_early:
-            if should_stop is not None and should_stop():
+            if should_stop is not None and await _value(should_stop()):
                 raise RunCanceled(f"stopped with {len(waiting)} of {len(graph.tasks)} tasks "
                                   "unstarted")
             now = time.monotonic()
@@ -253,32 +269,34 @@ def run_graph(
             for task in list(waiting):
                 if not_before.get(task.id, 0.0) > now:
                     continue
-                if any(resolve(i) is None for i in task.inputs if not isinstance(i, Source)
-                       and not (isinstance(i, FromTask) and i.task in plans.skipped)):
+                needed = [i for i in task.inputs if not isinstance(i, Source)
+                          and not (isinstance(i, FromTask) and i.task in plans.skipped)]
+                if any([await resolve(i) is None for i in needed]):
                     continue
                 selector = plans.undecided_selector_of(task.id)
                 if selector is not None:  # its selector first looks at the input
                     if all(s.id != selector.id for s in planning.values()):
                         handle = backend.plan(selector.operator, selector.params,  # type: ignore
-                                              resolve(task.inputs[0]), plans.branch_names(selector))
+                                              await resolve(task.inputs[0]),
+                                              plans.branch_names(selector))
                         planning[handle] = selector
                     continue
-                handles = [resolve(i) for i in inputs_of(task)]
+                handles = [await resolve(i) for i in inputs_of(task)]
                 out, st = backend.call(task.id, task.operator, plans.params(task), handles)
                 outputs[task.id] = out
                 running[st] = task
                 waiting.remove(task)
                 handed.append(task)
             if handed and on_start is not None:  # heard before any of them is judged
-                on_start(handed)
+                await _value(on_start(handed))
             backing_off = [not_before[t.id] - now for t in waiting if not_before.get(t.id, 0) > now]
             if not running and not planning:
                 if not backing_off:
                     raise RuntimeError(f"tasks can never start: {[t.id for t in waiting]}")
-                time.sleep(min(min(backing_off), poll_seconds))
+                await asyncio.sleep(min(min(backing_off), poll_seconds))
                 continue
             timeout = min([poll_seconds, *backing_off])
-            for handle in backend.wait([*running, *planning, *abandoned], timeout=timeout):
+            for handle in await ready_when([*running, *planning, *abandoned], timeout):
                 if handle in abandoned:  # taken back: its (failed) result only needs reading
                     _read_quietly(backend, handle, abandoned.pop(handle))
                     continue
@@ -286,7 +304,7 @@ def run_graph(
                     plan = plans.decide(planning.pop(handle), _plan_of(backend, handle))
                     waiting = [t for t in waiting if t.id not in plans.skipped]
                     if on_plan is not None:
-                        on_plan(plan)
+                        await _value(on_plan(plan))
                     continue
                 if handle not in running:  # taken back by a failure judged in this round
                     continue
@@ -298,30 +316,66 @@ def run_graph(
                     for h, t in ready:
                         if h in finished_early:
                             del finished_early[h]
-                            judge(h, t)
+                            await judge(h, t)
     except (TaskFailed, RunCanceled):
         # What was handed on past the end: its errors read, so Ray reports none unhandled
         live = {h: outputs.get(t.id) for table in (running, finished_early)
                 for h, t in table.items()}
-        _discard(backend, {**abandoned, **live, **dict.fromkeys(planning)}, DISCARD_SECONDS)
+        await _discard(ready_when, {**abandoned, **live, **dict.fromkeys(planning)},
+                       DISCARD_SECONDS)
         raise
-    _discard(backend, abandoned, DISCARD_SECONDS)
+    await _discard(ready_when, abandoned, DISCARD_SECONDS)
 
     output = (backend.get(outputs[graph.output]) if graph.output in outputs
-              else done[graph.output].load())
+              else await _value(done[graph.output].load()))
     return RunResult(output, stats, _qc_reports(graph, selections, plans),
                      time.perf_counter() - started, outputs)
 
 
-def _discard(backend: Backend, handles: Mapping[Any, Any], seconds: float) -> None:
+async def _value(result: Any) -> Any:
+    """A callback's result, awaited when it was a coroutine function's."""
+    return await result if inspect.isawaitable(result) else result
+
+
+class _Readiness:
+    """Waits on the event loop for any of a run's handles to be ready: each handle's
+    backend future (a Ray ObjectRef's, a local Future itself), wrapped once."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._futures: dict[Any, asyncio.Future[Any]] = {}
+
+    def _future(self, handle: Any) -> asyncio.Future[Any]:
+        fut = self._futures.get(handle)
+        if fut is None:
+            fut = asyncio.wrap_future(self.backend.future(handle))
+            fut.add_done_callback(_retrieved)  # its error is read through the backend
+            self._futures[handle] = fut
+        return fut
+
+    async def __call__(self, handles: list[Any], timeout: float) -> list[Any]:
+        futures = {self._future(h): h for h in handles}
+        await asyncio.wait(futures, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        ready = [h for f, h in futures.items() if f.done()]
+        for h in ready:
+            del self._futures[h]
+        return ready
+
+
+def _retrieved(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+async def _discard(ready_when: _Readiness, handles: Mapping[Any, Any], seconds: float) -> None:
     """Read what runs no longer needed left behind, within ``seconds``: a failed one's error
     (its stats and its output), so that the backend never reports it as never read. A run
     that succeeded is not fetched."""
     left = dict(handles)
     deadline = time.monotonic() + seconds
     while left and (remaining := deadline - time.monotonic()) > 0:
-        for handle in backend.wait(list(left), timeout=remaining):
-            _read_quietly(backend, handle, left.pop(handle))
+        for handle in await ready_when(list(left), remaining):
+            _read_quietly(ready_when.backend, handle, left.pop(handle))
 
 
 def _read_quietly(backend: Backend, stats: Any, output: Any | None) -> None:

@@ -10,6 +10,10 @@ renews it while the thread runs, names its epoch in every write and charge, and 
 when the thread ends. A conductor that dies loses its leases when they run out, and another
 claims its threads; one restarted under the same name takes its own back at once.
 
+The threads run as tasks on the conductor's one event loop, which waits for their tasks'
+handles (no OS thread per run); whatever blocks — the registry, the blob store, the billing
+actor, the listeners — runs on a few I/O threads.
+
 Credits set aside for a thread (its hold) go back on every way it ends: done, failed,
 canceled, given up on. A release the database refused then, and a hold whose thread was never
 recorded (the ingress died in between), are given back by the hold sweep that runs beside
@@ -18,12 +22,17 @@ the thread sweep (:meth:`Conductor.sweep_holds`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
+import functools
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from typing import Any, TypeVar
 
 from tilemore.billing.service import Billing
 from tilemore.blobs import BlobNotFound, BlobStore, blob_key
@@ -34,15 +43,16 @@ from tilemore.engine.host import TaskStats
 from tilemore.errors import ServiceUnavailable, TilemoreError
 from tilemore.lifecycle import Lifecycle
 from tilemore.metrics import NO_METRICS, Metrics
-from tilemore.pipeline.graph import TaskNode, build_graph
+from tilemore.pipeline.graph import TaskGraph, TaskNode, build_graph
 from tilemore.pipeline.run import (
     BranchPlan,
     Completed,
     Progress,
     Retry,
     RunCanceled,
+    RunResult,
     TaskFailed,
-    run_graph,
+    run_graph_async,
 )
 from tilemore.service.ecs import EcsErrorLog
 from tilemore.service.events import (
@@ -74,6 +84,10 @@ from tilemore.store.leases import Lease, LeaseLost
 log = logging.getLogger("tilemore.conductor")
 
 HOLD_BATCH = 500  # holds one sweep statement gives back
+IO_THREADS = 8  # the runs' registry writes, blob reads and billing calls, at once
+CLOSE_SECONDS = 2.0  # how long closing waits for the runs to give their leases back
+CANCEL_CHECK_SECONDS = 0.25  # a run reads its cancel flag at most this often
+T = TypeVar("T")
 HOLD_BATCHES = 4  # statements per sweep, at most: a backlog drains over a few sweeps
 
 
@@ -128,7 +142,11 @@ class Conductor:
         self.lifecycle = lifecycle
         if lifecycle is not None:
             self.events.add(lifecycle.listener())
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="thread")
+        # One event loop runs every thread here (tilemore.pipeline.run waits on it for the
+        # backend); what blocks goes to a few I/O threads, not one OS thread per run.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._io = ThreadPoolExecutor(max_workers=min(IO_THREADS, concurrency),
+                                      thread_name_prefix="conductor-io")
         self._active: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -183,7 +201,7 @@ class Conductor:
             self._active.add(lease.thread_id)
             self._leases[lease.thread_id] = lease
             self._lost.discard(lease.thread_id)
-        self._pool.submit(self._run_guarded, lease.thread_id)
+        asyncio.run_coroutine_threadsafe(self._guarded(lease.thread_id), self._event_loop())
 
     def _forget(self, thread_id: str) -> None:
         with self._lock:
@@ -272,12 +290,50 @@ class Conductor:
         return self.active()
 
     def close(self) -> None:
+        """Stop sweeping and stop the runs here: their leases go back (or run out), and
+        whoever claims the threads next resumes them from their checkpoints."""
         self._stop.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:  # closed once: a second close finds no loop
+            loop, self._loop = self._loop, None
+        if loop is not None:
+            stopping = asyncio.run_coroutine_threadsafe(_stop_tasks(), loop)
+            with contextlib.suppress(Exception):  # runs still giving leases back: they run out
+                stopping.result(CLOSE_SECONDS)
+            loop.call_soon_threadsafe(loop.stop)
+        self._io.shutdown(wait=False, cancel_futures=True)
+
+    # -- the event loop --------------------------------------------------------------------
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        """This conductor's one event loop, on a thread of its own (started at first use):
+        every run is a task on it, waiting for its backend handles without a thread."""
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                threading.Thread(target=_serve, args=(self._loop,), name="conductor-loop",
+                                 daemon=True).start()
+            return self._loop
+
+    def _on_loop(self, run: Coroutine[Any, Any, T]) -> T:
+        """Run ``run`` on the loop from another thread, and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(run, self._event_loop()).result()
+
+    async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the I/O threads (registry writes, blob reads, billing calls):
+        never on the loop, which the other runs share."""
+        ctx = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._io, functools.partial(ctx.run, fn, *args))
+
+    # -- running ---------------------------------------------------------------------------
 
     def _run_guarded(self, thread_id: str) -> None:
+        """What a claim starts, from another thread: run the thread, and wait."""
+        self._on_loop(self._guarded(thread_id))
+
+    async def _guarded(self, thread_id: str) -> None:
         try:
-            self.run_thread(thread_id)
+            await self._run_thread(thread_id)
             self._attempts.pop(thread_id, None)
         except LeaseLost as exc:  # another conductor runs it now: nothing more to do here
             log.info("thread %s: %s", thread_id, exc.message)
@@ -292,9 +348,20 @@ class Conductor:
             else:  # the same thread keeps breaking its conductor: stop, and say why
                 log.exception("thread %s: giving up after %d attempts", thread_id, attempts)
                 self._attempts.pop(thread_id, None)
-                self._give_up(thread_id, f"gave up after {attempts} attempts: {exc}")
+                await self._blocking(self._give_up, thread_id,
+                                     f"gave up after {attempts} attempts: {exc}")
         finally:
-            self._give_back(thread_id)
+            with contextlib.suppress(RuntimeError):  # closing: the lease runs out instead
+                await self._given_back(thread_id)
+
+    async def _given_back(self, thread_id: str) -> None:
+        """The lease back, if the run's end has not given it back already."""
+        with self._lock:
+            held = thread_id in self._leases and thread_id not in self._lost
+        if held:
+            await self._blocking(self._give_back, thread_id)
+        else:
+            self._forget(thread_id)
 
     def _give_back(self, thread_id: str) -> None:
         """The run here is over (ended, waiting for a store, or lost): its lease goes back,
@@ -321,51 +388,65 @@ class Conductor:
         if rec is not None:
             self._release(rec)
 
-    # -- running ---------------------------------------------------------------------------
-
     def run_thread(self, thread_id: str) -> str:
         """Run one thread to its end; return its final status. Claims the thread's lease
         first unless it holds it ("leased": another conductor has it)."""
+        return self._on_loop(self._run_thread(thread_id))
+
+    async def _run_thread(self, thread_id: str) -> str:
         if self.epoch(thread_id) is None:
-            lease = self.threads.claim_thread(self.name, thread_id, self._lease_seconds,
-                                              owner_may_reclaim=True)
+            lease = await self._blocking(functools.partial(
+                self.threads.claim_thread, self.name, thread_id, self._lease_seconds,
+                owner_may_reclaim=True))
             if lease is None:
-                rec = self.threads.get_thread(thread_id)
+                rec = await self._blocking(self.threads.get_thread, thread_id)
                 return "unknown" if rec is None else (
                     "leased" if rec.status == "processing" else rec.status)
             with self._lock:
                 self._leases[thread_id] = lease
             try:
-                return self.run_thread(thread_id)
+                return await self._run_thread(thread_id)
             finally:
-                self._give_back(thread_id)
-        rec = self.threads.get_thread(thread_id)
+                await self._given_back(thread_id)
+        rec = await self._blocking(self.threads.get_thread, thread_id)
         if rec is None:
             return "unknown"
         if rec.status != "processing":
-            self._release(rec)
+            await self._blocking(self._release, rec)
             return rec.status
-        status = self._run_traced(rec)
-        self._release(rec)  # what was set aside and not charged goes back
-        return status
+        return await self._run_traced(rec)
 
-    def _run_traced(self, rec: ThreadRecord) -> str:
+    async def _run_traced(self, rec: ThreadRecord) -> str:
         """``_run`` inside the thread's trace. A resumed thread keeps the trace id it had; the
         record keeps the id so that the thread's answer leads to its trace."""
         attributes = {"pipeline": rec.pipeline, "domain": rec.domain, "account": rec.account}
         with self.tracer.thread_span(rec.id, trace_id=rec.trace_id, **attributes) as trace:
             if trace.trace_id is not None and trace.trace_id != rec.trace_id:
                 try:
-                    self.threads.set_trace_id(rec.id, trace.trace_id,
-                                              epoch=self.epoch(rec.id))
+                    await self._blocking(functools.partial(
+                        self.threads.set_trace_id, rec.id, trace.trace_id,
+                        epoch=self.epoch(rec.id)))
                 except Exception as exc:  # noqa: BLE001 - tracing never fails a thread
                     log.warning("thread %s: trace id not recorded: %s", rec.id, exc)
-            status = self._run(rec, trace)
-            with self._lock:  # the lease's epoch, even if it was lost at the last step
-                lease = self._leases.get(rec.id)
-            self.events.emit(ThreadEnded(rec, lease.epoch if lease else None, status=status,
-                                         trace=trace))
+            status, result = await self._run(rec, trace)
+            await self._blocking(self._end, rec, status, result, trace)
             return status
+
+    def _end(self, rec: ThreadRecord, status: str, result: RunResult | None,
+             trace: ThreadTrace) -> None:
+        """A run's end, in one trip to the I/O threads: the result stored and the thread
+        recorded done (when it is), its end heard by the listeners, what its hold did not
+        spend given back, and its lease."""
+        with self._lock:  # the lease's epoch, even if it was lost at the last step
+            lease = self._leases.get(rec.id)
+        epoch = lease.epoch if lease else None
+        if result is not None:
+            for q in result.qc:
+                self.metrics.qc_pick(rec.pipeline, q.stage, q.pick)
+            self._finish(rec, result, epoch)
+        self.events.emit(ThreadEnded(rec, epoch, status=status, trace=trace))
+        self._release(rec)  # what was set aside and not charged goes back
+        self._give_back(rec.id)
 
     def _release(self, rec: ThreadRecord) -> None:
         """Give back what the thread set aside and did not spend. Never raises: the thread
@@ -378,108 +459,146 @@ class Conductor:
             log.warning("thread %s: its hold was not released (%s); the hold sweep will",
                         rec.id, exc)
 
-    def _run(self, rec: ThreadRecord, trace: ThreadTrace = NO_TRACE) -> str:
-        thread_id = rec.id
-        epoch = self.epoch(thread_id)  # every write names it: a lost lease refuses them
-        if rec.cancel_requested:
-            self.threads.mark_canceled(thread_id, epoch=epoch)
-            return "canceled"
-        try:
-            # The version it was accepted under, kept when a newer one was deployed: its
-            # checkpoints were made by those operators, and mixing versions would give a
-            # result neither gives.
-            pipeline = self.catalog.version(rec.pipeline, rec.fingerprint, self.threads)
-            graph = build_graph(pipeline, rec.envelope["adjustments"], rec.output_format)
-        except TilemoreError as exc:
-            self.threads.fail_thread(thread_id, exc.code, exc.message, epoch=epoch)
-            return "failed"
+    def _prepare(self, rec: ThreadRecord) -> tuple[TaskGraph, dict[str, Completed],
+                                                    dict[str, str], bytes]:
+        """What a run starts from (on an I/O thread): its graph, in the version the thread
+        was accepted under, kept when a newer one was deployed (its checkpoints were made by
+        those operators, and mixing versions would give a result neither gives); the tasks
+        an earlier run finished whose checkpoints are still stored (one that went, a store
+        that lost it, runs again, and is not charged again); the branches a selector ruled
+        out; and the input, unless nothing is left to run."""
+        pipeline = self.catalog.version(rec.pipeline, rec.fingerprint, self.threads)
+        graph = build_graph(pipeline, rec.envelope["adjustments"], rec.output_format)
         ids = {t.id for t in graph.tasks}
-        ops = {t.id: t.operator for t in graph.tasks}
-        # A resumed thread skips every task whose checkpoint is still stored; one that went
-        # (a store that lost it) runs again, and is not charged again.
         completed = {t.task_id: self._completed(t) for t in rec.tasks
                      if t.status == "done" and t.checkpoint_key and t.task_id in ids
                      and self.blobs.exists(t.checkpoint_key)}
         skipped = {t.task_id: t.note or "" for t in rec.tasks  # ruled out by a selector
                    if t.status == "skipped" and t.task_id in ids}
-        try:
-            left = len(ids) - len(completed) - len(skipped)
-            data = self.blobs.get(rec.input_key) if left else b""
-        except BlobNotFound as exc:  # lost (expired, deleted): no retry brings it back
-            self.threads.fail_thread(thread_id, exc.code, "the thread's input image is no "
-                                     f"longer stored ({exc.message}); submit it again",
-                                     epoch=epoch)
-            return "failed"
+        left = len(ids) - len(completed) - len(skipped)
+        return graph, completed, skipped, self.blobs.get(rec.input_key) if left else b""
 
+    async def _run(self, rec: ThreadRecord, trace: ThreadTrace = NO_TRACE
+                   ) -> tuple[str, RunResult | None]:
+        """Run the thread's graph; its status, and its result when it is done (recorded by
+        :meth:`_end`). Every other end is recorded here."""
+        thread_id = rec.id
+        epoch = self.epoch(thread_id)  # every write names it: a lost lease refuses them
+        if rec.cancel_requested:
+            await self._blocking(functools.partial(self.threads.mark_canceled, thread_id,
+                                                   epoch=epoch))
+            return "canceled", None
+        try:
+            graph, completed, skipped, data = await self._blocking(self._prepare, rec)
+        except BlobNotFound as exc:  # lost (expired, deleted): no retry brings it back
+            await self._blocking(functools.partial(
+                self.threads.fail_thread, thread_id, exc.code, "the thread's input image is "
+                f"no longer stored ({exc.message}); submit it again", epoch=epoch))
+            return "failed", None
+        except TilemoreError as exc:
+            await self._blocking(functools.partial(self.threads.fail_thread, thread_id,
+                                                   exc.code, exc.message, epoch=epoch))
+            return "failed", None
+        ops = {t.id: t.operator for t in graph.tasks}
         handed: dict[str, float] = {}  # task id → when it went to the backend
         emit = self.events.emit
 
-        def started(tasks: list[TaskNode]) -> None:
+        async def started(tasks: list[TaskNode]) -> None:
             first = not handed and not completed
             event = TasksStarted(rec, epoch, tasks=tuple(tasks), first=first, trace=trace)
             handed.update((t.id, event.at) for t in tasks)
-            emit(event)
+            await self._blocking(emit, event)
 
-        def finished(p: Progress) -> None:
+        async def finished(p: Progress) -> None:
             s = p.task
             # its queue time: from when it was handed over, or its inputs were ready if later
             waited = max(handed.get(s.task_id, 0.0), p.inputs_ready or 0.0)
             queued = s.started - waited if s.task_id in handed else None
-            emit(TaskFinished(rec, epoch, stats=s, operator=ops[s.task_id], queued=queued,
-                              trace=trace))
+            await self._blocking(emit, TaskFinished(rec, epoch, stats=s, operator=ops[s.task_id],
+                                                    queued=queued, trace=trace))
 
-        def planned(plan: BranchPlan) -> None:
+        async def planned(plan: BranchPlan) -> None:
             """Branches the selector ruled out: recorded as skipped, their share of the
             hold given back (they are never charged)."""
-            emit(BranchesSkipped(rec, epoch, plan=plan, operators=ops, trace=trace))
+            await self._blocking(emit, BranchesSkipped(rec, epoch, plan=plan, operators=ops,
+                                                       trace=trace))
 
-        def retrying(r: Retry) -> None:  # not charged: only a finished task is
+        async def retrying(r: Retry) -> None:  # not charged: only a finished task is
             log.warning("thread %s: task %s failed (%s: %s); retry %d in %.1f s", thread_id,
                         r.task.id, type(r.failure.error).__name__, r.failure.error, r.failures,
                         r.delay)
-            emit(TaskRetried(rec, epoch, retry=r, trace=trace))
+            await self._blocking(emit, TaskRetried(rec, epoch, retry=r, trace=trace))
+
+        asked = [time.monotonic()]  # when the cancel flag was last read: with the record
+
+        async def stop_asked() -> bool:
+            """Between steps: raise when the lease went elsewhere (known here); stop for a
+            cancel, read from the registry at most every CANCEL_CHECK_SECONDS."""
+            self.epoch(thread_id)  # raises LeaseLost
+            if time.monotonic() - asked[0] < CANCEL_CHECK_SECONDS:
+                return False
+            asked[0] = time.monotonic()
+            return await self._blocking(self.threads.cancel_requested, thread_id)
+
+        def reload(st: TaskStats) -> Awaitable[Any]:
+            return self._blocking(lambda: checkpoint.load(self.blobs.get(st.checkpoint)))
 
         try:
-            result = run_graph(graph, data, self.backend, finished, completed=completed,
-                               on_start=started, on_retry=retrying, on_plan=planned,
-                               skipped=skipped,
-                               reload=lambda st: checkpoint.load(self.blobs.get(st.checkpoint)),
-                               should_stop=lambda: self._should_stop(thread_id))
+            result = await run_graph_async(
+                graph, data, self.backend, finished, completed=completed, on_start=started,
+                on_retry=retrying, on_plan=planned, skipped=skipped, reload=reload,
+                should_stop=stop_asked)
         except RunCanceled:
-            self.threads.mark_canceled(thread_id, epoch=epoch)
-            return "canceled"
+            await self._blocking(functools.partial(self.threads.mark_canceled, thread_id,
+                                                   epoch=epoch))
+            return "canceled", None
         except TaskFailed as exc:
             if isinstance(exc.error, ServiceUnavailable):
                 raise exc.error from None  # the thread waits for the store; it is not failed
             # indexed, logged and traced before the thread is recorded as failed
-            self.events.emit(TaskFailedForGood(rec, epoch, failure=exc, trace=trace))
+            await self._blocking(emit, TaskFailedForGood(rec, epoch, failure=exc, trace=trace))
             code = exc.error.code if isinstance(exc.error, TilemoreError) else "operator_failed"
             tries = f" (after {exc.attempts} attempts)" if exc.attempts > 1 else ""
-            self.threads.fail_thread(thread_id, code, f"{exc.error}{tries}", exc.task_id,
-                                   epoch=epoch)
-            return "failed"
+            await self._blocking(functools.partial(
+                self.threads.fail_thread, thread_id, code, f"{exc.error}{tries}", exc.task_id,
+                epoch=epoch))
+            return "failed", None
+        return "done", result
+
+    def _finish(self, rec: ThreadRecord, result: RunResult, epoch: int | None) -> None:
+        """Store the result and record the thread done (on an I/O thread)."""
         out = result.output
         key = blob_key(out.data)
         if self.lifecycle is not None:  # pinned, then put: see tilemore.store.lifecycle
             self.lifecycle.pin(key, "result", len(out.data))
         self.blobs.put(out.data, kind="result")
         if self.lifecycle is not None:
-            self.lifecycle.refer(thread_id, rec.domain, "result", key, len(out.data))
-        for q in result.qc:
-            self.metrics.qc_pick(rec.pipeline, q.stage, q.pick)
-        self.threads.finish_thread(thread_id, ResultInfo(key, key, len(out.data),
-                                                         out.content_type, out.width, out.height),
+            self.lifecycle.refer(rec.id, rec.domain, "result", key, len(out.data))
+        self.threads.finish_thread(rec.id, ResultInfo(key, key, len(out.data),
+                                                      out.content_type, out.width, out.height),
                                    qc=[asdict(q) for q in result.qc], epoch=epoch)
-        return "done"
-
-    def _should_stop(self, thread_id: str) -> bool:
-        """Between steps: stop for a cancel; raise when the lease went elsewhere."""
-        self.epoch(thread_id)  # raises LeaseLost
-        return self.threads.cancel_requested(thread_id)
 
     def _completed(self, t: TaskRecord) -> Completed:
         key = t.checkpoint_key
         assert key is not None
         stats = TaskStats(t.task_id, t.operator, t.started_at or 0.0, t.finished_at or 0.0,
                           t.megapixels or 0.0, "", 0, None, key)
-        return Completed(stats, lambda: checkpoint.load(self.blobs.get(key)))
+        return Completed(stats, lambda: self._blocking(
+            lambda: checkpoint.load(self.blobs.get(key))))
+
+
+def _serve(loop: asyncio.AbstractEventLoop) -> None:
+    try:
+        loop.run_forever()
+    finally:  # stopped by close()
+        loop.close()
+
+
+async def _stop_tasks() -> None:
+    """Cancel every run on this loop, and let each give its lease back (briefly)."""
+    here = asyncio.current_task()
+    runs = [t for t in asyncio.all_tasks() if t is not here]
+    for t in runs:
+        t.cancel()
+    if runs:
+        await asyncio.wait(runs, timeout=CLOSE_SECONDS / 2)
