@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -40,6 +41,8 @@ from fastapi import FastAPI, Request, Response
 from PIL import Image as PILImage
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+
+from tilemore.store import open_store
 
 PIPELINE = Path(__file__).parent / "control_plane.yaml"
 ENVELOPE = {"pipeline": "control-plane", "adjustments": {}, "output_format": "jpeg"}
@@ -173,6 +176,7 @@ class Sides:
         self.base, self.auth, self.poll_s, self.long_poll = base, auth, poll_s, long_poll
         self.gets = 0  # status reads made by Tilemore's clients (what polling costs)
         self.last_done = ""  # a thread that ended done (the status reads' subject)
+        self.accepted: tuple[str, float] = ("", 0.0)  # the last thread, when its 202 came
 
     async def floor(self, s: aiohttp.ClientSession, item: tuple[bytes, str, str]) -> str:
         body, ctype, _ = item
@@ -192,6 +196,7 @@ class Sides:
             answer = await r.json()
             if r.status != 202 or "thread_id" not in answer:
                 return f"HTTP {r.status} {answer.get('code', answer.get('status'))}"
+        self.accepted = (answer["thread_id"], time.time())
         url = f"{self.base}/threads/{answer['thread_id']}"
         while answer["status"] == "processing":
             if not self.long_poll:
@@ -277,6 +282,33 @@ class CpuMeter:
 
 # --- the run ------------------------------------------------------------------------------
 
+def idle_breakdown(store: Any, timelines: list[tuple[float, str, float, float]]
+                   ) -> dict[str, float]:
+    """Where each idle thread's time went, from the client's clock and the times its record
+    holds (the same machine's clock, read in the ingress, the replicas and the conductor):
+    medians, in ms. "ingress": sent to recorded; "to first task": recorded to the first
+    task's start (the hand-off, the lease, reading the record and the input); "between
+    tasks": from each task's end to the next one's start (its checkpoint, Ray passing the
+    image on); "to done": the last task's end to the thread recorded done (charges,
+    records, the result stored); "done seen": to the client's long poll answering."""
+    parts: dict[str, list[float]] = {k: [] for k in (
+        "ingress", "202 back", "to first task", "tasks", "between tasks", "to done",
+        "done seen")}
+    for sent, thread_id, accepted, seen in timelines:
+        rec = store.get_thread(thread_id)
+        tasks = sorted(rec.tasks, key=lambda t: t.started_at or 0.0)
+        gaps = [b.started_at - a.finished_at for a, b in zip(tasks, tasks[1:], strict=False)]
+        for key, value in (
+                ("ingress", rec.created_at - sent), ("202 back", accepted - sent),
+                ("to first task", tasks[0].started_at - rec.created_at),
+                ("tasks", sum(t.finished_at - t.started_at for t in tasks)),
+                ("between tasks", sum(gaps)),
+                ("to done", rec.finished_at - tasks[-1].finished_at),
+                ("done seen", seen - rec.finished_at)):
+            parts[key].append(1000 * value)
+    return {k: round(statistics.median(v), 2) for k, v in parts.items() if v}
+
+
 async def idle(job: Callable[[aiohttp.ClientSession, tuple], Awaitable[str]], items: list
                ) -> dict:
     """Each item alone, one after the other: submit to result seen."""
@@ -354,17 +386,23 @@ def main() -> None:
         idle_poll = args.idle_poll_ms / 1000
 
         async def one_thread(s: aiohttp.ClientSession, item: tuple) -> str:
-            return await sides.tilemore(s, item, poll_s=idle_poll)
+            sent = time.time()
+            status = await sides.tilemore(s, item, poll_s=idle_poll)
+            timelines.append((sent, *sides.accepted, time.time()))
+            return status
+
+        timelines: list[tuple[float, str, float, float]] = []
 
         latency = {"tilemore": await idle(one_thread, images.take(args.idle)),
                    "floor": await idle(sides.floor, images.take(args.idle)),
                    "peer": await idle(sides.peer, images.take(args.idle))}
         return {"rounds": rounds, "tilemore_cpu": tilemore_meter, "per_side": per_side,
                 "gets": gets, "latency": latency, "reads": reads, "reads_cpu": reads_meter,
-                "quiet_cpu": quiet_meter}
+                "quiet_cpu": quiet_meter, "timelines": timelines}
 
     got = asyncio.run(run())
     rounds, latency = got["rounds"], got["latency"]
+    breakdown = idle_breakdown(open_store(settings.db), got["timelines"])
     rate = {side: statistics.median(r["per_s"] for r in rs) for side, rs in rounds.items()}
     threads = n * args.rounds
 
@@ -401,7 +439,7 @@ def main() -> None:
         "cpu_ms_per_floor_cycle": per_unit(got["per_side"]["floor"], {**SERVICE, **OTHERS}),
         "cpu_ms_per_peer_image": per_unit(got["per_side"]["peer"], {**SERVICE, **OTHERS}),
         "idle": latency, "idle_poll_ms": args.idle_poll_ms if args.poll else None,
-        "idle_target_ms": 25,
+        "idle_target_ms": 25, "idle_breakdown_ms": breakdown,
         "rounds_detail": rounds,
     }
     print(f"{n} threads × {args.rounds} rounds at {c} clients on {machine()}, load average "
@@ -423,6 +461,8 @@ def main() -> None:
         f"{k} {v['median_ms']:.1f} ms" for k, v in latency.items())
         + " (Tilemore ≤ 25 ms, " + (f"polling every {args.idle_poll_ms:g} ms)" if args.poll
                                     else "long-polling)"))
+    print("  where an idle thread's time goes (medians): " + ", ".join(
+        f"{k} {v:.1f} ms" for k, v in breakdown.items()))
     outcomes = {f"{side} round {i}": r["outcomes"] for side, rs in rounds.items()
                 for i, r in enumerate(rs)}
     expected = {"floor": "200", "tilemore": "done", "peer": "200"}
@@ -436,6 +476,8 @@ def main() -> None:
         "rates, ratios, CPU and latencies finite and positive": positive(
             *rate.values(), result["floor_ratio"], result["peer_ratio"], cpu_total,
             *(v["median_ms"] for v in latency.values())),
+        "the idle threads' steps happened in order": all(
+            v >= -1.0 for v in breakdown.values()),  # 1 ms: clocks read in other processes
         f"CPU measured in every service process, not only {sorted(cpu)}": set(cpu) == set(
             SERVICE)})
 

@@ -30,3 +30,11 @@ def test_control_plane_smoke(tmp_path):
     assert set(r["cpu_ms_per_status_read"]) == set(r["cpu_ms_per_thread_one_read"]) \
         == set(r["cpu_ms_per_thread"])
     assert r["cpu_ms_per_thread_one_read_total"] <= r["cpu_ms_per_thread_total"] + 1e-6
+    # Where an idle thread's time went, each step from its record's times, in order.
+    steps = r["idle_breakdown_ms"]
+    assert set(steps) == {"ingress", "202 back", "to first task", "tasks", "between tasks",
+                          "to done", "done seen"}
+    assert all(v >= -1.0 for v in steps.values())
+    assert sum(steps[k] for k in ("ingress", "to first task", "tasks", "between tasks",
+                                  "to done", "done seen")) \
+        <= 1.5 * r["idle"]["tilemore"]["all_ms"][-1] + 10  # medians of parts of a whole
