@@ -15,7 +15,7 @@ from tilemore.billing.service import Billing
 from tilemore.engine import LocalBackend
 from tilemore.service.conductor import IO_THREADS
 
-RUNS = 24
+RUNS = 48  # more than the I/O threads, the loop and the backend's workers together
 
 
 class HeldBackend:

@@ -84,7 +84,7 @@ from tilemore.store.leases import Lease, LeaseLost
 log = logging.getLogger("tilemore.conductor")
 
 HOLD_BATCH = 500  # holds one sweep statement gives back
-IO_THREADS = 8  # the runs' registry writes, blob reads and billing calls, at once
+IO_THREADS = 16  # the runs' registry writes, blob reads and billing calls, at once
 CLOSE_SECONDS = 2.0  # how long closing waits for the runs to give their leases back
 CANCEL_CHECK_SECONDS = 0.25  # a run reads its cancel flag at most this often
 T = TypeVar("T")
