@@ -8,20 +8,12 @@ import time
 from decimal import Decimal
 
 import pytest
-from support.conductor_parts import Parts
 
 from tilemore.billing.service import Billing
 from tilemore.engine import LocalBackend
 from tilemore.errors import DatabaseUnavailable
 
 D = Decimal
-
-@pytest.fixture
-def parts(backend):
-    parts = Parts(backend)
-    yield parts
-    parts.close()
-
 
 @pytest.fixture
 def billing(parts):

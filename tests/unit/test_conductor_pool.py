@@ -5,8 +5,6 @@ PostgreSQL), in this process (no Ray)."""
 
 from __future__ import annotations
 
-import pytest
-from support.conductor_parts import Parts
 from support.waits import until
 
 from tilemore.billing.service import Billing
@@ -16,13 +14,6 @@ from tilemore.service.conductor_pool import ConductorPool, PoolPolicy
 def test_the_policy_asks_one_conductor_per_concurrency_between_floor_and_ceiling():
     policy = PoolPolicy(minimum=2, maximum=5, concurrency=16)
     assert [policy.wanted(n) for n in (0, 16, 33, 64, 80, 10_000)] == [2, 2, 3, 4, 5, 5]
-
-
-@pytest.fixture
-def parts(backend):
-    parts = Parts(backend)
-    yield parts
-    parts.close()
 
 
 def test_conductors_come_with_the_backlog_and_drain_before_they_go(parts):

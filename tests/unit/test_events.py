@@ -5,7 +5,6 @@ listener's failure stops the run, a best-effort one's never does. A real store a
 from __future__ import annotations
 
 import pytest
-from support.conductor_parts import Parts
 
 from tilemore.billing.service import Billing
 from tilemore.service.events import Listener, Listeners, ThreadEnded
@@ -31,13 +30,6 @@ class Heard(Listener):
 class Broken(Listener):
     def task_finished(self, event) -> None:
         raise RuntimeError("a webhook outbox that is down")
-
-
-@pytest.fixture
-def parts(backend):
-    parts = Parts(backend)
-    yield parts
-    parts.close()
 
 
 def test_a_listener_hears_every_task_and_the_end_in_order(parts):

@@ -8,9 +8,6 @@ import threading
 import time
 from concurrent.futures import Future
 
-import pytest
-from support.conductor_parts import Parts
-
 from tilemore.billing.service import Billing
 from tilemore.engine import LocalBackend
 from tilemore.service.conductor import IO_THREADS
@@ -55,13 +52,6 @@ def _copy(src: Future, dst: Future) -> None:
         dst.set_exception(src.exception())
     else:
         dst.set_result(src.result())
-
-
-@pytest.fixture
-def parts(backend):
-    parts = Parts(backend)
-    yield parts
-    parts.close()
 
 
 def test_many_threads_in_flight_share_one_event_loop(parts):
