@@ -32,8 +32,9 @@ from tilemore.engine.backend import Backend, ReplicaLost
 from tilemore.engine.host import TaskFailure, TaskStats
 from tilemore.errors import TilemoreError
 from tilemore.image import Encoded
-from tilemore.operator import Operator, Selection
+from tilemore.operator import Selection
 from tilemore.pipeline.graph import FromTask, Input, Picked, Source, TaskGraph, TaskNode
+from tilemore.pipeline.plans import BranchPlan, Plans, plan_of
 
 log = logging.getLogger("tilemore.run")
 
@@ -67,17 +68,6 @@ class QCReport:
     details: dict[str, dict[str, float]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # branch → why it did not run
     plan: dict[str, Any] = field(default_factory=dict)  # the selector's look at the input
-
-
-@dataclass(frozen=True)
-class BranchPlan:
-    """A selector's decision, before its branches ran, of which were worth running."""
-
-    selector: str  # the selector task
-    skipped: dict[str, str]  # branch task id → why it does not run
-    reasons: dict[str, str]  # branch name → why it runs or not
-    measures: dict[str, Any]  # what the selector measured of the input
-    size: tuple[int, int] | None  # the stage input's (width, height): what skipping saved
 
 
 @dataclass
@@ -169,7 +159,7 @@ async def run_graph_async(
     running: dict[Any, TaskNode] = {}  # stats handle → task
     selections: dict[str, Selection] = {}
     stats: dict[str, TaskStats] = {tid: c.stats for tid, c in done.items()}
-    plans = _Plans(graph, dict(skipped or {}), done, can_plan=hasattr(backend, "plan"))
+    plans = Plans(graph, dict(skipped or {}), done, can_plan=hasattr(backend, "plan"))
     for task in graph.tasks:
         if task.id in done and task.operator.role == "selector":
             selections[task.id] = _checked(await _value(done[task.id].load()), task,
@@ -301,7 +291,7 @@ async def run_graph_async(
                     _read_quietly(backend, handle, abandoned.pop(handle))
                     continue
                 if handle in planning:
-                    plan = plans.decide(planning.pop(handle), _plan_of(backend, handle))
+                    plan = plans.decide(planning.pop(handle), plan_of(backend, handle))
                     waiting = [t for t in waiting if t.id not in plans.skipped]
                     if on_plan is not None:
                         await _value(on_plan(plan))
@@ -389,7 +379,7 @@ def _read_quietly(backend: Backend, stats: Any, output: Any | None) -> None:
 
 
 def _input_tasks(task: TaskNode, selections: Mapping[str, Selection],
-                 plans: _Plans) -> list[str]:
+                 plans: Plans) -> list[str]:
     """The tasks whose outputs ``task`` reads: a selector's, for the candidate it picks."""
     ids = []
     for inp in task.inputs:
@@ -400,77 +390,10 @@ def _input_tasks(task: TaskNode, selections: Mapping[str, Selection],
     return ids
 
 
-def _held_by(task_id: str, selections: Mapping[str, Selection], plans: _Plans) -> str:
+def _held_by(task_id: str, selections: Mapping[str, Selection], plans: Plans) -> str:
     """The task whose checkpoint holds ``task_id``'s output: a selector's is its pick's."""
     verdict = selections.get(task_id)
     return task_id if verdict is None else plans.live(task_id)[verdict.pick]
-
-
-class _Plans:
-    """Which branches each selector ruled out, and what the selectors are then told."""
-
-    def __init__(self, graph: TaskGraph, skipped: dict[str, str],
-                 done: Mapping[str, Completed], can_plan: bool) -> None:
-        self.graph, self.skipped = graph, skipped
-        self.decisions: dict[str, BranchPlan] = {}
-        self._undecided: dict[str, TaskNode] = {}  # branch task id → its selector
-        for sel in graph.tasks:
-            branches = graph.candidates(sel.id) if sel.operator.role == "selector" else []
-            if not branches or not can_plan or not _plans(sel.operator):
-                continue
-            # Decided already: a branch was ruled out, or everything has run.
-            if any(b in skipped for b in branches) or all(b in done for b in branches):
-                continue
-            self._undecided.update((b, sel) for b in branches)
-
-    def undecided_selector_of(self, task_id: str) -> TaskNode | None:
-        return self._undecided.get(task_id)
-
-    def branch_names(self, selector: TaskNode) -> list[str]:
-        return [self.graph.task(c).branch or c for c in self.graph.candidates(selector.id)]
-
-    def live(self, selector: str) -> list[str]:
-        """The selector's candidates that run (or ran), in order: its verdict indexes these."""
-        return [c for c in self.graph.candidates(selector) if c not in self.skipped]
-
-    def params(self, task: TaskNode) -> Any:
-        """A selector whose parameters have ``candidates`` is told the branches it gets."""
-        if task.operator.role != "selector" or "candidates" not in type(task.params).model_fields:
-            return task.params
-        names = [self.graph.task(c).branch or c for c in self.live(task.id)]
-        return task.params.model_copy(update={"candidates": names})
-
-    def decide(self, selector: TaskNode, verdict: dict[str, Any] | None) -> BranchPlan:
-        branches = self.graph.candidates(selector.id)
-        names = self.branch_names(selector)
-        verdict = verdict or {}
-        run = set(verdict.get("run") or names)  # nothing worth running: run everything
-        reasons = {str(k): str(v) for k, v in dict(verdict.get("reasons") or {}).items()}
-        skipped = {b: reasons.get(n, "skipped by the selector")
-                   for b, n in zip(branches, names, strict=True) if n not in run}
-        self.skipped.update(skipped)
-        for b in branches:
-            self._undecided.pop(b, None)
-        size = verdict.get("size")
-        plan = BranchPlan(selector.id, skipped, reasons, dict(verdict.get("measures") or {}),
-                          (int(size[0]), int(size[1])) if size else None)
-        self.decisions[selector.id] = plan
-        return plan
-
-
-def _plans(operator: type[Operator]) -> bool:
-    return getattr(operator, "plan", None) is not getattr(Operator, "plan", None)
-
-
-def _plan_of(backend: Backend, handle: Any) -> dict[str, Any] | None:
-    """The selector's plan; one that fails only costs the saving (every branch runs)."""
-    try:
-        verdict = backend.get(handle)
-    except Exception as exc:  # noqa: BLE001 - planning is an optimisation
-        log.warning("a selector's plan failed (%s: %s); every branch runs",
-                    type(exc).__name__, exc)
-        return None
-    return verdict if isinstance(verdict, dict) else None
 
 
 def _stats(backend: Backend, handle: Any, task: TaskNode) -> TaskStats:
@@ -493,7 +416,7 @@ def _checked(verdict: Any, task: TaskNode, n: int) -> Selection:
 
 
 def _qc_reports(graph: TaskGraph, selections: dict[str, Selection],
-                plans: _Plans) -> list[QCReport]:
+                plans: Plans) -> list[QCReport]:
     reports = []
     for task in graph.tasks:
         verdict = selections.get(task.id)
