@@ -10,7 +10,7 @@ from concurrent.futures import Future
 
 from tilemore.billing.service import Billing
 from tilemore.engine import LocalBackend
-from tilemore.service.conductor import IO_THREADS
+from tilemore.service.run_loop import IO_THREADS
 
 RUNS = 48  # more than the I/O threads, the loop and the backend's workers together
 
@@ -70,7 +70,7 @@ def test_many_threads_in_flight_share_one_event_loop(parts):
 
         async def runs_on_the_loop() -> int:
             return len(asyncio.all_tasks()) - 1  # less this one
-        loop = conductor._event_loop()  # noqa: SLF001 - what the runs are tasks of
+        loop = conductor._runs.loop()  # noqa: SLF001 - what the runs are tasks of
         assert asyncio.run_coroutine_threadsafe(runs_on_the_loop(), loop).result() == RUNS
         new = {t.name for t in threading.enumerate()} - before
         # the loop, at most IO_THREADS I/O threads, and the in-process backend's workers

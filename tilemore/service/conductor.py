@@ -22,17 +22,12 @@ the thread sweep (:meth:`Conductor.sweep_holds`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import contextvars
-import functools
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from dataclasses import asdict
-from typing import Any, TypeVar
 
 from tilemore.billing.service import Billing
 from tilemore.blobs import BlobNotFound, BlobStore, blob_key
@@ -71,6 +66,7 @@ from tilemore.service.events import (
     Tracing,
 )
 from tilemore.service.failures import FailureRecorder
+from tilemore.service.run_loop import IO_THREADS, RunLoop
 from tilemore.service.tracing import NO_TRACE, ThreadTrace, Tracer
 from tilemore.store import (
     ErrorIndex,
@@ -84,10 +80,7 @@ from tilemore.store.leases import Lease, LeaseLost
 log = logging.getLogger("tilemore.conductor")
 
 HOLD_BATCH = 500  # holds one sweep statement gives back
-IO_THREADS = 16  # the runs' registry writes, blob reads and billing calls, at once
-CLOSE_SECONDS = 2.0  # how long closing waits for the runs to give their leases back
 CANCEL_CHECK_SECONDS = 0.25  # a run reads its cancel flag at most this often
-T = TypeVar("T")
 HOLD_BATCHES = 4  # statements per sweep, at most: a backlog drains over a few sweeps
 
 
@@ -144,9 +137,7 @@ class Conductor:
             self.events.add(lifecycle.listener())
         # One event loop runs every thread here (tilemore.pipeline.run waits on it for the
         # backend); what blocks goes to a few I/O threads, not one OS thread per run.
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._io = ThreadPoolExecutor(max_workers=min(IO_THREADS, concurrency),
-                                      thread_name_prefix="conductor-io")
+        self._runs = RunLoop(min(IO_THREADS, concurrency))
         self._active: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -201,7 +192,7 @@ class Conductor:
             self._active.add(lease.thread_id)
             self._leases[lease.thread_id] = lease
             self._lost.discard(lease.thread_id)
-        asyncio.run_coroutine_threadsafe(self._guarded(lease.thread_id), self._event_loop())
+        self._runs.start(self._guarded(lease.thread_id))
 
     def _forget(self, thread_id: str) -> None:
         with self._lock:
@@ -293,43 +284,14 @@ class Conductor:
         """Stop sweeping and stop the runs here: their leases go back (or run out), and
         whoever claims the threads next resumes them from their checkpoints."""
         self._stop.set()
-        with self._lock:  # closed once: a second close finds no loop
-            loop, self._loop = self._loop, None
-        if loop is not None:
-            stopping = asyncio.run_coroutine_threadsafe(_stop_tasks(), loop)
-            with contextlib.suppress(Exception):  # runs still giving leases back: they run out
-                stopping.result(CLOSE_SECONDS)
-            loop.call_soon_threadsafe(loop.stop)
-        self._io.shutdown(wait=False, cancel_futures=True)
-
-    # -- the event loop --------------------------------------------------------------------
-
-    def _event_loop(self) -> asyncio.AbstractEventLoop:
-        """This conductor's one event loop, on a thread of its own (started at first use):
-        every run is a task on it, waiting for its backend handles without a thread."""
-        with self._lock:
-            if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-                threading.Thread(target=_serve, args=(self._loop,), name="conductor-loop",
-                                 daemon=True).start()
-            return self._loop
-
-    def _on_loop(self, run: Coroutine[Any, Any, T]) -> T:
-        """Run ``run`` on the loop from another thread, and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(run, self._event_loop()).result()
-
-    async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on the I/O threads (registry writes, blob reads, billing calls):
-        never on the loop, which the other runs share."""
-        ctx = contextvars.copy_context()
-        return await asyncio.get_running_loop().run_in_executor(
-            self._io, functools.partial(ctx.run, fn, *args))
+        self._runs.close()
 
     # -- running ---------------------------------------------------------------------------
 
     def _run_guarded(self, thread_id: str) -> None:
-        """What a claim starts, from another thread: run the thread, and wait."""
-        self._on_loop(self._guarded(thread_id))
+        """Run the thread as a claim does (``_guarded`` on the loop), from another thread,
+        and wait: what a sweep's retry looks like to tests and tools."""
+        self._runs.wait(self._guarded(thread_id))
 
     async def _guarded(self, thread_id: str) -> None:
         try:
@@ -348,7 +310,7 @@ class Conductor:
             else:  # the same thread keeps breaking its conductor: stop, and say why
                 log.exception("thread %s: giving up after %d attempts", thread_id, attempts)
                 self._attempts.pop(thread_id, None)
-                await self._blocking(self._give_up, thread_id,
+                await self._runs.blocking(self._give_up, thread_id,
                                      f"gave up after {attempts} attempts: {exc}")
         finally:
             with contextlib.suppress(RuntimeError):  # closing: the lease runs out instead
@@ -359,7 +321,7 @@ class Conductor:
         with self._lock:
             held = thread_id in self._leases and thread_id not in self._lost
         if held:
-            await self._blocking(self._give_back, thread_id)
+            await self._runs.blocking(self._give_back, thread_id)
         else:
             self._forget(thread_id)
 
@@ -391,15 +353,14 @@ class Conductor:
     def run_thread(self, thread_id: str) -> str:
         """Run one thread to its end; return its final status. Claims the thread's lease
         first unless it holds it ("leased": another conductor has it)."""
-        return self._on_loop(self._run_thread(thread_id))
+        return self._runs.wait(self._run_thread(thread_id))
 
     async def _run_thread(self, thread_id: str) -> str:
         if self.epoch(thread_id) is None:
-            lease = await self._blocking(functools.partial(
-                self.threads.claim_thread, self.name, thread_id, self._lease_seconds,
-                owner_may_reclaim=True))
+            lease = await self._runs.blocking(self.threads.claim_thread, self.name, thread_id,
+                                              self._lease_seconds, owner_may_reclaim=True)
             if lease is None:
-                rec = await self._blocking(self.threads.get_thread, thread_id)
+                rec = await self._runs.blocking(self.threads.get_thread, thread_id)
                 return "unknown" if rec is None else (
                     "leased" if rec.status == "processing" else rec.status)
             with self._lock:
@@ -408,11 +369,11 @@ class Conductor:
                 return await self._run_thread(thread_id)
             finally:
                 await self._given_back(thread_id)
-        rec = await self._blocking(self.threads.get_thread, thread_id)
+        rec = await self._runs.blocking(self.threads.get_thread, thread_id)
         if rec is None:
             return "unknown"
         if rec.status != "processing":
-            await self._blocking(self._release, rec)
+            await self._runs.blocking(self._release, rec)
             return rec.status
         return await self._run_traced(rec)
 
@@ -423,13 +384,12 @@ class Conductor:
         with self.tracer.thread_span(rec.id, trace_id=rec.trace_id, **attributes) as trace:
             if trace.trace_id is not None and trace.trace_id != rec.trace_id:
                 try:
-                    await self._blocking(functools.partial(
-                        self.threads.set_trace_id, rec.id, trace.trace_id,
-                        epoch=self.epoch(rec.id)))
+                    await self._runs.blocking(self.threads.set_trace_id, rec.id, trace.trace_id,
+                                              epoch=self.epoch(rec.id))
                 except Exception as exc:  # noqa: BLE001 - tracing never fails a thread
                     log.warning("thread %s: trace id not recorded: %s", rec.id, exc)
             status, result = await self._run(rec, trace)
-            await self._blocking(self._end, rec, status, result, trace)
+            await self._runs.blocking(self._end, rec, status, result, trace)
             return status
 
     def _end(self, rec: ThreadRecord, status: str, result: RunResult | None,
@@ -485,19 +445,19 @@ class Conductor:
         thread_id = rec.id
         epoch = self.epoch(thread_id)  # every write names it: a lost lease refuses them
         if rec.cancel_requested:
-            await self._blocking(functools.partial(self.threads.mark_canceled, thread_id,
-                                                   epoch=epoch))
+            await self._runs.blocking(self.threads.mark_canceled, thread_id,
+                                                   epoch=epoch)
             return "canceled", None
         try:
-            graph, completed, skipped, data = await self._blocking(self._prepare, rec)
+            graph, completed, skipped, data = await self._runs.blocking(self._prepare, rec)
         except BlobNotFound as exc:  # lost (expired, deleted): no retry brings it back
-            await self._blocking(functools.partial(
+            await self._runs.blocking(
                 self.threads.fail_thread, thread_id, exc.code, "the thread's input image is "
-                f"no longer stored ({exc.message}); submit it again", epoch=epoch))
+                f"no longer stored ({exc.message}); submit it again", epoch=epoch)
             return "failed", None
         except TilemoreError as exc:
-            await self._blocking(functools.partial(self.threads.fail_thread, thread_id,
-                                                   exc.code, exc.message, epoch=epoch))
+            await self._runs.blocking(self.threads.fail_thread, thread_id,
+                                                   exc.code, exc.message, epoch=epoch)
             return "failed", None
         ops = {t.id: t.operator for t in graph.tasks}
         handed: dict[str, float] = {}  # task id → when it went to the backend
@@ -507,27 +467,27 @@ class Conductor:
             first = not handed and not completed
             event = TasksStarted(rec, epoch, tasks=tuple(tasks), first=first, trace=trace)
             handed.update((t.id, event.at) for t in tasks)
-            await self._blocking(emit, event)
+            await self._runs.blocking(emit, event)
 
         async def finished(p: Progress) -> None:
             s = p.task
             # its queue time: from when it was handed over, or its inputs were ready if later
             waited = max(handed.get(s.task_id, 0.0), p.inputs_ready or 0.0)
             queued = s.started - waited if s.task_id in handed else None
-            await self._blocking(emit, TaskFinished(rec, epoch, stats=s, operator=ops[s.task_id],
-                                                    queued=queued, trace=trace))
+            await self._runs.blocking(emit, TaskFinished(
+                rec, epoch, stats=s, operator=ops[s.task_id], queued=queued, trace=trace))
 
         async def planned(plan: BranchPlan) -> None:
             """Branches the selector ruled out: recorded as skipped, their share of the
             hold given back (they are never charged)."""
-            await self._blocking(emit, BranchesSkipped(rec, epoch, plan=plan, operators=ops,
+            await self._runs.blocking(emit, BranchesSkipped(rec, epoch, plan=plan, operators=ops,
                                                        trace=trace))
 
         async def retrying(r: Retry) -> None:  # not charged: only a finished task is
             log.warning("thread %s: task %s failed (%s: %s); retry %d in %.1f s", thread_id,
                         r.task.id, type(r.failure.error).__name__, r.failure.error, r.failures,
                         r.delay)
-            await self._blocking(emit, TaskRetried(rec, epoch, retry=r, trace=trace))
+            await self._runs.blocking(emit, TaskRetried(rec, epoch, retry=r, trace=trace))
 
         asked = [time.monotonic()]  # when the cancel flag was last read: with the record
 
@@ -538,30 +498,27 @@ class Conductor:
             if time.monotonic() - asked[0] < CANCEL_CHECK_SECONDS:
                 return False
             asked[0] = time.monotonic()
-            return await self._blocking(self.threads.cancel_requested, thread_id)
-
-        def reload(st: TaskStats) -> Awaitable[Any]:
-            return self._blocking(lambda: checkpoint.load(self.blobs.get(st.checkpoint)))
+            return await self._runs.blocking(self.threads.cancel_requested, thread_id)
 
         try:
             result = await run_graph_async(
                 graph, data, self.backend, finished, completed=completed, on_start=started,
-                on_retry=retrying, on_plan=planned, skipped=skipped, reload=reload,
+                on_retry=retrying, on_plan=planned, skipped=skipped,
+                reload=lambda st: self._checkpoint(st.checkpoint),
                 should_stop=stop_asked)
         except RunCanceled:
-            await self._blocking(functools.partial(self.threads.mark_canceled, thread_id,
-                                                   epoch=epoch))
+            await self._runs.blocking(self.threads.mark_canceled, thread_id,
+                                                   epoch=epoch)
             return "canceled", None
         except TaskFailed as exc:
             if isinstance(exc.error, ServiceUnavailable):
                 raise exc.error from None  # the thread waits for the store; it is not failed
             # indexed, logged and traced before the thread is recorded as failed
-            await self._blocking(emit, TaskFailedForGood(rec, epoch, failure=exc, trace=trace))
+            await self._runs.blocking(emit, TaskFailedForGood(rec, epoch, failure=exc, trace=trace))
             code = exc.error.code if isinstance(exc.error, TilemoreError) else "operator_failed"
             tries = f" (after {exc.attempts} attempts)" if exc.attempts > 1 else ""
-            await self._blocking(functools.partial(
-                self.threads.fail_thread, thread_id, code, f"{exc.error}{tries}", exc.task_id,
-                epoch=epoch))
+            await self._runs.blocking(self.threads.fail_thread, thread_id, code,
+                                      f"{exc.error}{tries}", exc.task_id, epoch=epoch)
             return "failed", None
         return "done", result
 
@@ -583,22 +540,9 @@ class Conductor:
         assert key is not None
         stats = TaskStats(t.task_id, t.operator, t.started_at or 0.0, t.finished_at or 0.0,
                           t.megapixels or 0.0, "", 0, None, key)
-        return Completed(stats, lambda: self._blocking(
-            lambda: checkpoint.load(self.blobs.get(key))))
+        return Completed(stats, lambda: self._checkpoint(key))
 
+    async def _checkpoint(self, key: str) -> object:
+        """A finished task's output, read back from its checkpoint on an I/O thread."""
+        return await self._runs.blocking(lambda: checkpoint.load(self.blobs.get(key)))
 
-def _serve(loop: asyncio.AbstractEventLoop) -> None:
-    try:
-        loop.run_forever()
-    finally:  # stopped by close()
-        loop.close()
-
-
-async def _stop_tasks() -> None:
-    """Cancel every run on this loop, and let each give its lease back (briefly)."""
-    here = asyncio.current_task()
-    runs = [t for t in asyncio.all_tasks() if t is not here]
-    for t in runs:
-        t.cancel()
-    if runs:
-        await asyncio.wait(runs, timeout=CLOSE_SECONDS / 2)
