@@ -189,9 +189,7 @@ class Settings(BaseModel):
         None, description="base of result links; required when host is not a loopback address "
         "(links are never taken from the request's Host header)")
     ingress_replicas: int = Field(1, ge=1, description="ingress replicas, when not autoscaled")
-    conductor_concurrency: int = Field(
-        64, ge=1, description="threads one conductor runs at once (tasks on its event loop, "
-        "not OS threads)")
+    conductor_concurrency: int = Field(64, ge=1, description="threads one conductor runs at once")
     conductors: int = Field(
         1, ge=1, le=64, description="conductors sharing the threads through leases; the first "
         "on the head node, the others on nodes with the `on_demand` resource (else the head)")
