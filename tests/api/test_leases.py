@@ -9,8 +9,9 @@ from decimal import Decimal
 
 import pytest
 
+from tilemore.billing.entries import Charge
 from tilemore.billing.service import Billing
-from tilemore.store import NewThread
+from tilemore.store import NewThread, ResultInfo
 from tilemore.store.leases import Lease, LeaseLost
 
 
@@ -53,15 +54,17 @@ def test_an_expired_lease_moves_and_the_old_holders_writes_are_refused(store, ba
         store.finish_thread(rec.id, None, epoch=first.epoch)  # type: ignore[arg-type]
     ledger = backend.ledger()
     ledger.append([_order()])
+    ledger.reserve("acme", "pause", Decimal("2"))
     billing = Billing(ledger)
+    charges = [Charge("decode", "decode", 0.1, Decimal("1"))]
     try:
-        with pytest.raises(LeaseLost):  # nor may it charge
-            billing.charge(account="acme", traced_for=None, thread_id=rec.id, task_id="decode",
-                           operator="decode", megapixels=0.1, cost=Decimal("1"), hold=None,
-                           epoch=first.epoch)
-        billing.charge(account="acme", traced_for=None, thread_id=rec.id, task_id="decode",
-                       operator="decode", megapixels=0.1, cost=Decimal("1"), hold=None,
-                       epoch=second.epoch)
+        with pytest.raises(LeaseLost):  # nor may it charge, nor give back the hold
+            billing.settle(account="acme", traced_for=None, thread_id=rec.id, hold="pause",
+                           charges=charges, epoch=first.epoch)
+        assert ledger.thread_cost(rec.id) == 0 and ledger.held("acme") == Decimal("2")
+        billing.settle(account="acme", traced_for=None, thread_id=rec.id, hold="pause",
+                       charges=charges, epoch=second.epoch)
+        assert ledger.thread_cost(rec.id) == 1 and ledger.held("acme") == 0
     finally:
         billing.close()
     store.task_done(rec.id, "decode", 1001.0, 1012.0, 0.1, "k", epoch=second.epoch)
@@ -102,6 +105,24 @@ def test_a_released_lease_is_claimable_at_once(store):
     lease = store.claim_thread("a", rec.id, 60)
     store.release_lease(lease)
     assert store.claim_thread("b", rec.id, 60) == Lease(rec.id, lease.epoch + 1)
+
+
+@pytest.mark.parametrize("end", ["done", "failed", "canceled"])
+def test_a_threads_end_gives_its_lease_back_in_the_same_write(store, end):
+    rec, _ = store.create_thread(new_thread(f"end-{end}"))
+    lease = store.claim_thread("a", rec.id, 60)
+    if end == "done":
+        store.finish_thread(rec.id, ResultInfo("k", "k", 1, "image/png", 1, 1),
+                            epoch=lease.epoch)
+    elif end == "failed":
+        store.fail_thread(rec.id, "operator_failed", "boom", "decode", epoch=lease.epoch)
+    else:
+        store.mark_canceled(rec.id, epoch=lease.epoch)
+    row = store._query("SELECT status, lease_owner, lease_until FROM threads"  # noqa: SLF001
+                       " WHERE id = ?", (rec.id,))[0]
+    assert (row["status"], row["lease_owner"], row["lease_until"]) == (end, None, None)
+    assert store.renew_leases([lease], 60) == [lease]  # a run still holding it stops
+    assert store.claim_thread("b", rec.id, 60) is None  # and nobody claims an ended thread
 
 
 def _order():

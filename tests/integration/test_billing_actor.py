@@ -11,6 +11,7 @@ import pytest
 import ray
 
 from tilemore.billing import InsufficientCredits
+from tilemore.billing.entries import Charge
 from tilemore.billing.money import AmountOutOfRange
 from tilemore.settings import Settings
 
@@ -60,8 +61,8 @@ def test_reads_come_from_this_process_and_see_the_actors_writes(tmp_path):
     handle = BillingActor.options(name=f"billing-{uuid.uuid4().hex[:8]}").remote(settings)
     billing = BillingProxy(handle, BillingReads(open_ledger(settings.db)))
     billing.order("acme", "inv-1", D("10"))
-    billing.charge(account="acme", traced_for=None, thread_id="t1", task_id="a",
-                   operator="decode", megapixels=1.0, cost=D("0.25"), hold=None)
+    billing.settle(account="acme", traced_for=None, thread_id="t1", hold=None,
+                   charges=[Charge("a", "decode", 1.0, D("0.25"))])
     ray.kill(handle)  # writes would fail now; reads do not need the actor
     assert billing.thread_cost("t1") == D("0.25")
     assert billing.balance("acme").balance == D("9.75")

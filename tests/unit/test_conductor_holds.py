@@ -1,5 +1,6 @@
 """The conductor gives back a thread's hold on every way it ends — given up on, its input
-lost, its release refused by a database outage — and sweeps holds no thread owns. A real
+lost — settles a thread whose settlement met a database outage when it runs it next, and
+sweeps holds no thread owns. A real
 store and ledger (SQLite and PostgreSQL), the in-process backend (no Ray)."""
 
 from __future__ import annotations
@@ -37,6 +38,18 @@ def test_a_thread_given_up_on_gives_back_its_hold(parts, billing):
     assert parts.ledger.held("acme") == D("0")
 
 
+def test_a_thread_given_up_on_is_charged_for_the_tasks_it_finished(parts, billing):
+    rec = parts.accept("k-half")
+    parts.store.task_done(rec.id, "decode", 1.0, 2.0, 0.5, "k")  # an earlier run's work
+    parts.conductor(billing)._give_up(rec.id, "gave up after 3 attempts")  # noqa: SLF001
+    failed = parts.store.get_thread(rec.id)
+    assert (failed.status, failed.error_code) == ("failed", "internal_error")
+    charges = [e for e in parts.ledger.entries("acme") if e["kind"] == "charge"]
+    assert [(e["task_id"], e["megapixels"]) for e in charges] == [("decode", 0.5)]
+    assert parts.ledger.held("acme") == D("0")
+    assert parts.ledger.balance("acme") == D("10") - parts.ledger.thread_cost(rec.id) < D("10")
+
+
 def test_a_lost_input_fails_at_once_with_blob_not_found(parts, billing):
     rec = parts.accept("k-lost")
     (parts.settings.blob_path / rec.input_key[:2] / rec.input_key).unlink()
@@ -49,41 +62,46 @@ def test_a_lost_input_fails_at_once_with_blob_not_found(parts, billing):
     assert parts.store.unfinished_threads() == []
 
 
-def test_a_release_refused_by_an_outage_is_retried_by_the_sweep(parts):
+def test_a_settlement_refused_by_an_outage_keeps_the_thread_running_until_it_settles(parts):
     class Outage(Billing):
         """The database goes away just as the thread ends, and comes back."""
 
-        def __init__(self, ledger) -> None:
-            super().__init__(ledger)
-            self.down = True
+        down = True
 
-        def release(self, key: str) -> None:
-            self._check()
-            super().release(key)
-
-        def sweep_holds(self, *args) -> int:
-            self._check()
-            return super().sweep_holds(*args)
-
-        def _check(self) -> None:
+        def settle(self, **kwargs):
             if self.down:
                 raise DatabaseUnavailable("PostgreSQL at db:5432/tilemore is unavailable")
+            return super().settle(**kwargs)
 
     billing = Outage(parts.ledger)
     try:
         rec = parts.accept("k-outage")
         conductor = parts.conductor(billing)
-        assert conductor.run_thread(rec.id) == "done"  # the thread ends whatever happens
-        charged = parts.ledger.thread_cost(rec.id)
-        assert parts.ledger.held("acme") == D("1") - charged  # left over, not released
-        with pytest.raises(DatabaseUnavailable):  # still down (the sweeper logs it)
-            conductor.sweep_holds()
+        conductor._run_guarded(rec.id)  # noqa: SLF001 - what a sweep runs
+        # never recorded done unpaid: it waits, its hold still set aside, nothing charged
+        assert parts.store.get_thread(rec.id).status == "processing"
+        assert parts.ledger.held("acme") == D("1")
+        assert parts.ledger.thread_cost(rec.id) == 0
+        ran = {t.task_id: t.finished_at for t in parts.store.get_thread(rec.id).tasks}
         billing.down = False
-        assert conductor.sweep_holds() == 1  # an ended thread's hold: at once, any age
-        assert parts.ledger.held("acme") == D("0")
+        conductor._run_guarded(rec.id)  # noqa: SLF001 - the next sweep settles, then records
+        done = parts.store.get_thread(rec.id)
+        assert done.status == "done"
+        assert {t.task_id: t.finished_at for t in done.tasks} == ran  # nothing ran again
+        charged = parts.ledger.thread_cost(rec.id)
+        assert charged > 0 and parts.ledger.held("acme") == D("0")
         assert parts.ledger.balance("acme") == D("10") - charged
     finally:
         billing.close()
+
+
+def test_an_ended_threads_hold_is_swept_at_once(parts, billing):
+    rec = parts.accept("k-ended")  # ended without its release (an API cancel met an outage)
+    parts.store.request_cancel(rec.id)
+    parts.store.mark_canceled(rec.id)
+    assert parts.ledger.held("acme") == D("1")
+    assert parts.conductor(billing).sweep_holds() == 1  # an ended thread's hold: any age
+    assert parts.ledger.held("acme") == D("0") and parts.ledger.balance("acme") == D("10")
 
 
 def test_the_sweeper_gives_back_orphans_and_keeps_young_holds(parts, billing):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tilemore.billing.service import Billing
-from tilemore.service.events import Listener, Listeners, ThreadEnded
+from tilemore.service.events import Listener, Listeners, ThreadEnded, ThreadEnding
 
 
 class Heard(Listener):
@@ -22,6 +22,9 @@ class Heard(Listener):
 
     def tasks_started(self, event) -> None:
         self.events += [(event.hook, t.id) for t in event.tasks]
+
+    def thread_ending(self, event: ThreadEnding) -> None:
+        self.events.append((event.hook, ",".join(sorted(s.task_id for s in event.tasks))))
 
     def thread_ended(self, event: ThreadEnded) -> None:
         self.events.append((event.hook, event.status))
@@ -42,12 +45,42 @@ def test_a_listener_hears_every_task_and_the_end_in_order(parts):
         ("tasks_started", "decode"), ("tasks_started", "shifter"),
         ("tasks_started", "encoder"),
         ("task_finished", "decode"), ("task_finished", "shifter"),
-        ("task_finished", "encoder"), ("thread_ended", "done")]
+        ("task_finished", "encoder"), ("thread_ending", "decode,encoder,shifter"),
+        ("thread_ended", "done")]
     assert billing.thread_cost(rec.id) > 0  # the service's own listeners charged…
     tasks = parts.store.get_thread(rec.id).tasks
     assert [t.status for t in tasks] == ["done"] * 3  # …and recorded
     conductor.close()
     billing.close()
+
+
+def test_a_thread_is_settled_in_one_trip_to_billing_before_it_is_recorded(parts):
+    """Every task charged once and the hold given back, in one call and one transaction,
+    while the thread is still processing: an ended thread is a settled one."""
+    calls = []
+
+    class Counting(Billing):
+        def settle(self, **kwargs):
+            calls.append((kwargs["thread_id"], [c.task_id for c in kwargs["charges"]],
+                          parts.store.get_thread(kwargs["thread_id"]).status))
+            return super().settle(**kwargs)
+
+        def release(self, key: str) -> None:
+            calls.append(("release", key))
+            super().release(key)
+
+    billing = Counting(parts.ledger)
+    conductor = parts.conductor(billing)
+    rec = parts.accept("k-settle")
+    try:
+        assert conductor.run_thread(rec.id) == "done"
+        assert calls == [(rec.id, ["decode", "shifter", "encoder"], "processing")]
+        charges = [e for e in parts.ledger.entries("acme") if e["kind"] == "charge"]
+        assert sorted(e["task_id"] for e in charges) == ["decode", "encoder", "shifter"]
+        assert parts.ledger.held("acme") == 0
+    finally:
+        conductor.close()
+        billing.close()
 
 
 class Refusing(Listener):

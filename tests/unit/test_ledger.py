@@ -3,6 +3,7 @@ SQLite and on PostgreSQL (the ``backend`` fixture runs each test on both)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC
 from decimal import Decimal
 
@@ -18,6 +19,7 @@ from tilemore.billing import (
     fmt,
     parse_amount,
 )
+from tilemore.billing.entries import Settlement
 
 D = Decimal
 
@@ -55,6 +57,31 @@ def test_a_task_is_charged_once(ledger):
     again = ledger.append([charge])[0]
     assert again.duplicate and again.seq == first.seq
     assert ledger.balance("acme") == D("0.75") and len(ledger.entries("acme")) == 2
+
+
+def test_a_settlement_charges_and_releases_in_one_transaction(ledger):
+    ledger.append([Entry("acme", "order", D("2"), reference="o")])
+    ledger.reserve("acme", "hold-1", D("1.5"))
+    before = Entry("acme", "charge", D("-0.25"), "t1", "decode", "decode", 1.0, hold="hold-1")
+    ledger.append([before])  # an earlier run charged this one, at an older price
+    settled = ledger.write([Settlement((
+        replace(before, amount=D("-0.3")),  # the original stands: no conflict, no new entry
+        Entry("acme", "charge", D("-0.5"), "t1", "encoder", "encoder", 1.0, hold="hold-1"),
+    ), "hold-1", "t1")])[0]
+    assert [a.duplicate for a in settled] == [True, False]
+    assert ledger.thread_cost("t1") == D("0.75") and ledger.balance("acme") == D("1.25")
+    assert ledger.held("acme") == D("0") and ledger.hold_keys() == []
+    assert ledger.verify().ok
+
+
+def test_a_settlement_is_refused_whole(ledger):
+    ledger.append([Entry("acme", "order", D("1"), reference="o")])
+    ledger.reserve("acme", "hold-1", D("1"))
+    with pytest.raises(InsufficientCredits):  # more than the estimate: nothing happens
+        ledger.write([Settlement((Entry("acme", "charge", D("-0.6"), "t1", "a"),
+                                  Entry("acme", "charge", D("-0.6"), "t1", "b")), "hold-1")])
+    assert ledger.balance("acme") == D("1") and ledger.held("acme") == D("1")
+    assert len(ledger.entries()) == 1
 
 
 def test_reused_reference_with_another_amount_is_a_conflict(ledger):

@@ -31,7 +31,7 @@ from tilemore.api.envelope import (
 )
 from tilemore.api.ratelimit import RateLimiter
 from tilemore.api.views import result_filename, thread_body
-from tilemore.billing.money import fmt
+from tilemore.billing.money import ZERO, fmt
 from tilemore.billing.pricing import estimate
 from tilemore.billing.service import Billing
 from tilemore.blobs import BlobStore
@@ -297,7 +297,9 @@ class ApiService:
             headers["Retry-After"] = "1"
         body = thread_body(record, self.settings.base_url)  # never the request's Host
         body["account"] = record.account
-        body["credits_charged"] = fmt(self.billing.thread_cost(record.id))
+        # Charges are settled as a thread ends: one still running has been charged nothing.
+        running = record.status == "processing"
+        body["credits_charged"] = fmt(ZERO if running else self.billing.thread_cost(record.id))
         return Answer(202 if record.status == "processing" else 200, body, headers)
 
 

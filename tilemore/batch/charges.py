@@ -1,6 +1,7 @@
 """Billing a batch exactly like API threads: the estimate set aside before an image runs
-(refused when the credits are not there), then one charge per finished task, keyed by the
-image's synthetic thread and the task, so a resumed or repeated batch never charges twice."""
+(refused when the credits are not there), then, when it is done, one charge per finished
+task, keyed by the image's synthetic thread and the task (a resumed or repeated batch never
+charges twice), settled with the reservation's release in one transaction."""
 
 from __future__ import annotations
 
@@ -8,19 +9,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
-from tilemore.billing.ledger import DuplicateReference, Entry, open_ledger
-from tilemore.billing.money import CTX, ZERO, add
+from tilemore.billing.entries import Charge, Settlement
+from tilemore.billing.ledger import open_ledger
+from tilemore.billing.money import CTX, add
 from tilemore.billing.service import Billing
 from tilemore.errors import TilemoreError
 from tilemore.settings import Settings
-
-
-@dataclass(frozen=True)
-class Charge:
-    task_id: str
-    operator: str
-    megapixels: float
-    cost: Decimal
 
 
 @dataclass(frozen=True)
@@ -66,27 +60,20 @@ class BatchBilling:
 
     def settle(self, account: str, traced_for: str | None, bills: list[Bill]
                ) -> list[Decimal | TilemoreError]:
-        # Every charge handed in at once, so the ledger's writer commits them in one group.
-        futures = [[self.billing.writer.submit(Entry(
-            account, "charge", CTX.minus(c.cost), bill.thread_id, c.task_id, c.operator,
-            c.megapixels, traced_for=traced_for, hold=bill.key)) for c in bill.charges]
-            for bill in bills]
+        # Every bill handed in at once, so the ledger's writer settles them in one group (a
+        # charge made before, at whatever price, stands).
+        futures = [self.billing.writer.submit(Settlement.of(
+            account, traced_for, bill.thread_id, bill.key, bill.charges)) for bill in bills]
         results: list[Decimal | TilemoreError] = []
         for bill, pending in zip(bills, futures, strict=True):
-            new = ZERO
             try:
-                for f in pending:
-                    try:
-                        done = f.result()
-                    except DuplicateReference:  # charged before at another price: it stands
-                        continue
-                    if not done.duplicate:
-                        new = add(new, CTX.minus(done.entry.amount))
-                results.append(new)
+                done = pending.result()
             except TilemoreError as exc:  # e.g. insufficient credits: this image is unpaid
-                results.append(exc)
-            finally:
                 self.billing.release(bill.key)
+                results.append(exc)
+                continue
+            results.append(add(*(CTX.minus(a.entry.amount) for a in done
+                                       if not a.duplicate)))
         return results
 
     def close(self) -> None:

@@ -48,6 +48,37 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class Charge:
+    """A finished task's price, to settle."""
+
+    task_id: str
+    operator: str
+    megapixels: float
+    cost: Decimal
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """A piece of work's end at the ledger, in one transaction: its finished tasks' charges
+    and its hold given back. A charge already in the ledger for the same (thread, task)
+    stands, at its own amount (a resumed thread settles again what an earlier run settled,
+    perhaps before a price change). With ``epoch``, only while ``thread_id``'s lease is at
+    it: a conductor that lost the thread neither charges nor gives its hold back."""
+
+    charges: tuple[Entry, ...]
+    hold: str | None
+    thread_id: str | None = None
+    epoch: int | None = None
+
+    @classmethod
+    def of(cls, account: str, traced_for: str | None, thread_id: str, hold: str | None,
+           charges: Iterable[Charge], epoch: int | None = None) -> Settlement:
+        return cls(tuple(Entry(account, "charge", CTX.minus(c.cost), thread_id, c.task_id,
+                               c.operator, c.megapixels, traced_for=traced_for, hold=hold)
+                         for c in charges), hold, thread_id, epoch)
+
+
+@dataclass(frozen=True)
 class Appended:
     seq: int
     entry: Entry

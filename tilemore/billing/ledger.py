@@ -29,6 +29,7 @@ from tilemore.billing.entries import (
     InsufficientCredits,
     Kind,
     Row,
+    Settlement,
     Verification,
     daily_delta,
     daily_total,
@@ -152,6 +153,13 @@ class Ledger(Holds):
         with self._tx() as db:
             return [self._append_one(db, e, allow_negative) for e in entries]
 
+    def write(self, items: Sequence[Entry | Settlement]) -> list[Appended | list[Appended]]:
+        """Entries and settlements in one transaction (the writer's group commit): for each
+        entry what :meth:`append` gives, for each settlement its charges'."""
+        with self._tx() as db:
+            return [self._settle_one(db, i) if isinstance(i, Settlement)
+                    else self._append_one(db, i, False) for i in items]
+
     def append_event(self, event_id: str, entries: Sequence[Entry]) -> list[Appended] | None:
         """Append ``entries`` (an order and its bonus) for a payment provider's notification,
         and record ``event_id`` in the same transaction; None, with nothing appended, when
@@ -234,6 +242,21 @@ class Ledger(Holds):
         if e.traced_for and e.kind == "charge":
             _add_daily(db, e.traced_for, day, balance_in(db, e.traced_for), e, traced=True)
         return Appended(seq, e, after)
+
+    def _settle_one(self, db: Any, s: Settlement) -> list[Appended]:
+        if s.thread_id is not None:
+            fence(db, s.thread_id, s.epoch)  # before anything: a lost lease settles nothing
+        done = []
+        for e in s.charges:
+            existing = self._existing(db, e)
+            if existing is None:
+                done.append(self._append_one(db, e, False))
+            else:  # settled before: the original stands, whatever it cost
+                done.append(Appended(existing["seq"], e, Decimal(existing["balance_after"]),
+                                     True))
+        if s.hold is not None:
+            db.execute("DELETE FROM holds WHERE key = ?", (s.hold,))
+        return done
 
     @staticmethod
     def _existing(db: Any, e: Entry) -> Row | None:

@@ -1,5 +1,6 @@
 """Billing as the service uses it: prices (admin data over the operators' own), estimates,
-reservations, charges per (thread, task), orders with the plan's bonus, subletting payments.
+reservations, a thread's charges per (thread, task) settled with its hold, orders with the
+plan's bonus, subletting payments.
 
 Credits enter only by :meth:`Billing.order`: from an operator (``tilemore admin add-credits``)
 or a payment provider's verified notification (:mod:`tilemore.billing.payments`). A
@@ -11,12 +12,14 @@ one named Ray actor (``tilemore_deployments/billing.py``), the only writer of th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
 from tilemore.billing import history
+from tilemore.billing.entries import Charge, Settlement
 from tilemore.billing.holds import HoldKind
 from tilemore.billing.ledger import Appended, Entry, Ledger
 from tilemore.billing.money import CTX, QUANTUM, add, fmt
@@ -89,14 +92,13 @@ class Billing(BillingReads):
         """Give back holds no work owns any more (see :mod:`tilemore.billing.holds`)."""
         return self.ledger.sweep_holds(grace_seconds, batch_grace_seconds, limit)
 
-    def charge(self, *, account: str, traced_for: str | None, thread_id: str, task_id: str,
-               operator: str, megapixels: float, cost: Decimal, hold: str | None,
-               epoch: int | None = None) -> Appended:
-        """Charge a finished task once (keyed by thread and task); with ``epoch``, only while
-        the thread's lease is at it (:class:`~tilemore.store.leases.LeaseLost` otherwise)."""
-        return self.writer.append(Entry(account, "charge", CTX.minus(cost), thread_id, task_id,
-                                        operator, megapixels, traced_for=traced_for, hold=hold,
-                                        epoch=epoch))
+    def settle(self, *, account: str, traced_for: str | None, thread_id: str, hold: str | None,
+               charges: Sequence[Charge], epoch: int | None = None) -> list[Appended]:
+        """A thread's end: its finished tasks charged (once each, keyed by thread and task; a
+        charge already in the ledger stands) and what its hold did not spend given back, in
+        one transaction; with ``epoch``, only while the thread's lease is at it."""
+        return self.writer.settle(Settlement.of(account, traced_for, thread_id, hold, charges,
+                                                epoch))
 
     # -- credits in ------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """One writer for the ledger, committing in groups: callers from many threads hand in
-entries and wait; the writer appends whatever has queued up in one transaction — one fsync
-for the group — and answers each caller once its entry is on disk.
+entries (or a thread's settlement: its charges and its hold's release) and wait; the writer
+writes whatever has queued up in one transaction — one fsync for the group — and answers
+each caller once its entry is on disk.
 
 A closed writer answers at once: entries handed in after :meth:`LedgerWriter.close` (a
 thread still running while its service stops) fail ``503 unavailable`` instead of waiting for
@@ -12,6 +13,7 @@ import queue
 import threading
 from concurrent.futures import Future
 
+from tilemore.billing.entries import Settlement
 from tilemore.billing.ledger import Appended, Entry, Ledger
 from tilemore.errors import ServiceUnavailable
 
@@ -28,17 +30,21 @@ class LedgerWriter:
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, entry: Entry) -> Future[Appended]:
-        done: Future[Appended] = Future()
+    def submit(self, item: Entry | Settlement) -> Future:
+        """An :class:`Appended` for an entry, a list of them for a settlement."""
+        done: Future = Future()
         with self._closing:  # never queued behind the stop: nobody would answer it
             if self._closed:
                 raise ServiceUnavailable("the ledger's writer has stopped (the service is "
                                          "shutting down)")
-            self._queue.put((entry, done))
+            self._queue.put((item, done))
         return done
 
     def append(self, entry: Entry) -> Appended:
         return self.submit(entry).result()
+
+    def settle(self, settlement: Settlement) -> list[Appended]:
+        return self.submit(settlement).result()
 
     def close(self) -> None:
         with self._closing:
@@ -67,11 +73,11 @@ class LedgerWriter:
 
     def _commit(self, batch: list) -> None:
         try:
-            results = self.ledger.append([e for e, _ in batch])
+            results = self.ledger.write([item for item, _ in batch])
         except Exception:  # noqa: BLE001 - one bad entry must not fail its neighbours
-            for entry, done in batch:  # retry one by one, each with its own answer
+            for item, done in batch:  # retry one by one, each with its own answer
                 try:
-                    done.set_result(self.ledger.append([entry])[0])
+                    done.set_result(self.ledger.write([item])[0])
                 except Exception as exc:  # noqa: BLE001
                     done.set_exception(exc)
             return

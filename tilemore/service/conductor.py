@@ -26,8 +26,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import asdict
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
 
 from tilemore.billing.service import Billing
 from tilemore.blobs import BlobNotFound, BlobStore, blob_key
@@ -38,6 +38,7 @@ from tilemore.engine.host import TaskStats
 from tilemore.errors import ServiceUnavailable, TilemoreError
 from tilemore.lifecycle import Lifecycle
 from tilemore.metrics import NO_METRICS, Metrics
+from tilemore.operator import Operator
 from tilemore.pipeline.graph import TaskGraph, TaskNode, build_graph
 from tilemore.pipeline.run import (
     BranchPlan,
@@ -63,6 +64,7 @@ from tilemore.service.events import (
     TaskRetried,
     TasksStarted,
     ThreadEnded,
+    ThreadEnding,
     Tracing,
 )
 from tilemore.service.failures import FailureRecorder
@@ -128,7 +130,7 @@ class Conductor:
         self.failures = FailureRecorder(errors, error_log)
         own: list[Listener] = [Meter(metrics)]
         if billing is not None:
-            own.append(Charger(billing, metrics))  # the charge before the record
+            own.append(Charger(billing, metrics))  # settles a thread before its end is recorded
         own += [Recorder(threads), Tracing(), FailureIndex(self.failures)]
         self.events = Listeners([*own, *listeners])
         # Which blobs each thread uses, dated when it ends (tilemore.lifecycle): None keeps all.
@@ -338,17 +340,35 @@ class Conductor:
         self._forget(thread_id)
 
     def _give_up(self, thread_id: str, message: str) -> None:
-        """Fail the thread ``internal_error`` and give back its hold."""
+        """Settle what the thread did, fail it ``internal_error``, and give back its hold.
+        While the registry or the ledger is out of service the thread stays processing (the
+        next sweep tries again); a settlement that fails otherwise is logged, and the thread
+        fails unpaid: this is the last resort for a thread that keeps breaking."""
         try:
-            self.threads.fail_thread(thread_id, "internal_error", message,
-                                     epoch=self.epoch(thread_id))
+            epoch = self.epoch(thread_id)  # LeaseLost: another conductor runs it now
             rec = self.threads.get_thread(thread_id)
+            if rec is None or rec.status != "processing":
+                return
+            try:
+                self._settle_recorded(rec, epoch)
+            except (ServiceUnavailable, LeaseLost):
+                raise
+            except Exception as exc:  # noqa: BLE001 - see above
+                log.error("thread %s: its finished tasks were not charged: %s", thread_id, exc)
+            self.threads.fail_thread(thread_id, "internal_error", message, epoch=epoch)
         except Exception as exc:  # noqa: BLE001 - still processing: the next sweep retries
             log.error("thread %s: could not be failed (%s); the next sweep runs it again",
                       thread_id, exc)
             return
-        if rec is not None:
-            self._release(rec)
+        self._release(rec)
+
+    def _settle_recorded(self, rec: ThreadRecord, epoch: int | None) -> None:
+        """Settle the tasks the thread's record says are done."""
+        ops = {t.id: t.operator for t in build_graph(
+            self.catalog.version(rec.pipeline, rec.fingerprint, self.threads),
+            rec.envelope["adjustments"], rec.output_format).tasks}
+        tasks = tuple(_stats(t) for t in rec.tasks if t.status == "done" and t.task_id in ops)
+        self.events.emit(ThreadEnding(rec, epoch, status="failed", tasks=tasks, operators=ops))
 
     def run_thread(self, thread_id: str) -> str:
         """Run one thread to its end; return its final status. Claims the thread's lease
@@ -388,25 +408,34 @@ class Conductor:
                                               epoch=self.epoch(rec.id))
                 except Exception as exc:  # noqa: BLE001 - tracing never fails a thread
                     log.warning("thread %s: trace id not recorded: %s", rec.id, exc)
-            status, result = await self._run(rec, trace)
-            await self._runs.blocking(self._end, rec, status, result, trace)
-            return status
+            ending = await self._run(rec, trace)
+            await self._runs.blocking(self._end, rec, ending, trace)
+            return ending.status
 
-    def _end(self, rec: ThreadRecord, status: str, result: RunResult | None,
-             trace: ThreadTrace) -> None:
-        """A run's end, in one trip to the I/O threads: the result stored and the thread
-        recorded done (when it is), its end heard by the listeners, what its hold did not
-        spend given back, and its lease."""
+    def _end(self, rec: ThreadRecord, ending: Ending, trace: ThreadTrace) -> None:
+        """A run's end, in one trip to the I/O threads: settled first (the charger charges
+        its finished tasks and gives back what its hold did not spend, in one ledger
+        transaction), then recorded (the result stored and the thread done, or failed, or
+        canceled, its lease given back in the same write), and its end heard by the
+        listeners. Settling first means an ended thread is always settled: when settling
+        fails the thread is still running, and whoever runs it next settles it (a charge
+        made before stands)."""
         with self._lock:  # the lease's epoch, even if it was lost at the last step
             lease = self._leases.get(rec.id)
         epoch = lease.epoch if lease else None
-        if result is not None:
-            for q in result.qc:
+        self.events.emit(ThreadEnding(rec, epoch, status=ending.status,
+                                      tasks=tuple(ending.tasks.values()),
+                                      operators=ending.operators, trace=trace))
+        if ending.result is not None:
+            for q in ending.result.qc:
                 self.metrics.qc_pick(rec.pipeline, q.stage, q.pick)
-            self._finish(rec, result, epoch)
-        self.events.emit(ThreadEnded(rec, epoch, status=status, trace=trace))
-        self._release(rec)  # what was set aside and not charged goes back
-        self._give_back(rec.id)
+            self._finish(rec, ending.result, epoch)
+        elif ending.error is not None:
+            self.threads.fail_thread(rec.id, *ending.error, epoch=epoch)
+        else:
+            self.threads.mark_canceled(rec.id, epoch=epoch)
+        self.events.emit(ThreadEnded(rec, epoch, status=ending.status, trace=trace))
+        self._forget(rec.id)  # its lease went back with the record
 
     def _release(self, rec: ThreadRecord) -> None:
         """Give back what the thread set aside and did not spend. Never raises: the thread
@@ -420,13 +449,14 @@ class Conductor:
                         rec.id, exc)
 
     def _prepare(self, rec: ThreadRecord) -> tuple[TaskGraph, dict[str, Completed],
-                                                    dict[str, str], bytes]:
+                                                    dict[str, str], bytes | BlobNotFound]:
         """What a run starts from (on an I/O thread): its graph, in the version the thread
         was accepted under, kept when a newer one was deployed (its checkpoints were made by
         those operators, and mixing versions would give a result neither gives); the tasks
         an earlier run finished whose checkpoints are still stored (one that went, a store
         that lost it, runs again, and is not charged again); the branches a selector ruled
-        out; and the input, unless nothing is left to run."""
+        out; and the input, unless nothing is left to run or the thread is canceled (or why
+        it is no longer stored)."""
         pipeline = self.catalog.version(rec.pipeline, rec.fingerprint, self.threads)
         graph = build_graph(pipeline, rec.envelope["adjustments"], rec.output_format)
         ids = {t.id for t in graph.tasks}
@@ -435,31 +465,37 @@ class Conductor:
                      and self.blobs.exists(t.checkpoint_key)}
         skipped = {t.task_id: t.note or "" for t in rec.tasks  # ruled out by a selector
                    if t.status == "skipped" and t.task_id in ids}
-        left = len(ids) - len(completed) - len(skipped)
-        return graph, completed, skipped, self.blobs.get(rec.input_key) if left else b""
+        if rec.cancel_requested or len(ids) == len(completed) + len(skipped):
+            return graph, completed, skipped, b""
+        try:
+            return graph, completed, skipped, self.blobs.get(rec.input_key)
+        except BlobNotFound as exc:  # lost (expired, deleted): no retry brings it back
+            return graph, completed, skipped, exc
 
-    async def _run(self, rec: ThreadRecord, trace: ThreadTrace = NO_TRACE
-                   ) -> tuple[str, RunResult | None]:
-        """Run the thread's graph; its status, and its result when it is done (recorded by
-        :meth:`_end`). Every other end is recorded here."""
+    async def _run(self, rec: ThreadRecord, trace: ThreadTrace = NO_TRACE) -> Ending:
+        """Run the thread's graph, and say how it ended (settled and recorded by
+        :meth:`_end`)."""
         thread_id = rec.id
         epoch = self.epoch(thread_id)  # every write names it: a lost lease refuses them
-        if rec.cancel_requested:
-            await self._runs.blocking(self.threads.mark_canceled, thread_id,
-                                                   epoch=epoch)
-            return "canceled", None
         try:
             graph, completed, skipped, data = await self._runs.blocking(self._prepare, rec)
-        except BlobNotFound as exc:  # lost (expired, deleted): no retry brings it back
-            await self._runs.blocking(
-                self.threads.fail_thread, thread_id, exc.code, "the thread's input image is "
-                f"no longer stored ({exc.message}); submit it again", epoch=epoch)
-            return "failed", None
-        except TilemoreError as exc:
-            await self._runs.blocking(self.threads.fail_thread, thread_id,
-                                                   exc.code, exc.message, epoch=epoch)
-            return "failed", None
+        except ServiceUnavailable:
+            raise  # the thread waits for the store; it is not failed
+        except TilemoreError as exc:  # a version no longer known, adjustments it refuses
+            if rec.cancel_requested:
+                return Ending("canceled", {}, {})
+            return Ending("failed", {}, {}, error=(exc.code, exc.message, None))
         ops = {t.id: t.operator for t in graph.tasks}
+        # Its finished tasks, to settle at the end: an earlier run's too, which a conductor
+        # that died before settling left unpaid (one paid before is not charged again).
+        done = {t.task_id: _stats(t) for t in rec.tasks if t.status == "done"
+                and t.task_id in ops}
+        if rec.cancel_requested:
+            return Ending("canceled", done, ops)
+        if isinstance(data, BlobNotFound):
+            return Ending("failed", done, ops, error=(
+                data.code, f"the thread's input image is no longer stored ({data.message}); "
+                "submit it again", None))
         handed: dict[str, float] = {}  # task id → when it went to the backend
         emit = self.events.emit
 
@@ -470,7 +506,7 @@ class Conductor:
             await self._runs.blocking(emit, event)
 
         async def finished(p: Progress) -> None:
-            s = p.task
+            s = done[p.task.task_id] = p.task
             # its queue time: from when it was handed over, or its inputs were ready if later
             waited = max(handed.get(s.task_id, 0.0), p.inputs_ready or 0.0)
             queued = s.started - waited if s.task_id in handed else None
@@ -507,9 +543,7 @@ class Conductor:
                 reload=lambda st: self._checkpoint(st.checkpoint),
                 should_stop=stop_asked)
         except RunCanceled:
-            await self._runs.blocking(self.threads.mark_canceled, thread_id,
-                                                   epoch=epoch)
-            return "canceled", None
+            return Ending("canceled", done, ops)
         except TaskFailed as exc:
             if isinstance(exc.error, ServiceUnavailable):
                 raise exc.error from None  # the thread waits for the store; it is not failed
@@ -517,10 +551,8 @@ class Conductor:
             await self._runs.blocking(emit, TaskFailedForGood(rec, epoch, failure=exc, trace=trace))
             code = exc.error.code if isinstance(exc.error, TilemoreError) else "operator_failed"
             tries = f" (after {exc.attempts} attempts)" if exc.attempts > 1 else ""
-            await self._runs.blocking(self.threads.fail_thread, thread_id, code,
-                                      f"{exc.error}{tries}", exc.task_id, epoch=epoch)
-            return "failed", None
-        return "done", result
+            return Ending("failed", done, ops, error=(code, f"{exc.error}{tries}", exc.task_id))
+        return Ending("done", done, ops, result=result)
 
     def _finish(self, rec: ThreadRecord, result: RunResult, epoch: int | None) -> None:
         """Store the result and record the thread done (on an I/O thread)."""
@@ -538,11 +570,26 @@ class Conductor:
     def _completed(self, t: TaskRecord) -> Completed:
         key = t.checkpoint_key
         assert key is not None
-        stats = TaskStats(t.task_id, t.operator, t.started_at or 0.0, t.finished_at or 0.0,
-                          t.megapixels or 0.0, "", 0, None, key)
-        return Completed(stats, lambda: self._checkpoint(key))
+        return Completed(_stats(t), lambda: self._checkpoint(key))
 
     async def _checkpoint(self, key: str) -> object:
         """A finished task's output, read back from its checkpoint on an I/O thread."""
         return await self._runs.blocking(lambda: checkpoint.load(self.blobs.get(key)))
 
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a run ended, for :meth:`Conductor._end` to settle and record."""
+
+    status: str  # done, failed or canceled
+    tasks: dict[str, TaskStats]  # its finished tasks, this run's and earlier runs'
+    operators: Mapping[str, type[Operator]]  # task id → operator, for their prices
+    result: RunResult | None = None  # done
+    error: tuple[str, str, str | None] | None = None  # failed: code, message, task
+
+
+def _stats(t: TaskRecord) -> TaskStats:
+    """A task an earlier run finished, as the graph runner and the charger see it."""
+    return TaskStats(t.task_id, t.operator, t.started_at or 0.0, t.finished_at or 0.0,
+                     t.megapixels or 0.0, "", 0, None, t.checkpoint_key)

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from tilemore.billing.entries import Charge
 from tilemore.billing.money import add
 from tilemore.billing.pricing import price_of
 from tilemore.engine.backend import ReplicaLost
@@ -83,6 +84,18 @@ class TaskFailedForGood(Event):
 
 
 @dataclass(frozen=True)
+class ThreadEnding(Event):
+    """The thread's end, before it is recorded: what it did is settled now. ``tasks`` are
+    its finished tasks, this run's and any earlier run's (a conductor that died before
+    settling them charged nothing)."""
+
+    hook = "thread_ending"
+    status: str  # done, failed or canceled: recorded once every listener has heard it
+    tasks: tuple[TaskStats, ...]
+    operators: Mapping[str, type[Operator]]  # task id → operator, for the prices
+
+
+@dataclass(frozen=True)
 class ThreadEnded(Event):
     hook = "thread_ended"
     status: str  # done, failed or canceled: already recorded when this is sent
@@ -98,12 +111,12 @@ class Listener:
     def task_retried(self, event: TaskRetried) -> None: ...
     def branches_skipped(self, event: BranchesSkipped) -> None: ...
     def task_failed(self, event: TaskFailedForGood) -> None: ...
+    def thread_ending(self, event: ThreadEnding) -> None: ...
     def thread_ended(self, event: ThreadEnded) -> None: ...
 
 
 class Listeners:
-    """Sends each event to every listener, in order (the charge before the record of a task
-    done: a re-run after a crash in between finds the charge and is not billed again)."""
+    """Sends each event to every listener, in order."""
 
     def __init__(self, listeners: Iterable[Listener]) -> None:
         self.listeners = list(listeners)
@@ -149,8 +162,10 @@ class Recorder(Listener):
 
 
 class Charger(Listener):
-    """A finished task is charged once, keyed by (thread, task), under the lease; branches a
-    selector ruled out give their share of the thread's hold back."""
+    """A thread's finished tasks are charged when it ends, each once (keyed by thread and
+    task), with what its hold did not spend given back, in one ledger transaction under the
+    lease: one trip to the billing actor per thread, not one per task. Branches a selector
+    ruled out give their share of the hold back when it rules."""
 
     required = True
 
@@ -167,14 +182,21 @@ class Charger(Listener):
                 self._prices.popitem(last=False)
         return self._prices[thread_id]
 
-    def task_finished(self, event: TaskFinished) -> None:
-        rec, s = event.thread, event.stats
-        cost = price_of(event.operator, self.prices(rec.id)).cost(s.megapixels)
-        self.billing.charge(
+    def tasks_started(self, event: TasksStarted) -> None:
+        if event.first:
+            self.prices(event.thread.id)  # the prices when it started are the ones it pays
+
+    def thread_ending(self, event: ThreadEnding) -> None:
+        rec, prices = event.thread, self.prices(event.thread.id)
+        charges = [Charge(s.task_id, op.name, s.megapixels,
+                          price_of(op, prices).cost(s.megapixels))
+                   for s in event.tasks if (op := event.operators.get(s.task_id))]
+        settled = self.billing.settle(
             account=rec.account, traced_for=rec.domain if rec.account != rec.domain else None,
-            thread_id=rec.id, task_id=s.task_id, operator=event.operator.name,
-            megapixels=s.megapixels, cost=cost, hold=rec.idem_key, epoch=event.epoch)
-        self.metrics.charged(rec.domain, float(cost))
+            thread_id=rec.id, hold=rec.idem_key, charges=charges, epoch=event.epoch)
+        for appended in settled:
+            if not appended.duplicate:
+                self.metrics.charged(rec.domain, -float(appended.entry.amount))
 
     def branches_skipped(self, event: BranchesSkipped) -> None:
         plan = event.plan

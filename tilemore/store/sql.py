@@ -101,6 +101,9 @@ CREATE TABLE IF NOT EXISTS pipeline_versions (
     PRIMARY KEY (thread_id, task_id)
 );
 """
+# A thread's end gives its lease back in the same write: an ended thread is never claimed,
+# and the conductor saves a transaction per thread.
+_UNLEASED = ", lease_until = NULL, lease_owner = NULL"
 TASK_STATUSES = "('pending', 'running', 'done', 'failed', 'canceled', 'skipped')"
 # Columns of ``tasks`` in a database made before ``skipped`` was a status.
 OLD_TASK_COLUMNS = ("thread_id, task_id, position, operator, status, started_at, finished_at,"
@@ -329,7 +332,7 @@ class SQLStore(Leases, ThreadListing, LimitStore, WebhookStore):
             fence(db, thread_id, epoch)
             if qc is not None:
                 db.execute("UPDATE threads SET qc = ? WHERE id = ?", (json.dumps(qc), thread_id))
-            db.execute("UPDATE threads SET status = 'done', result = ?, finished_at = ?"
+            db.execute(f"UPDATE threads SET status = 'done', result = ?, finished_at = ?{_UNLEASED}"
                        " WHERE id = ? AND status = 'processing'",
                        (json.dumps(result.__dict__), time.time(), thread_id))
             _touch(db, thread_id)
@@ -345,7 +348,7 @@ class SQLStore(Leases, ThreadListing, LimitStore, WebhookStore):
             db.execute("UPDATE tasks SET status = 'canceled' WHERE thread_id = ?"
                        " AND status IN ('pending', 'running')", (thread_id,))
             db.execute("UPDATE threads SET status = 'failed', error_code = ?, error_message = ?,"
-                       " finished_at = ? WHERE id = ? AND status = 'processing'",
+                       f" finished_at = ?{_UNLEASED} WHERE id = ? AND status = 'processing'",
                        (code, message, time.time(), thread_id))
             _touch(db, thread_id)
 
@@ -364,8 +367,8 @@ class SQLStore(Leases, ThreadListing, LimitStore, WebhookStore):
             fence(db, thread_id, epoch)
             db.execute("UPDATE tasks SET status = 'canceled' WHERE thread_id = ?"
                        " AND status IN ('pending', 'running')", (thread_id,))
-            db.execute("UPDATE threads SET status = 'canceled', finished_at = ? WHERE id = ?"
-                       " AND status = 'processing'", (time.time(), thread_id))
+            db.execute(f"UPDATE threads SET status = 'canceled', finished_at = ?{_UNLEASED}"
+                       " WHERE id = ? AND status = 'processing'", (time.time(), thread_id))
             _touch(db, thread_id)
 
     def unfinished_threads(self) -> list[str]:

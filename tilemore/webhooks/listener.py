@@ -10,7 +10,8 @@ the deliverers' sweep, which writes the thread ends no outbox row names
 (:meth:`~tilemore.webhooks.deliverer.Deliverer.sweep`); from the row on, nothing is lost to
 a crash.
 
-``billing.low_balance`` is checked after each charge, and only for domains with an endpoint
+``billing.low_balance`` is checked when a thread ends (its tasks are charged together as it
+ends, :class:`~tilemore.service.events.Charger`), and only for domains with an endpoint
 that asks for it: an account's balance (credits, holds aside) below the endpoint's
 ``low_balance_threshold`` sends one event when it goes below, and the next one only after
 the balance was seen at or above the threshold again (a top-up) and then went below again.
@@ -31,7 +32,7 @@ from typing import Any
 from tilemore.api.views import iso, thread_body
 from tilemore.billing.money import fmt
 from tilemore.errors import ServiceUnavailable
-from tilemore.service.events import Listener, TaskFinished, ThreadEnded
+from tilemore.service.events import Listener, ThreadEnded
 from tilemore.store import ThreadRecord
 from tilemore.store.webhooks import Endpoint, Outgoing
 
@@ -93,6 +94,10 @@ class WebhookListener(Listener):
         return found
 
     def thread_ended(self, event: ThreadEnded) -> None:
+        self._thread_event(event)
+        self._balance_checked(event.thread)  # after the thread's charges
+
+    def _thread_event(self, event: ThreadEnded) -> None:
         name = f"thread.{event.status}"
         domain = event.thread.domain
         if name not in THREAD_EVENTS:
@@ -105,13 +110,12 @@ class WebhookListener(Listener):
         self._write(lambda: self.store.enqueue(
             [Outgoing(e.id, domain, event_id, name, payload, rec.id) for e in wanted]), rec.id)
 
-    def task_finished(self, event: TaskFinished) -> None:
-        rec = event.thread
+    def _balance_checked(self, rec: ThreadRecord) -> None:
         wanted = [e for e in self.endpoints(rec.domain)
                   if LOW_BALANCE in e.events and e.low_balance is not None]
         if not wanted or self.billing is None:
             return
-        balance = self.billing.balance(rec.account).balance  # after this task's charge
+        balance = self.billing.balance(rec.account).balance
         for ep in wanted:
             threshold = Decimal(ep.low_balance or "0")
             below = balance < threshold
