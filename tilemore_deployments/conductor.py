@@ -22,12 +22,15 @@ from tilemore.lifecycle import Collector
 from tilemore.service.conductor_pool import ConductorPool, PoolPolicy
 from tilemore.service.generations import Retirement, named, older, superseded
 from tilemore.settings import Settings
-from tilemore_deployments.billing import get_billing
+from tilemore_deployments.billing import get_billing, stop_older_billing
 
 NAME = "tilemore-conductor"
 ON_DEMAND = "on_demand"  # the custom resource of nodes that are not spot or preemptible
 NAMESPACE = "tilemore"
 SCALE_SECONDS = 5.0  # how often the first conductor looks at the backlog
+# After the older conductors stopped: time for the older ingress replicas, which Serve stops
+# as this deploy's come up (after their requests in flight), to have gone.
+BILLING_GRACE_SECONDS = 120.0
 log = logging.getLogger("tilemore.conductor")
 
 
@@ -44,7 +47,7 @@ class ConductorActor:
         self._stoppable: list = []  # slot 0's background work, stopped when it retires
         if slot == 0:  # before this generation's replicas start: the old ones' CPUs come back
             self._retire_older()  # as the old conductors finish
-        parts = open_parts(settings, billing=get_billing(settings))
+        parts = open_parts(settings, billing=get_billing(settings, generation))
         backend = RayBackend(settings)
         # Every replica starts now: models load before the first request, and an operator
         # that cannot work fails the start-up, not a customer's thread.
@@ -83,8 +86,6 @@ class ConductorActor:
     def _retire_older(self) -> None:
         handles = {name: ray.get_actor(name, namespace=NAMESPACE)
                    for name in older(running_conductors(), self.generation)}
-        if not handles:
-            return
         retirement: Retirement = Retirement(
             # a conductor from before generations has no retire: its drain does the same
             drain=lambda handle: ray.get(getattr(handle, "retire", handle.drain).remote(),
@@ -93,7 +94,14 @@ class ConductorActor:
         for name, handle in handles.items():
             log.info("generation %s retires conductor %s", self.generation, name)
             retirement.add(name, handle)
-        retirement.run_in_background()
+        retirement.run_in_background(then=self._stop_older_billing)
+
+    def _stop_older_billing(self) -> None:
+        """The older deploys' billing actors, once their conductors are stopped and their
+        ingress replicas had time to go."""
+        time.sleep(BILLING_GRACE_SECONDS)
+        if not self.retiring:  # a newer deploy does it now
+            stop_older_billing(self.generation)
 
     def drain(self) -> int:
         return self.conductor.drain()

@@ -23,7 +23,7 @@ SERVE_METRICS_INTERVAL_S = 10.0  # Serve's default push of request counts to its
 class Ingress:
     def __init__(self, settings: Settings, generation: str = "") -> None:
         conductor = get_conductor(settings, generation=generation)
-        parts = open_parts(settings, billing=get_billing(settings))
+        parts = open_parts(settings, billing=get_billing(settings, generation))
         use_service(parts.api(handoff=lambda tid: conductor.submit.remote(tid)))
 
 

@@ -141,7 +141,7 @@ def test_the_ingress_deployment_scales_with_http_load(ray_session, tmp_path):
     ingress's replicas to its max, and they fall back to min once the load stops."""
     from ray import serve
 
-    from tilemore_deployments.billing import NAME as BILLING
+    from tilemore_deployments.billing import running_billing
     from tilemore_deployments.conductor import NAMESPACE, running_conductors
     from tilemore_deployments.ingress import build_app
 
@@ -172,7 +172,7 @@ def test_the_ingress_deployment_scales_with_http_load(ray_session, tmp_path):
     finally:
         # Serve itself too: the next module's serve.start gets its own port then.
         serve.shutdown()
-        for name in (*running_conductors(), BILLING):
+        for name in (*running_conductors(), *running_billing()):
             try:
                 ray.kill(ray.get_actor(name, namespace=NAMESPACE))
             except ValueError:

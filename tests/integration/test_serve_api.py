@@ -26,7 +26,7 @@ DATA = Path(__file__).parents[1] / "data"
 def api(ray_session, tmp_path_factory):
     from ray import serve
 
-    from tilemore_deployments.billing import NAME as BILLING
+    from tilemore_deployments.billing import running_billing
     from tilemore_deployments.conductor import NAMESPACE, running_conductors
     from tilemore_deployments.ingress import build_app
 
@@ -41,9 +41,8 @@ def api(ray_session, tmp_path_factory):
     serve.run(build_app(settings), name="tilemore", route_prefix="/")
     yield settings, {"Authorization": f"Token {token} Domain acme"}, store
     serve.delete("tilemore")
-    for name in running_conductors():
+    for name in (*running_conductors(), *running_billing()):
         ray.kill(ray.get_actor(name, namespace=NAMESPACE))
-    ray.kill(ray.get_actor(BILLING, namespace=NAMESPACE))
 
 
 def submit(api, image: bytes, envelope: dict) -> Reply:
@@ -111,9 +110,10 @@ def test_conductor_killed_mid_thread_resumes_from_checkpoints(api):
 
 
 def test_billing_actor_killed_mid_append_charges_each_task_once(api):
-    """The billing actor dies while charges are being appended: Ray restarts it and re-sends
-    the calls; charges are keyed by (thread, task), so none is lost and none is doubled."""
-    from tilemore_deployments.billing import NAME as BILLING
+    """The billing actor (the deploy's: the newest) dies while threads are being settled: Ray
+    restarts it and re-sends the calls; charges are keyed by (thread, task), so none is lost
+    and none is doubled."""
+    from tilemore_deployments.billing import running_billing
     from tilemore_deployments.conductor import NAMESPACE
 
     settings, auth, _ = api
@@ -122,7 +122,7 @@ def test_billing_actor_killed_mid_append_charges_each_task_once(api):
     ids = [submit(api, img, env).json()["thread_id"] for img in imgs]
     for _ in range(3):  # while the threads' tasks are being charged
         time.sleep(0.4)
-        ray.kill(ray.get_actor(BILLING, namespace=NAMESPACE), no_restart=False)
+        ray.kill(ray.get_actor(running_billing()[-1], namespace=NAMESPACE), no_restart=False)
     bodies = [wait(api, tid) for tid in ids]
     assert [b["status"] for b in bodies] == ["done"] * len(ids), bodies
     today = time.strftime("%Y-%m-%d", time.gmtime())
@@ -163,6 +163,7 @@ def test_a_redeploy_lets_the_old_conductor_finish_its_threads(api, tmp_path):
     new generation."""
     from ray import serve
 
+    from tilemore_deployments.billing import running_billing, stop_older_billing
     from tilemore_deployments.conductor import running_conductors
     from tilemore_deployments.ingress import build_app
 
@@ -198,6 +199,12 @@ def test_a_redeploy_lets_the_old_conductor_finish_its_threads(api, tmp_path):
         time.sleep(0.2)
     new = newest(running_conductors())
     assert old not in running_conductors() and generation_of(new) > generation_of(old)
+    # each deploy calls its own billing actor; the older goes once nothing calls it (the new
+    # first conductor stops it two minutes after the old conductors: here, at once)
+    old_billing, new_billing = (f"tilemore-billing@{generation_of(n)}" for n in (old, new))
+    assert {old_billing, new_billing} <= set(running_billing())
+    assert old_billing in stop_older_billing(generation_of(new))
+    assert old_billing not in running_billing() and new_billing in running_billing()
     later = submit(api, encode(photo(64, 44), "PNG"), {"adjustments": {}, "pipeline": "slow"})
     assert running_on(settings, later.json()["thread_id"])[0] == new
     assert wait(api, later.json()["thread_id"])["status"] == "done"

@@ -82,3 +82,16 @@ def test_adding_a_conductor_twice_keeps_its_first_date():
     retirement.add("a", "x")
     now[0] = 10.0
     assert retirement.step() == 0
+
+
+def test_what_the_retired_conductors_used_goes_only_after_the_last_of_them():
+    busy = Conductor([1, 0])
+    order: list[str] = []
+    retirement = Retirement(drain=Conductor.drain, stop=lambda c: order.append("conductor"))
+    retirement.add("a", busy)
+    retirement.run_in_background(poll_seconds=0.01, then=lambda: order.append("billing")
+                                 ).join(timeout=10)
+    assert order == ["conductor", "billing"]
+    none_left: Retirement = Retirement(drain=Conductor.drain, stop=lambda c: None)
+    none_left.run_in_background(then=lambda: order.append("at once")).join(timeout=10)
+    assert order[-1] == "at once"  # no older conductor: older billing actors may still be

@@ -1,12 +1,14 @@
 """Rolling upgrades: each deploy of the service runs conductors of its own generation.
 
 A deploy (``serve run``, ``serve deploy``, ``tilemore serve``) draws a new generation, an id
-that sorts by the time it was drawn, and names its conductors with it
-(``tilemore-conductor@<generation>``). Its first conductor retires every conductor of an
-older generation: a retired conductor takes no new thread (the ingress's hand-offs to it are
-refused, and the new generation's sweep claims them), finishes the threads it runs on the
-code and the pipeline versions they started with, renewing their leases, and is stopped once
-it runs none. No lease runs out and no task runs twice. A conductor of an older generation
+that sorts by the time it was drawn, and names its conductors and its billing actor with it
+(``tilemore-conductor@<generation>``, ``tilemore-billing@<generation>``): each deploy's code
+talks to its own. Its first conductor retires every conductor of an older generation: a
+retired conductor takes no new thread (the ingress's hand-offs to it are refused, and the
+new generation's sweep claims them), finishes the threads it runs on the code and the
+pipeline versions they started with, renewing their leases, and is stopped once it runs
+none; once all are, and the older ingress replicas had time to go, the older billing actors
+are stopped too. No lease runs out and no task runs twice. A conductor of an older generation
 that Ray restarts after the new one started finds the newer one and retires itself.
 
 The policy is here; reaching conductors (Ray actors, or in-process ones in tests) is the
@@ -87,7 +89,10 @@ class Retirement(Generic[C]):
                 log.info("conductor %s retired", name)
         return len(self.left)
 
-    def run_in_background(self, poll_seconds: float = RETIRE_POLL_SECONDS) -> threading.Thread:
+    def run_in_background(self, poll_seconds: float = RETIRE_POLL_SECONDS,
+                          then: Callable[[], None] | None = None) -> threading.Thread:
+        """Step until every conductor is stopped, then call ``then`` (what the retired
+        conductors used, stopped after them)."""
         def loop() -> None:
             while self.left:
                 try:
@@ -95,6 +100,11 @@ class Retirement(Generic[C]):
                 except Exception:  # noqa: BLE001 - the next step tries again
                     log.exception("retiring conductors")
                 time.sleep(poll_seconds)
+            if then is not None:
+                try:
+                    then()
+                except Exception:  # noqa: BLE001 - what is left over only costs memory
+                    log.exception("after retiring conductors")
 
         thread = threading.Thread(target=loop, name="retire-conductors", daemon=True)
         thread.start()
