@@ -3,8 +3,9 @@ resources) versus a hand-written ``multiprocessing.Pool`` running the same opera
 same cores, over 200 noisy photos.
 
 Target: batch ≥ 0.95× the pool's throughput. Both sides read each JPEG from a folder, run the
-denoised pipeline on it (decode, four denoisers in parallel on threads, QC, shifter, encoder)
-and write the result to a folder, with one worker process per core and the same threads per
+denoised pipeline on it (decode; QC's look at the input, which rules out the repairs made for
+other damage; the denoisers left in parallel on threads; QC, shifter, encoder) and write the
+result to a folder, with one worker process per core and the same threads per
 worker (OMP_NUM_THREADS=1, as Ray sets for a 1-CPU actor; OpenCV its default). Worker start-up and
 operator set-up count on both sides; Ray's own start (once per cluster) does not, and is
 reported. The batch also bills every task, writes each output with an fsync, and writes its
@@ -69,18 +70,25 @@ def _setup(malloc: str = "default") -> None:
     ops = {t.id: t.operator() for t in graph.tasks}
     for op in ops.values():
         op.setup()
-    branches = graph.candidates("master/select")
+    branches = {c: graph.task(c).branch or c for c in graph.candidates("master/select")}
     _worker = (ops, {t.id: t.params for t in graph.tasks}, branches,
                ThreadPoolExecutor(max_workers=len(branches)))
 
 
 def _one(paths: tuple[str, str]) -> int:
-    """One image: the graph's operator calls in order, the branches on threads."""
+    """One image: the graph's operator calls in order, QC's look at the input first (the
+    branches it rules out do not run, as in the service), the others on threads."""
     assert _worker is not None
     ops, params, branches, threads = _worker
     image = ops["decode"].process(params["decode"], Path(paths[0]).read_bytes())
-    candidates = list(threads.map(lambda b: ops[b].process(params[b], image), branches))
-    verdict = ops["master/select"].process(params["master/select"], image, *candidates)
+    select, chosen = ops["master/select"], params["master/select"]
+    run = set((select.plan(chosen, image, list(branches.values())) or {}).get("run")
+              or branches.values())
+    live = [b for b, name in branches.items() if name in run]
+    if "candidates" in type(chosen).model_fields:  # told which it gets, as the service does
+        chosen = chosen.model_copy(update={"candidates": [branches[b] for b in live]})
+    candidates = list(threads.map(lambda b: ops[b].process(params[b], image), live))
+    verdict = select.process(chosen, image, *candidates)
     shifted = ops["shifter"].process(params["shifter"], candidates[verdict.pick])
     data = ops["encoder"].process(params["encoder"], shifted).data
     Path(paths[1]).write_bytes(data)
