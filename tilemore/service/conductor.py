@@ -364,9 +364,7 @@ class Conductor:
 
     def _settle_recorded(self, rec: ThreadRecord, epoch: int | None) -> None:
         """Settle the tasks the thread's record says are done."""
-        ops = {t.id: t.operator for t in build_graph(
-            self.catalog.version(rec.pipeline, rec.fingerprint, self.threads),
-            rec.envelope["adjustments"], rec.output_format).tasks}
+        ops = {t.id: t.operator for t in self._graph(rec).tasks}
         tasks = tuple(_stats(t) for t in rec.tasks if t.status == "done" and t.task_id in ops)
         self.events.emit(ThreadEnding(rec, epoch, status="failed", tasks=tasks, operators=ops))
 
@@ -457,8 +455,7 @@ class Conductor:
         that lost it, runs again, and is not charged again); the branches a selector ruled
         out; and the input, unless nothing is left to run or the thread is canceled (or why
         it is no longer stored)."""
-        pipeline = self.catalog.version(rec.pipeline, rec.fingerprint, self.threads)
-        graph = build_graph(pipeline, rec.envelope["adjustments"], rec.output_format)
+        graph = self._graph(rec)
         ids = {t.id for t in graph.tasks}
         completed = {t.task_id: self._completed(t) for t in rec.tasks
                      if t.status == "done" and t.checkpoint_key and t.task_id in ids
@@ -471,6 +468,11 @@ class Conductor:
             return graph, completed, skipped, self.blobs.get(rec.input_key)
         except BlobNotFound as exc:  # lost (expired, deleted): no retry brings it back
             return graph, completed, skipped, exc
+
+    def _graph(self, rec: ThreadRecord) -> TaskGraph:
+        """The thread's graph, in the pipeline version it was accepted under."""
+        pipeline = self.catalog.version(rec.pipeline, rec.fingerprint, self.threads)
+        return build_graph(pipeline, rec.envelope["adjustments"], rec.output_format)
 
     async def _run(self, rec: ThreadRecord, trace: ThreadTrace = NO_TRACE) -> Ending:
         """Run the thread's graph, and say how it ended (settled and recorded by
