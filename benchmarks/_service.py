@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import tempfile
 from decimal import Decimal
 from pathlib import Path
@@ -10,15 +9,10 @@ from pathlib import Path
 from tilemore.assembly import open_domain, ray_cpus, serve_on_ray
 from tilemore.catalog import Catalog
 from tilemore.engine.ray_backend import ensure_ray
+from tilemore.ports import free_port
 from tilemore.settings import Settings
 
 BENCH_CREDITS = Decimal("1000000")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_service(port: int | None = None, extra_apps: dict | None = None,

@@ -16,7 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from support.images import encode, noisy, photo
-from support.service_harness import Service
+from support.service_harness import Service, free_port
 from support.thread_records import died_after_decode, new_thread, service_parts, stored_thread
 from support.waits import until
 
@@ -220,9 +220,7 @@ def test_the_failed_task_s_ecs_line_carries_the_trace_id(collected, caplog):
 def test_an_unreachable_collector_costs_one_warning_and_no_thread(tmp_path, caplog):
     caplog.set_level(logging.DEBUG, logger=LOGGER)
     caplog.set_level(logging.DEBUG, logger=OTLP_LOGGER)
-    with socket.socket() as s:  # a loopback port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a loopback port nobody listens on
     svc = Service(tmp_path, tracing="otlp", otlp_endpoint=f"http://127.0.0.1:{port}/v1/traces",
                   otlp_timeout=0.5)
     try:

@@ -14,7 +14,6 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -23,6 +22,8 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
+
+from tilemore.ports import free_port
 
 DSN_ENV = "TILEMORE_TEST_POSTGRES_DSN"
 
@@ -44,12 +45,6 @@ def find_bindir() -> Path | None:
     return Path(on_path).parent if on_path else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Cluster:
     """A throwaway PostgreSQL cluster; ``stop()`` and ``start()`` make an outage."""
 
@@ -61,7 +56,7 @@ class Cluster:
         self.durability = self.DURABILITY if durability is None else durability
         self.root = Path(tempfile.mkdtemp(prefix="tilemore-pg-"))
         self.data = self.root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self._as: list[str] = []
         if os.geteuid() == 0:
             user = pwd.getpwnam("postgres")

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -21,6 +20,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tilemore.ports import free_port
 
 DEPLOYMENTS = Path(__file__).parents[2] / "tilemore_deployments"
 CONFIG = DEPLOYMENTS / "prometheus" / "prometheus.yml"
@@ -68,9 +69,7 @@ def running_prometheus(tmp: Path) -> Iterator[Prometheus]:
         for sd in job.get("file_sd_configs", []):
             sd["refresh_interval"] = "1s"
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log = (tmp / "prometheus.log").open("w")
     proc = subprocess.Popen(
         [prometheus_binary(), f"--config.file={tmp / 'prometheus.yml'}",

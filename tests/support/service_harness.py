@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import threading
 import time
 import urllib.error
@@ -26,13 +25,8 @@ from tilemore.engine import LocalBackend
 from tilemore.engine.backend import Backend
 from tilemore.lifecycle import Collector
 from tilemore.metrics import Metrics
+from tilemore.ports import free_port
 from tilemore.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

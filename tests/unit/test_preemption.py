@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import socket
 
 import pytest
 from support.fake_metadata import FakeMetadata
 
 from tilemore.cluster.preemption import PreemptionWatcher, notice_source
+from tilemore.ports import free_port
 
 
 @pytest.fixture
@@ -48,9 +48,7 @@ def test_the_watcher_drains_once_and_stops(meta):
 
 
 def test_an_unreachable_metadata_service_warns_once(caplog):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens there once closed
+    port = free_port()  # nothing listens there once closed
     drained = []
     watcher = PreemptionWatcher(notice_source("gcp", f"http://127.0.0.1:{port}"),
                                 drained.append, interval=0.01)
