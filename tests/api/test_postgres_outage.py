@@ -75,7 +75,6 @@ def test_a_thread_running_through_a_10_s_outage_completes_charged_once(cluster, 
 
     data = Path(__file__).parents[1] / "data"
     svc = Service(tmp_path, database_url=cluster.dsn, pipeline_paths=[data / "slow.yaml"])
-    svc.conductor._sweep_seconds = 0.5  # noqa: SLF001 - pick the thread up again soon
     svc.conductor.start_sweeping()
     try:
         sent = svc.submit(image(3), {"adjustments": {}, "pipeline": "slow",

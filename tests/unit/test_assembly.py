@@ -80,7 +80,7 @@ def test_callers_billing_and_listeners_are_used_and_billing_left_open(tmp_path):
     assert parts.ledger is None and parts.metrics is NO_METRICS
     conductor = parts.start_conductor(LocalBackend(settings), name="c-2", listeners=[heard])
     assert conductor.name == "c-2" and heard in conductor.events.listeners
-    assert conductor._concurrency == 3  # noqa: SLF001 - sized by the settings
+    assert conductor.claims.slots == 3  # sized by the settings
     assert parts.deliverer is None  # webhooks only where asked
     parts.close()
     assert closed == []

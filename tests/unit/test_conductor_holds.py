@@ -108,7 +108,7 @@ def test_the_sweeper_gives_back_orphans_and_keeps_young_holds(parts, billing):
     parts.ledger.reserve("acme", "orphan", D("2"))  # the ingress died before recording
     parts.now[0] += 121
     parts.ledger.reserve("acme", "young", D("3"))  # the ingress is recording it right now
-    conductor = parts.conductor(billing, sweep_seconds=0.05, hold_sweep_seconds=0.05,
+    conductor = parts.conductor(billing, hold_sweep_seconds=0.05,
                                 hold_grace_seconds=120)
     conductor.start_sweeping()
     try:

@@ -8,7 +8,9 @@ Any number of conductors share the threads through leases in the registry
 (:mod:`tilemore.store.leases`): a conductor runs a thread only while it holds its lease,
 renews it while the thread runs, names its epoch in every write and charge, and gives it back
 when the thread ends. A conductor that dies loses its leases when they run out, and another
-claims its threads; one restarted under the same name takes its own back at once.
+claims its threads; one restarted under the same name takes its own back at once. Its side
+of the leases is :mod:`tilemore.service.claims`; its background claims, renewals and hold
+sweeps are :mod:`tilemore.service.sweeps`. This module runs the threads it holds.
 
 The threads run as tasks on the conductor's one event loop, which waits for their tasks'
 handles (no OS thread per run); whatever blocks — the registry, the blob store, the billing
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -50,6 +51,7 @@ from tilemore.pipeline.run import (
     TaskFailed,
     run_graph_async,
 )
+from tilemore.service.claims import Claims
 from tilemore.service.ecs import EcsErrorLog
 from tilemore.service.events import (
     BranchesSkipped,
@@ -69,6 +71,7 @@ from tilemore.service.events import (
 )
 from tilemore.service.failures import FailureRecorder
 from tilemore.service.run_loop import IO_THREADS, RunLoop
+from tilemore.service.sweeps import Sweeps, sweep_holds
 from tilemore.service.tracing import NO_TRACE, ThreadTrace, Tracer
 from tilemore.store import (
     ErrorIndex,
@@ -81,15 +84,13 @@ from tilemore.store.leases import Lease, LeaseLost
 
 log = logging.getLogger("tilemore.conductor")
 
-HOLD_BATCH = 500  # holds one sweep statement gives back
 CANCEL_CHECK_SECONDS = 0.25  # a run reads its cancel flag at most this often
-HOLD_BATCHES = 4  # statements per sweep, at most: a backlog drains over a few sweeps
 
 
 class Conductor:
     def __init__(self, threads: ThreadRepository, blobs: BlobStore, catalog: Catalog,
                  backend: Backend, billing: Billing | None = None, concurrency: int = 16,
-                 sweep_seconds: float = 5.0, max_attempts: int = 3,
+                 max_attempts: int = 3,
                  errors: ErrorIndex | None = None, error_log: EcsErrorLog | None = None,
                  tracer: Tracer | None = None, metrics: Metrics = NO_METRICS,
                  hold_sweep_seconds: float = 15.0, hold_grace_seconds: float = 120.0,
@@ -118,12 +119,9 @@ class Conductor:
         ``listeners`` adds more (a webhook, say), after the service's own."""
         self.threads, self.blobs, self.catalog, self.backend = threads, blobs, catalog, backend
         self.name = name
-        self._lease_seconds, self._claim_seconds = lease_seconds, claim_seconds
-        self._concurrency = concurrency
-        self._leases: dict[str, Lease] = {}  # thread id → the lease this conductor holds
-        self._lost: set[str] = set()  # threads whose lease another conductor took
-        self._claiming = threading.Lock()
-        self._draining = False  # leaving the pool: takes no new thread
+        self.claims = Claims(threads, name, lease_seconds, slots=concurrency)
+        self._claim_seconds = claim_seconds
+        self._sweeps = Sweeps()
         self.billing = billing
         self.tracer = tracer or Tracer(None)
         self.metrics = metrics
@@ -140,11 +138,6 @@ class Conductor:
         # One event loop runs every thread here (tilemore.pipeline.run waits on it for the
         # backend); what blocks goes to a few I/O threads, not one OS thread per run.
         self._runs = RunLoop(min(IO_THREADS, concurrency))
-        self._active: set[str] = set()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._sweep_seconds = sweep_seconds
-        self._sweeper: threading.Thread | None = None
         self._max_attempts = max_attempts
         self._attempts: dict[str, int] = {}  # errors that were not the task's own, by thread
         catalog.record_versions(threads)  # what it runs now, kept for after the next deploy
@@ -152,140 +145,69 @@ class Conductor:
         self._hold_grace = hold_grace_seconds
         self._batch_hold_grace = batch_hold_grace_seconds
 
-    # -- scheduling ------------------------------------------------------------------------
+    # -- scheduling (the leases: tilemore.service.claims) ----------------------------------
 
     def submit(self, thread_id: str) -> bool:
         """Run a thread here if its lease can be had (a hand-off from the ingress): False
         when it is already running here, this conductor is full, the thread is leased to
         another conductor, or finished."""
-        with self._claiming:  # one claim at a time here: a thread is never started twice
-            with self._lock:
-                full = self._sweeper is not None and len(self._active) >= self._concurrency
-                if thread_id in self._active or full or self._draining:
-                    return False  # full here: the next claim (here or elsewhere) takes it
-            lease = self.threads.claim_thread(self.name, thread_id, self._lease_seconds)
-            if lease is None:
-                return False
-            self._start(lease)
-            return True
+        # Full counts once sweeping: a conductor driven by hand (a tool, a test) takes all.
+        lease = self.claims.take(thread_id, bounded=self._sweeps.started)
+        if lease is not None:
+            self._runs.start(self._guarded(thread_id))
+        return lease is not None
 
     def claim(self, *, own: bool = False) -> int:
         """Claim as many unleased threads as there are free slots here (``own``: also those
         leased under this conductor's name — its previous life, at start-up), and start
         them."""
-        with self._claiming:
-            with self._lock:
-                free = 0 if self._draining else self._concurrency - len(self._active)
-                running = set(self._active)
-            if free <= 0:
-                return 0
-            leases = self.threads.claim_threads(self.name, free, self._lease_seconds,
-                                                owner_may_reclaim=own, exclude=running)
-            for lease in leases:
-                self._start(lease)
-            return len(leases)
+        leases = self.claims.take_free(own=own)
+        for lease in leases:
+            self._runs.start(self._guarded(lease.thread_id))
+        return len(leases)
 
     def resume_unfinished(self) -> int:
         """Take back this conductor's own threads, then any others free (at start-up)."""
         return self.claim(own=True)
 
-    def _start(self, lease: Lease) -> None:
-        with self._lock:
-            self._active.add(lease.thread_id)
-            self._leases[lease.thread_id] = lease
-            self._lost.discard(lease.thread_id)
-        self._runs.start(self._guarded(lease.thread_id))
-
-    def _forget(self, thread_id: str) -> None:
-        with self._lock:
-            self._active.discard(thread_id)
-            self._leases.pop(thread_id, None)
-            self._lost.discard(thread_id)
-
     def epoch(self, thread_id: str) -> int | None:
         """The epoch this conductor holds the thread's lease at (None: not leased here)."""
-        with self._lock:
-            if thread_id in self._lost:
-                raise LeaseLost(f"thread {thread_id} was taken by another conductor")
-            lease = self._leases.get(thread_id)
-        return None if lease is None else lease.epoch
+        return self.claims.epoch(thread_id)
 
     def renew(self) -> list[Lease]:
         """Extend every lease held here; a lost one stops its run at the next step."""
-        with self._lock:
-            held = list(self._leases.values())
-        lost = self.threads.renew_leases(held, self._lease_seconds) if held else []
-        with self._lock:
-            for lease in lost:
-                if self._leases.get(lease.thread_id) == lease:
-                    self._lost.add(lease.thread_id)
-        for lease in lost:
-            log.warning("thread %s: lease lost (epoch %d); it stops here", lease.thread_id,
-                        lease.epoch)
-        return lost
+        return self.claims.renew()
 
     def sweep_holds(self) -> int:
         """Give back holds no work owns any more, a few batches at most; how many."""
         if self.billing is None:
             return 0
-        released = 0
-        for _ in range(HOLD_BATCHES):
-            n = self.billing.sweep_holds(self._hold_grace, self._batch_hold_grace, HOLD_BATCH)
-            released += n
-            if n < HOLD_BATCH:
-                break
-        if released:
-            log.info("gave back %d credit holds no running work owned", released)
-        return released
+        return sweep_holds(self.billing, self._hold_grace, self._batch_hold_grace)
 
     def start_sweeping(self) -> None:
         """Take this conductor's own threads back now, then claim free ones every
         ``claim_seconds`` (a hand-off lost between the ingress and us only delays a thread;
         a dead conductor's threads come here once their leases run out), and renew the
-        leases held. Holds are swept on a thread of their own (a billing actor restarting
-        must not hold up the threads' sweep)."""
-        def loop() -> None:
-            own, renewed = True, time.monotonic()
-            while not self._stop.is_set():
-                try:
-                    if time.monotonic() - renewed >= self._lease_seconds / 3:
-                        renewed = time.monotonic()
-                        self.renew()
-                    self.claim(own=own)
-                    own = False  # its previous life's threads: once, at start-up
-                except Exception:  # noqa: BLE001 - the registry may be briefly unreachable
-                    log.exception("sweep failed")
-                self._stop.wait(self._claim_seconds)
-
-        def holds() -> None:
-            while not self._stop.is_set():
-                try:
-                    self.sweep_holds()
-                except Exception as exc:  # noqa: BLE001 - the next sweep tries again
-                    log.warning("hold sweep failed: %s", exc)
-                self._stop.wait(self._hold_sweep_seconds)
-
-        self._sweeper = threading.Thread(target=loop, name="sweeper", daemon=True)
-        self._sweeper.start()
-        if self.billing is not None:
-            threading.Thread(target=holds, name="hold-sweeper", daemon=True).start()
+        leases held every third of their time; sweep holds beside."""
+        self._sweeps.start(lambda own: self.claim(own=own), self.renew,
+                           claim_seconds=self._claim_seconds,
+                           renew_seconds=self.claims.lease_seconds / 3,
+                           holds=self.sweep_holds if self.billing is not None else None,
+                           hold_seconds=self._hold_sweep_seconds)
 
     def active(self) -> int:
-        with self._lock:
-            return len(self._active)
+        return self.claims.running()
 
     def drain(self) -> int:
         """Take no new thread from now on (this conductor leaves the pool: see
         :mod:`tilemore.service.conductor_pool`); the threads it still runs, which it
         finishes, renewing their leases. At 0 it may be stopped with nothing lost."""
-        with self._claiming:  # a claim under way finishes first, and is counted
-            self._draining = True
-        return self.active()
+        return self.claims.drain()
 
     def close(self) -> None:
         """Stop sweeping and stop the runs here: their leases go back (or run out), and
         whoever claims the threads next resumes them from their checkpoints."""
-        self._stop.set()
+        self._sweeps.stop()
         self._runs.close()
 
     # -- running ---------------------------------------------------------------------------
@@ -320,24 +242,10 @@ class Conductor:
 
     async def _given_back(self, thread_id: str) -> None:
         """The lease back, if the run's end has not given it back already."""
-        with self._lock:
-            held = thread_id in self._leases and thread_id not in self._lost
-        if held:
-            await self._runs.blocking(self._give_back, thread_id)
+        if self.claims.holds(thread_id):
+            await self._runs.blocking(self.claims.give_back, thread_id)
         else:
-            self._forget(thread_id)
-
-    def _give_back(self, thread_id: str) -> None:
-        """The run here is over (ended, waiting for a store, or lost): its lease goes back,
-        so that the next claim — here or elsewhere — can take it at once."""
-        with self._lock:
-            lease = None if thread_id in self._lost else self._leases.get(thread_id)
-        try:
-            if lease is not None:
-                self.threads.release_lease(lease)
-        except Exception as exc:  # noqa: BLE001 - it runs out by itself
-            log.warning("thread %s: lease not given back (%s); it runs out", thread_id, exc)
-        self._forget(thread_id)
+            self.claims.forget(thread_id)
 
     def _give_up(self, thread_id: str, message: str) -> None:
         """Settle what the thread did, fail it ``internal_error``, and give back its hold.
@@ -375,14 +283,11 @@ class Conductor:
 
     async def _run_thread(self, thread_id: str) -> str:
         if self.epoch(thread_id) is None:
-            lease = await self._runs.blocking(self.threads.claim_thread, self.name, thread_id,
-                                              self._lease_seconds, owner_may_reclaim=True)
+            lease = await self._runs.blocking(self.claims.take_one, thread_id)
             if lease is None:
                 rec = await self._runs.blocking(self.threads.get_thread, thread_id)
                 return "unknown" if rec is None else (
                     "leased" if rec.status == "processing" else rec.status)
-            with self._lock:
-                self._leases[thread_id] = lease
             try:
                 return await self._run_thread(thread_id)
             finally:
@@ -418,9 +323,7 @@ class Conductor:
         listeners. Settling first means an ended thread is always settled: when settling
         fails the thread is still running, and whoever runs it next settles it (a charge
         made before stands)."""
-        with self._lock:  # the lease's epoch, even if it was lost at the last step
-            lease = self._leases.get(rec.id)
-        epoch = lease.epoch if lease else None
+        epoch = self.claims.last_epoch(rec.id)  # even if lost at the last step
         self.events.emit(ThreadEnding(rec, epoch, status=ending.status,
                                       tasks=tuple(ending.tasks.values()),
                                       operators=ending.operators, trace=trace))
@@ -433,7 +336,7 @@ class Conductor:
         else:
             self.threads.mark_canceled(rec.id, epoch=epoch)
         self.events.emit(ThreadEnded(rec, epoch, status=ending.status, trace=trace))
-        self._forget(rec.id)  # its lease went back with the record
+        self.claims.forget(rec.id)  # its lease went back with the record
 
     def _release(self, rec: ThreadRecord) -> None:
         """Give back what the thread set aside and did not spend. Never raises: the thread
