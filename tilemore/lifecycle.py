@@ -25,6 +25,7 @@ from tilemore.blobs import BlobKind, BlobStore, BlobStoreError
 from tilemore.errors import Conflict, TilemoreError
 from tilemore.metrics import NO_METRICS, Metrics
 from tilemore.settings_parts import RetentionSettings
+from tilemore.store import AlsoWrite
 from tilemore.store.lifecycle import LifecycleSQL, Removed, ThreadExpiry, Ttl
 
 log = logging.getLogger("tilemore.lifecycle")
@@ -104,25 +105,48 @@ class Lifecycle:
               size: int = 0) -> None:
         self.store.add_refs([(thread_id, domain, kind, key, size)])
 
+    def referring(self, domain: str, kind: BlobKind, key: str, size: int = 0) -> AlsoWrite:
+        """:meth:`refer`, written in the thread record's own transaction (its creation)."""
+        def write(db: Any, thread_id: str) -> None:
+            self.store.add_refs_in(db, [(thread_id, domain, kind, key, size)])
+        return write
+
+    def ending(self, domain: str, status: str,
+               sizes: dict[str, int] | None = None) -> AlsoWrite:
+        """A thread's end as the lifecycle records it, written in the transaction that
+        records the end itself: what the record names (input, checkpoints, result; ``sizes``
+        by key where known) referenced, and dated. One commit less than a transaction of its
+        own, and a thread is never ended but undated."""
+        def write(db: Any, thread_id: str) -> None:
+            refs = [(kind, key, (sizes or {}).get(key, 0))
+                    for kind, key in self.store.thread_blobs_in(db, thread_id)]
+            self.store.thread_ended_in(db, thread_id, domain, status,
+                                       self.retention.ttl(domain), refs)
+        return write
+
     def thread_ended(self, thread_id: str, domain: str, status: str,
                      sizes: dict[str, int] | None = None) -> ThreadExpiry | None:
-        """The listener on a thread's end: reference what its record names (input,
-        checkpoints, result; ``sizes`` by key where known) and date it, in one transaction;
-        a done thread's checkpoints go now (those no other thread needs). Never raises."""
+        """A thread's end recorded apart from its record's (a tool's, a test's): reference
+        what its record names and date it, in one transaction; a done thread's checkpoints
+        go now. Never raises."""
         try:
             names = self.store.thread_blobs(thread_id)
             refs = [(kind, key, (sizes or {}).get(key, 0)) for kind, key in names]
             dates = self.store.thread_ended(thread_id, domain, status,
                                             self.retention.ttl(domain), refs)
             if status == "done":
-                keys = {key for kind, key in names if kind == "checkpoint"} | {
-                    key for kind, key, _ in self.store.refs(thread_id) if kind == "checkpoint"}
-                if keys:
-                    self.collect(sorted(keys))
+                self.checkpoints_done(thread_id)
             return dates
         except Exception as exc:  # noqa: BLE001 - the collector dates it on its next pass
             log.warning("thread %s: end not dated (%s); the collector will", thread_id, exc)
             return None
+
+    def checkpoints_done(self, thread_id: str) -> None:
+        """A done thread's checkpoints go now, those no other thread needs (after its end
+        was dated)."""
+        keys = {key for kind, key, _ in self.store.refs(thread_id) if kind == "checkpoint"}
+        if keys:
+            self.collect(sorted(keys))
 
     def ensure_input(self, thread_id: str, domain: str, key: str) -> None:
         """Reference a thread's input unless it is (a read, a write only when missing: the

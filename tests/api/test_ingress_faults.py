@@ -84,7 +84,7 @@ def test_a_busy_database_is_not_a_failed_attempt_of_the_thread(tmp_path):
 
 
 def test_a_failed_thread_insert_gives_the_reservation_back(service, monkeypatch):
-    def busy(new, quota=None):
+    def busy(new, quota=None, also=None):
         raise DatabaseBusy("the database is busy; try again shortly")
 
     monkeypatch.setattr(service.store, "create_thread", busy)

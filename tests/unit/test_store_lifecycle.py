@@ -420,3 +420,65 @@ def test_the_collector_s_own_thread_removes_what_expired_every_interval(backend)
     finally:
         w.collector.stop()
         w.collector._thread.join(30)  # noqa: SLF001 - its pass done before the database closes
+
+
+# -- the lifecycle's writes in the thread record's own transactions -------------------------
+
+def new_thread(name: str, input_key: str) -> NewThread:
+    return NewThread(domain="acme", account="acme", idem_key=name, pipeline="thumbnail",
+                     fingerprint="f", meta_parts=[], image_sha256=input_key,
+                     input_key=input_key, output_format="png", envelope={"adjustments": {}},
+                     tasks=[("decode", "decode"), ("encoder", "encoder")])
+
+
+def test_a_thread_is_created_with_its_inputs_reference_or_not_at_all(backend):
+    w = World(backend)
+    inp = w.put(b"input image", "input")
+    rec, created = w.threads.create_thread(new_thread("t1", inp),
+                                           also=w.lifecycle.referring("acme", "input", inp, 11))
+    assert created and w.store.refs(rec.id) == [("input", inp, None)]
+
+    def broken(db, thread_id):
+        w.lifecycle.referring("acme", "input", inp)(db, thread_id)
+        raise RuntimeError("the reference's write failed")
+
+    with pytest.raises(RuntimeError):
+        w.threads.create_thread(new_thread("t2", inp), also=broken)
+    assert w.threads.get_thread_by_key("t2") is None  # neither the thread nor its reference
+    # the same request again: the thread exists, so nothing else is written
+    again, created = w.threads.create_thread(new_thread("t1", inp), also=broken)
+    assert not created and again.id == rec.id
+
+
+@pytest.mark.parametrize("status", ["done", "failed", "canceled"])
+def test_a_threads_end_is_dated_in_the_write_that_records_it(backend, status):
+    w = World(backend)
+    inp = w.put(b"input image", "input")
+    rec, _ = w.threads.create_thread(new_thread(f"end-{status}", inp),
+                                     also=w.lifecycle.referring("acme", "input", inp))
+    ending = w.lifecycle.ending("acme", status)
+    if status == "done":
+        key = w.put(b"a result", "result")
+        w.threads.finish_thread(rec.id, ResultInfo(key, key, 8, "image/png", 1, 1), also=ending)
+    elif status == "failed":
+        w.threads.fail_thread(rec.id, "operator_failed", "it broke", also=ending)
+    else:
+        w.threads.mark_canceled(rec.id, also=ending)
+    dates = w.store.expiry(rec.id)
+    assert dates is not None and dates.status == status
+    kinds = {kind for kind, _, until in w.store.refs(rec.id) if until is not None}
+    assert kinds == ({"input", "result"} if status == "done" else {"input"})
+
+
+def test_an_end_refused_by_the_lease_dates_nothing(backend):
+    from tilemore.store.leases import LeaseLost
+
+    w = World(backend)
+    inp = w.put(b"input image", "input")
+    rec, _ = w.threads.create_thread(new_thread("fenced", inp))
+    first = w.threads.claim_thread("a", rec.id, 10, now=1000.0)
+    w.threads.claim_thread("b", rec.id, 10, now=1011.0)  # a was paused past its lease
+    with pytest.raises(LeaseLost):
+        w.threads.fail_thread(rec.id, "operator_failed", "late", epoch=first.epoch,
+                              also=w.lifecycle.ending("acme", "failed"))
+    assert w.store.expiry(rec.id) is None and w.store.refs(rec.id) == []

@@ -115,12 +115,12 @@ class LifecycleApi:
                 pipeline=rec.pipeline, fingerprint=rec.fingerprint, meta_parts=rec.meta_parts,
                 image_sha256=rec.image_sha256, input_key=rec.input_key,
                 output_format=rec.output_format, envelope=rec.envelope,
-                tasks=[(t.task_id, t.operator) for t in rec.tasks]))
+                tasks=[(t.task_id, t.operator) for t in rec.tasks]),
+                also=lc.referring(rec.domain, "input", rec.input_key))
         except BaseException:
             api.billing.release(rec.idem_key)
             raise
         if created:
-            lc.refer(new.id, new.domain, "input", new.input_key)
             api.handoff(new.id)
         return api._answer(new, replayed=not created)
 

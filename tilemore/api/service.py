@@ -199,9 +199,10 @@ class ApiService:
             output_format=sub.envelope.output_format,
             envelope=sub.envelope.model_dump(mode="json"),
             tasks=[(t.id, t.operator.name) for t in sub.graph.tasks],
-        ), quota)  # the exact check: in the insert's transaction
-        if created and self.lifecycle is not None:
-            self.lifecycle.refer(record.id, record.domain, "input", input_key, upload.size)
+        ), quota,  # the exact check: in the insert's transaction
+            # and the input's reference with it: the thread is never recorded unreferenced
+            also=None if self.lifecycle is None else self.lifecycle.referring(
+                sub.domain, "input", input_key, upload.size))
         return record, created
 
     def _release_unused(self, key: str) -> None:

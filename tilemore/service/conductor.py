@@ -74,6 +74,7 @@ from tilemore.service.run_loop import IO_THREADS, RunLoop
 from tilemore.service.sweeps import Sweeps, sweep_holds
 from tilemore.service.tracing import NO_TRACE, ThreadTrace, Tracer
 from tilemore.store import (
+    AlsoWrite,
     ErrorIndex,
     ResultInfo,
     TaskRecord,
@@ -133,8 +134,9 @@ class Conductor:
         self.events = Listeners([*own, *listeners])
         # Which blobs each thread uses, dated when it ends (tilemore.lifecycle): None keeps all.
         self.lifecycle = lifecycle
-        if lifecycle is not None:
-            self.events.add(lifecycle.listener())
+        self._dating = lifecycle.listener() if lifecycle is not None else None
+        if self._dating is not None:
+            self.events.add(self._dating)
         # One event loop runs every thread here (tilemore.pipeline.run waits on it for the
         # backend); what blocks goes to a few I/O threads, not one OS thread per run.
         self._runs = RunLoop(min(IO_THREADS, concurrency))
@@ -327,14 +329,16 @@ class Conductor:
         self.events.emit(ThreadEnding(rec, epoch, status=ending.status,
                                       tasks=tuple(ending.tasks.values()),
                                       operators=ending.operators, trace=trace))
+        # the lifecycle references and dates what the thread leaves in the same write
+        also = self._dating.ending(rec, ending.status) if self._dating is not None else None
         if ending.result is not None:
             for q in ending.result.qc:
                 self.metrics.qc_pick(rec.pipeline, q.stage, q.pick)
-            self._finish(rec, ending.result, epoch)
+            self._finish(rec, ending.result, epoch, also)
         elif ending.error is not None:
-            self.threads.fail_thread(rec.id, *ending.error, epoch=epoch)
+            self.threads.fail_thread(rec.id, *ending.error, epoch=epoch, also=also)
         else:
-            self.threads.mark_canceled(rec.id, epoch=epoch)
+            self.threads.mark_canceled(rec.id, epoch=epoch, also=also)
         self.events.emit(ThreadEnded(rec, epoch, status=ending.status, trace=trace))
         self.claims.forget(rec.id)  # its lease went back with the record
 
@@ -459,18 +463,18 @@ class Conductor:
             return Ending("failed", done, ops, error=(code, f"{exc.error}{tries}", exc.task_id))
         return Ending("done", done, ops, result=result)
 
-    def _finish(self, rec: ThreadRecord, result: RunResult, epoch: int | None) -> None:
-        """Store the result and record the thread done (on an I/O thread)."""
+    def _finish(self, rec: ThreadRecord, result: RunResult, epoch: int | None,
+                also: AlsoWrite | None = None) -> None:
+        """Store the result and record the thread done (on an I/O thread); the record names
+        the result, which ``also`` (the lifecycle's end) references in the same write."""
         out = result.output
         key = blob_key(out.data)
         if self.lifecycle is not None:  # pinned, then put: see tilemore.store.lifecycle
             self.lifecycle.pin(key, "result", len(out.data))
         self.blobs.put(out.data, kind="result")
-        if self.lifecycle is not None:
-            self.lifecycle.refer(rec.id, rec.domain, "result", key, len(out.data))
         self.threads.finish_thread(rec.id, ResultInfo(key, key, len(out.data),
                                                       out.content_type, out.width, out.height),
-                                   qc=[asdict(q) for q in result.qc], epoch=epoch)
+                                   qc=[asdict(q) for q in result.qc], epoch=epoch, also=also)
 
     def _completed(self, t: TaskRecord) -> Completed:
         key = t.checkpoint_key

@@ -3,21 +3,26 @@ and what becomes of them when it ends (:mod:`tilemore.lifecycle`)."""
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from typing import Any
 
 from tilemore.lifecycle import Lifecycle
 from tilemore.service.events import Listener, TaskFinished, ThreadEnded
+from tilemore.store import AlsoWrite, ThreadRecord
+
+log = logging.getLogger("tilemore.lifecycle")
 
 SIZES_KEPT = 4096  # threads whose checkpoint sizes are remembered: more than run at once
 
 
 class LifecycleListener(Listener):
-    """Best effort, and cheap while a thread runs: no write per task. A running thread's
-    checkpoints are unknown to the collector (it removes only what the database names), so
-    they are safe until the thread ends; its end references and dates them all in one
-    transaction. A checkpoint that went missing anyway is run again on resume, never charged
-    again; an end not dated is dated by the collector's next pass, from the record."""
+    """Cheap while a thread runs: no write per task. A running thread's checkpoints are
+    unknown to the collector (it removes only what the database names), so they are safe
+    until the thread ends; its end references and dates them all, in the transaction that
+    records the end (:meth:`ending`, which the conductor hands the registry). A checkpoint
+    that went missing anyway is run again on resume, never charged again; a thread ended
+    some other way (given up on) is dated by the collector's next pass, from the record."""
 
     def __init__(self, lifecycle: Lifecycle) -> None:
         self.lifecycle = lifecycle
@@ -38,7 +43,16 @@ class LifecycleListener(Listener):
             while len(self._sizes) > SIZES_KEPT:
                 self._sizes.popitem(last=False)
 
+    def ending(self, thread: ThreadRecord, status: str) -> AlsoWrite:
+        """The lifecycle's writes for the thread's end, for the registry's end transaction."""
+        return self.lifecycle.ending(thread.domain, status, self._sizes.pop(thread.id, None))
+
     def thread_ended(self, event: ThreadEnded) -> None:
-        """References and dates what the thread leaves; a done thread's checkpoints go now."""
-        sizes = self._sizes.pop(event.thread.id, None)
-        self.lifecycle.thread_ended(event.thread.id, event.thread.domain, event.status, sizes)
+        """A done thread's checkpoints go now (best effort: the collector removes them
+        later otherwise)."""
+        if event.status != "done":
+            return
+        try:
+            self.lifecycle.checkpoints_done(event.thread.id)
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.warning("thread %s: checkpoints not collected now (%s)", event.thread.id, exc)

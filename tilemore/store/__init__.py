@@ -9,7 +9,7 @@ PostgreSQL one (:mod:`tilemore.store.postgres`), and the API and the conductor d
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -91,11 +91,19 @@ class ThreadRecord:
     trace_id: str | None = None  # the OpenTelemetry trace of its runs (32 hex digits)
 
 
+# Writes another store on the same database adds to a thread's record, in the record's own
+# transaction: called with that transaction's connection and the thread's id (the lifecycle
+# references and dates a thread's blobs this way, without a commit of its own).
+AlsoWrite = Callable[[Any, str], None]
+
+
 class ThreadRepository(Protocol):
-    def create_thread(self, new: NewThread, quota: Any = None) -> tuple[ThreadRecord, bool]:
+    def create_thread(self, new: NewThread, quota: Any = None,
+                      also: AlsoWrite | None = None) -> tuple[ThreadRecord, bool]:
         """Insert the thread and its pending tasks in one transaction, unless a thread with
         the same idempotency key exists; return the thread and whether it is new. With a
-        :class:`~tilemore.store.limits.ThreadQuota`, a new thread past it is refused."""
+        :class:`~tilemore.store.limits.ThreadQuota`, a new thread past it is refused.
+        ``also`` runs in the same transaction when the thread is new."""
 
     def get_thread(self, thread_id: str) -> ThreadRecord | None: ...
 
@@ -128,17 +136,21 @@ class ThreadRepository(Protocol):
 
     def finish_thread(self, thread_id: str, result: ResultInfo, *,
                       qc: list[dict[str, Any]] | None = None,
-                      epoch: int | None = None) -> None:
-        """The thread is ``done`` with ``result`` (and QC's verdicts, when it has any)."""
+                      epoch: int | None = None, also: AlsoWrite | None = None) -> None:
+        """The thread is ``done`` with ``result`` (and QC's verdicts, when it has any);
+        ``also`` runs in the same transaction (as in :meth:`fail_thread` and
+        :meth:`mark_canceled`)."""
 
     def fail_thread(self, thread_id: str, code: str, message: str,
-                    task_id: str | None = None, *, epoch: int | None = None) -> None: ...
+                    task_id: str | None = None, *, epoch: int | None = None,
+                    also: AlsoWrite | None = None) -> None: ...
 
     def request_cancel(self, thread_id: str) -> None: ...
 
     def cancel_requested(self, thread_id: str) -> bool: ...
 
-    def mark_canceled(self, thread_id: str, *, epoch: int | None = None) -> None: ...
+    def mark_canceled(self, thread_id: str, *, epoch: int | None = None,
+                      also: AlsoWrite | None = None) -> None: ...
 
     def unfinished_threads(self) -> list[str]: ...
 

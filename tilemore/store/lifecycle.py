@@ -159,12 +159,16 @@ class LifecycleSQL:
         if not refs:
             return
         with self._tx() as db:
-            for thread_id, domain, kind, key, size in refs:
-                self._pin(db, key, kind, size)
-                db.execute("INSERT INTO blob_refs (thread_id, kind, key, domain, expires_at)"
-                           " VALUES (?, ?, ?, ?, NULL) ON CONFLICT (thread_id, kind, key)"
-                           " DO UPDATE SET expires_at = NULL",
-                           (thread_id, kind, key, domain))
+            self.add_refs_in(db, refs)
+
+    def add_refs_in(self, db: Any, refs: Iterable[tuple[str, str, str, str, int]]) -> None:
+        """:meth:`add_refs` in a transaction of the caller's (the thread record's own)."""
+        for thread_id, domain, kind, key, size in refs:
+            self._pin(db, key, kind, size)
+            db.execute("INSERT INTO blob_refs (thread_id, kind, key, domain, expires_at)"
+                       " VALUES (?, ?, ?, ?, NULL) ON CONFLICT (thread_id, kind, key)"
+                       " DO UPDATE SET expires_at = NULL",
+                       (thread_id, kind, key, domain))
 
     def refs(self, thread_id: str) -> list[tuple[str, str, float | None]]:
         """(kind, key, expires_at) of one thread's references."""
@@ -182,30 +186,35 @@ class LifecycleSQL:
         running thread's are referenced only here, in this one transaction). Called again (a
         retried thread ending again), it dates them from the new end."""
         with self._tx() as db:
-            for kind, key, size in refs:
-                self._pin(db, key, kind, size)
-                db.execute("INSERT INTO blob_refs (thread_id, kind, key, domain, expires_at)"
-                           " VALUES (?, ?, ?, ?, NULL) ON CONFLICT (thread_id, kind, key)"
-                           " DO NOTHING", (thread_id, kind, key, domain))
-            now = _now_sql(db, self.NOW)
-            done = status == "done"
-            result_until = now + ttl.results if done else None
-            retry_until = None if done else now + ttl.retry
-            input_until = now + ttl.inputs
-            keep = max(ttl.results if done else 0.0, ttl.inputs, 0.0 if done else ttl.retry)
-            record_until = now + max(ttl.records, keep)
-            db.execute("INSERT INTO thread_expiry VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                       " ON CONFLICT (thread_id) DO UPDATE SET status = excluded.status,"
-                       " ended_at = excluded.ended_at, result_until = excluded.result_until,"
-                       " input_until = excluded.input_until, retry_until = excluded.retry_until,"
-                       " record_until = excluded.record_until",
-                       (thread_id, domain, status, now, result_until, input_until, retry_until,
-                        record_until))
-            checkpoints_until = now if done else retry_until
-            for kind, until in (("checkpoint", checkpoints_until), ("input", input_until),
-                                ("result", result_until if done else now)):
-                db.execute("UPDATE blob_refs SET expires_at = ? WHERE thread_id = ? AND kind = ?",
-                           (until, thread_id, kind))
+            return self.thread_ended_in(db, thread_id, domain, status, ttl, refs)
+
+    def thread_ended_in(self, db: Any, thread_id: str, domain: str, status: str, ttl: Ttl,
+                        refs: Sequence[tuple[str, str, int]] = ()) -> ThreadExpiry:
+        """:meth:`thread_ended` in a transaction of the caller's (the record's end)."""
+        for kind, key, size in refs:
+            self._pin(db, key, kind, size)
+            db.execute("INSERT INTO blob_refs (thread_id, kind, key, domain, expires_at)"
+                       " VALUES (?, ?, ?, ?, NULL) ON CONFLICT (thread_id, kind, key)"
+                       " DO NOTHING", (thread_id, kind, key, domain))
+        now = _now_sql(db, self.NOW)
+        done = status == "done"
+        result_until = now + ttl.results if done else None
+        retry_until = None if done else now + ttl.retry
+        input_until = now + ttl.inputs
+        keep = max(ttl.results if done else 0.0, ttl.inputs, 0.0 if done else ttl.retry)
+        record_until = now + max(ttl.records, keep)
+        db.execute("INSERT INTO thread_expiry VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                   " ON CONFLICT (thread_id) DO UPDATE SET status = excluded.status,"
+                   " ended_at = excluded.ended_at, result_until = excluded.result_until,"
+                   " input_until = excluded.input_until, retry_until = excluded.retry_until,"
+                   " record_until = excluded.record_until",
+                   (thread_id, domain, status, now, result_until, input_until, retry_until,
+                    record_until))
+        checkpoints_until = now if done else retry_until
+        for kind, until in (("checkpoint", checkpoints_until), ("input", input_until),
+                            ("result", result_until if done else now)):
+            db.execute("UPDATE blob_refs SET expires_at = ? WHERE thread_id = ? AND kind = ?",
+                       (until, thread_id, kind))
         return ThreadExpiry(thread_id, status, now, result_until, input_until, retry_until,
                             record_until, now)
 
@@ -350,12 +359,17 @@ class LifecycleSQL:
     def thread_blobs(self, thread_id: str) -> list[tuple[str, str]]:
         """(kind, key) of what a thread record names: its input, checkpoints and result."""
         with self._read() as db:
-            row = db.execute("SELECT input_key, result FROM threads WHERE id = ?",
-                             (thread_id,)).fetchone()
-            if row is None:
-                return []
-            tasks = db.execute("SELECT checkpoint_key FROM tasks WHERE thread_id = ? AND"
-                               " checkpoint_key IS NOT NULL", (thread_id,)).fetchall()
+            return self.thread_blobs_in(db, thread_id)
+
+    @staticmethod
+    def thread_blobs_in(db: Any, thread_id: str) -> list[tuple[str, str]]:
+        """:meth:`thread_blobs`, read in a transaction of the caller's."""
+        row = db.execute("SELECT input_key, result FROM threads WHERE id = ?",
+                         (thread_id,)).fetchone()
+        if row is None:
+            return []
+        tasks = db.execute("SELECT checkpoint_key FROM tasks WHERE thread_id = ? AND"
+                           " checkpoint_key IS NOT NULL", (thread_id,)).fetchall()
         out = [("input", row["input_key"])]
         out += [("checkpoint", t["checkpoint_key"]) for t in tasks]
         if row["result"]:

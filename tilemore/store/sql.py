@@ -18,6 +18,7 @@ from tilemore.errors import TilemoreError
 from tilemore.store import (
     SCOPES,
     AccountInfo,
+    AlsoWrite,
     NewThread,
     ResultInfo,
     TaskRecord,
@@ -219,8 +220,8 @@ class SQLStore(Leases, ThreadListing, LimitStore, WebhookStore):
 
     # -- threads -----------------------------------------------------------------------
 
-    def create_thread(self, new: NewThread,
-                      quota: ThreadQuota | None = None) -> tuple[ThreadRecord, bool]:
+    def create_thread(self, new: NewThread, quota: ThreadQuota | None = None,
+                      also: AlsoWrite | None = None) -> tuple[ThreadRecord, bool]:
         now = time.time()
         thread_id = uuid.uuid4().hex
         with self._tx() as db:
@@ -243,6 +244,8 @@ class SQLStore(Leases, ThreadListing, LimitStore, WebhookStore):
                     " VALUES (?, ?, ?, ?, 'pending')",
                     [(thread_id, t, i, op) for i, (t, op) in enumerate(new.tasks)],
                 )
+                if also is not None:
+                    also(db, thread_id)
         record = self.get_thread_by_key(new.idem_key)
         assert record is not None
         return record, created
@@ -327,7 +330,7 @@ class SQLStore(Leases, ThreadListing, LimitStore, WebhookStore):
 
     def finish_thread(self, thread_id: str, result: ResultInfo, *,
                       qc: list[dict[str, Any]] | None = None,
-                      epoch: int | None = None) -> None:
+                      epoch: int | None = None, also: AlsoWrite | None = None) -> None:
         with self._tx() as db:  # the result and QC's verdicts in one write
             fence(db, thread_id, epoch)
             if qc is not None:
@@ -336,9 +339,12 @@ class SQLStore(Leases, ThreadListing, LimitStore, WebhookStore):
                        " WHERE id = ? AND status = 'processing'",
                        (json.dumps(result.__dict__), time.time(), thread_id))
             _touch(db, thread_id)
+            if also is not None:
+                also(db, thread_id)
 
     def fail_thread(self, thread_id: str, code: str, message: str,
-                    task_id: str | None = None, *, epoch: int | None = None) -> None:
+                    task_id: str | None = None, *, epoch: int | None = None,
+                    also: AlsoWrite | None = None) -> None:
         with self._tx() as db:
             fence(db, thread_id, epoch)
             if task_id is not None:
@@ -351,6 +357,8 @@ class SQLStore(Leases, ThreadListing, LimitStore, WebhookStore):
                        f" finished_at = ?{_UNLEASED} WHERE id = ? AND status = 'processing'",
                        (code, message, time.time(), thread_id))
             _touch(db, thread_id)
+            if also is not None:
+                also(db, thread_id)
 
     def request_cancel(self, thread_id: str) -> None:
         with self._tx() as db:
@@ -362,7 +370,8 @@ class SQLStore(Leases, ThreadListing, LimitStore, WebhookStore):
         rows = self._query("SELECT cancel_requested FROM threads WHERE id = ?", (thread_id,))
         return bool(rows and rows[0]["cancel_requested"])
 
-    def mark_canceled(self, thread_id: str, *, epoch: int | None = None) -> None:
+    def mark_canceled(self, thread_id: str, *, epoch: int | None = None,
+                      also: AlsoWrite | None = None) -> None:
         with self._tx() as db:
             fence(db, thread_id, epoch)
             db.execute("UPDATE tasks SET status = 'canceled' WHERE thread_id = ?"
@@ -370,6 +379,8 @@ class SQLStore(Leases, ThreadListing, LimitStore, WebhookStore):
             db.execute(f"UPDATE threads SET status = 'canceled', finished_at = ?{_UNLEASED}"
                        " WHERE id = ? AND status = 'processing'", (time.time(), thread_id))
             _touch(db, thread_id)
+            if also is not None:
+                also(db, thread_id)
 
     def unfinished_threads(self) -> list[str]:
         rows = self._query("SELECT id FROM threads WHERE status = 'processing'"
