@@ -2,7 +2,11 @@
 conductor make them today (create with its tasks, claim the lease, both tasks started in one
 write — the graph is handed over as a DAG —, each done, finish with QC's verdicts, which
 gives the lease back in the same write: 5 write transactions, each fenced by the lease), from
-concurrent writers, on SQLite and on PostgreSQL with durable commits; and the ledger's
+concurrent writers, on SQLite and on PostgreSQL with durable commits; the same with the data
+lifecycle's writes, as the service makes them (the input and the result pinned before they
+are stored, their references and the end's dates in the insert's and the finish's own
+transactions: 8) against each of them in a transaction of its own, as the service made them
+before (11), in the same run; and the ledger's
 group-committed settlements (a thread's charges and its hold's release in one) on
 PostgreSQL. These rates bound the threads/s one database carries
 (docs/scaling.md). No target: a measurement for the scale plan.
@@ -32,19 +36,32 @@ from _common import arguments, finish, machine, parse, positive, process_cpu
 from tilemore.billing.entries import Charge, Settlement
 from tilemore.billing.ledger import Entry, open_ledger
 from tilemore.billing.writer import LedgerWriter
+from tilemore.blobs.local import LocalBlobStore
+from tilemore.lifecycle import Lifecycle
 from tilemore.settings import Settings
 from tilemore.store import NewThread, ResultInfo, open_store
+from tilemore.store.lifecycle import open_lifecycle_store
 
 WRITES_PER_THREAD = 5
+# with the lifecycle's: folded into the registry's (as the service writes them), or apart
+LIFECYCLE_WRITES = {"folded": 8, "apart": 11}
 TASKS = [("decode", "decode"), ("encoder", "encoder")]
 
 
-def one_thread(store, owner: str) -> None:
-    """What the ingress and a conductor write for one two-stage thread, in their order."""
+def one_thread(store, owner: str, lc: Lifecycle | None = None, folded: bool = True) -> None:
+    """What the ingress and a conductor write for one two-stage thread, in their order; with
+    ``lc``, the lifecycle's writes too, ``folded`` into the registry's transactions or each
+    in its own."""
     key = uuid.uuid4().hex
+    in_key, out_key = f"in/{key}", f"out/{key}"
+    if lc is not None:
+        lc.pin(in_key, "input", 1000)
+    also = lc.referring("bench", "input", in_key, 1000) if lc is not None and folded else None
     record, _ = store.create_thread(NewThread(
-        "bench", "bench", key, "control-plane", "f" * 16, [], "0" * 64, f"in/{key}", "jpeg",
-        {"adjustments": {}}, TASKS))
+        "bench", "bench", key, "control-plane", "f" * 16, [], "0" * 64, in_key, "jpeg",
+        {"adjustments": {}}, TASKS), also=also)
+    if lc is not None and not folded:
+        lc.refer(record.id, "bench", "input", in_key, 1000)
     lease = store.claim_thread(owner, record.id, 10.0)
     assert lease is not None
     started = time.time()
@@ -52,8 +69,15 @@ def one_thread(store, owner: str) -> None:
     for task, _ in TASKS:
         store.task_done(record.id, task, started, time.time(), 0.004, None,
                         epoch=lease.epoch)
-    store.finish_thread(record.id, ResultInfo(f"out/{key}", "0" * 64, 1000,
-                                              "image/jpeg", 64, 64), qc=[], epoch=lease.epoch)
+    if lc is not None:
+        lc.pin(out_key, "result", 1000)
+        if not folded:
+            lc.refer(record.id, "bench", "result", out_key, 1000)
+    store.finish_thread(record.id, ResultInfo(out_key, "0" * 64, 1000, "image/jpeg", 64, 64),
+                        qc=[], epoch=lease.epoch,
+                        also=lc.ending("bench", "done") if lc is not None and folded else None)
+    if lc is not None and not folded:
+        lc.store.thread_ended(record.id, "bench", "done", lc.retention.ttl("bench"))
 
 
 def own_cpu_s() -> float:
@@ -76,23 +100,31 @@ def server_cpu_s(data_dir: Path | None) -> float:
 
 
 def registry_rate(settings: Settings, threads: int, writers: int,
-                  server: Path | None = None) -> dict:
+                  server: Path | None = None, lifecycle: str | None = None) -> dict:
+    """``lifecycle``: None (the registry's writes alone), "folded" or "apart"."""
     store = open_store(settings.db)
     store.create_domain("bench")
-    one_thread(store, "warm-up")
+    lc = None if lifecycle is None else Lifecycle(
+        open_lifecycle_store(settings.db), LocalBlobStore(settings.blob_path),
+        settings.retention)
+    folded = lifecycle != "apart"
+    one_thread(store, "warm-up", lc, folded)
+    done_before = store.thread_counts().get("done", 0)
     cpu, server_cpu = own_cpu_s(), server_cpu_s(server)
     started = time.perf_counter()
     with ThreadPoolExecutor(writers) as pool:
-        list(pool.map(lambda i: one_thread(store, f"conductor-{i % writers}"), range(threads)))
+        list(pool.map(lambda i: one_thread(store, f"conductor-{i % writers}", lc, folded),
+                      range(threads)))
     wall = time.perf_counter() - started
     cpu, server_cpu = own_cpu_s() - cpu, server_cpu_s(server) - server_cpu
-    done = store.thread_counts().get("done", 0)
-    return {"threads_per_s": threads / wall,
-            "write_transactions_per_s": WRITES_PER_THREAD * threads / wall,
+    writes = WRITES_PER_THREAD if lifecycle is None else LIFECYCLE_WRITES[lifecycle]
+    return {"threads_per_s": threads / wall, "writes_per_thread": writes,
+            "write_transactions_per_s": writes * threads / wall,
             # SQLite runs in the writers' process: its cost is in the client's column.
             "client_cpu_ms_per_thread": 1000 * cpu / threads,
             "server_cpu_ms_per_thread": 1000 * server_cpu / threads,
-            "threads_done": done, "expected_done": threads + 1}
+            "threads_done": store.thread_counts().get("done", 0) - done_before,
+            "expected_done": threads}
 
 
 def ledger_rate(settings: Settings, charges: int, writers: int,
@@ -151,6 +183,9 @@ def main() -> None:
                     "writes_per_thread": WRITES_PER_THREAD}
     sqlite = Settings(data_dir=Path(tempfile.mkdtemp(prefix="tilemore-registry-")))
     result["sqlite"] = registry_rate(sqlite, args.threads, args.writers)
+    for how in ("apart", "folded", "folded", "apart"):  # alternated: the machine drifts
+        result.setdefault(f"sqlite_lifecycle_{how}", []).append(
+            registry_rate(sqlite, args.threads, args.writers, lifecycle=how))
     cluster = None if args.postgres_dsn else durable_postgres()
     dsn = args.postgres_dsn or (cluster.dsn if cluster else None)
     try:
@@ -158,6 +193,9 @@ def main() -> None:
             pg = Settings(database_url=dsn)
             data = cluster.data if cluster else None
             result["postgres"] = registry_rate(pg, args.threads, args.writers, data)
+            for how in ("apart", "folded", "folded", "apart"):
+                result.setdefault(f"postgres_lifecycle_{how}", []).append(
+                    registry_rate(pg, args.threads, args.writers, data, lifecycle=how))
             result["postgres_ledger"] = ledger_rate(pg, args.charges, args.writers, data)
             result["postgres_source"] = "--postgres-dsn" if args.postgres_dsn else \
                 "throwaway cluster, fsync and synchronous_commit on"
@@ -174,6 +212,17 @@ def main() -> None:
                   f"({r['write_transactions_per_s']:.0f} write transactions/s); CPU per "
                   f"thread: client {r['client_cpu_ms_per_thread']:.1f} ms, server "
                   f"{r['server_cpu_ms_per_thread']:.1f} ms")
+    for db in ("sqlite", "postgres"):
+        if f"{db}_lifecycle_folded" not in result:
+            continue
+        print(f"  {db}, with the lifecycle's writes (two runs each, alternated):")
+        for how in ("folded", "apart"):
+            runs = result[f"{db}_lifecycle_{how}"]
+            print(f"    {how:6s} ({LIFECYCLE_WRITES[how]:2d} transactions) "
+                  + ", ".join(f"{r['threads_per_s']:.0f}" for r in runs) + " threads/s; CPU "
+                  "per thread, client / server: " + ", ".join(
+                      f"{r['client_cpu_ms_per_thread']:.1f} / {r['server_cpu_ms_per_thread']:.1f}"
+                      " ms" for r in runs))
     if "postgres_ledger" in result:
         led = result["postgres_ledger"]
         print(f"  PostgreSQL ledger, group commits: {led['settlements_per_s']:.0f} threads "
@@ -183,10 +232,13 @@ def main() -> None:
               f"{led['server_cpu_ms_per_settlement']:.2f} ms")
     else:
         print("  PostgreSQL: not installed, not measured")
-    checks = {f"every thread done on {db}": result[db]["threads_done"] ==
-              result[db]["expected_done"] for db in ("sqlite", "postgres") if db in result}
+    runs = {db: [result[db], *result.get(f"{db}_lifecycle_folded", []),
+                 *result.get(f"{db}_lifecycle_apart", [])]
+            for db in ("sqlite", "postgres") if db in result}
+    checks = {f"every thread done on {db}": all(r["threads_done"] == r["expected_done"]
+                                                for r in rs) for db, rs in runs.items()}
     checks["rates finite and positive"] = positive(
-        *(result[db]["threads_per_s"] for db in ("sqlite", "postgres") if db in result))
+        *(r["threads_per_s"] for rs in runs.values() for r in rs))
     if "postgres_ledger" in result:
         led = result["postgres_ledger"]
         checks["the PostgreSQL ledger verifies, every charge once, no hold left"] = (
