@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future
+from typing import Any
 
 import ray
 
@@ -20,7 +22,14 @@ from tilemore.engine.ray_cluster import NodeGuard
 from tilemore.engine.ray_metrics import ClusterGauges
 from tilemore.lifecycle import Collector
 from tilemore.service.conductor_pool import ConductorPool, PoolPolicy
-from tilemore.service.generations import Retirement, named, older, superseded
+from tilemore.service.generations import (
+    Retirement,
+    generation_of,
+    named,
+    older,
+    superseded,
+)
+from tilemore.service.handoffs import HandOffs
 from tilemore.settings import Settings
 from tilemore_deployments.billing import get_billing, stop_older_billing
 
@@ -147,6 +156,28 @@ def get_conductor(settings: Settings, slot: int = 0, generation: str = ""):
     return ConductorActor.options(
         name=conductor_name(slot, generation), namespace=NAMESPACE, get_if_exists=True,
         lifetime="detached", resources=_placement(slot)).remote(settings, slot, generation)
+
+
+def hand_offs(settings: Settings, generation: str = "") -> HandOffs:
+    """The ingress's hand-offs to the conductors of ``generation``, its first conductor
+    started if it is not running yet."""
+    first = get_conductor(settings, generation=generation)
+    return HandOffs(conductor_name(0, generation), names=lambda: conductors_of(generation),
+                    handle=conductor_handle, first_handle=first)
+
+
+def conductors_of(generation: str) -> list[str]:
+    """The names of ``generation``'s conductors alive (or restarting)."""
+    return [n for n in running_conductors() if generation_of(n) == generation]
+
+
+def conductor_handle(name: str) -> Any:
+    return ray.get_actor(name, namespace=NAMESPACE)
+
+
+def submit(conductor: Any, thread_id: str) -> Future[bool]:
+    """Ask a conductor to take a thread now, without waiting for its answer."""
+    return conductor.submit.remote(thread_id).future()
 
 
 def running_conductors() -> list[str]:

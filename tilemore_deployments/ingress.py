@@ -1,5 +1,6 @@
-"""The HTTP ingress as a Ray Serve deployment: validate, record, hand off to the conductor
-of its deploy's generation (a redeploy starts a new one, which retires the old)."""
+"""The HTTP ingress as a Ray Serve deployment: validate, record, hand off to a conductor of
+its deploy's generation (a redeploy starts new ones, which retire the old), chosen per
+thread (:mod:`tilemore.service.handoffs`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tilemore.assembly import open_parts
 from tilemore.service.generations import new_generation
 from tilemore.settings import Autoscaling, Settings
 from tilemore_deployments.billing import get_billing
-from tilemore_deployments.conductor import get_conductor
+from tilemore_deployments.conductor import hand_offs, submit
 
 app = create_app()
 SERVE_METRICS_INTERVAL_S = 10.0  # Serve's default push of request counts to its controller
@@ -22,9 +23,9 @@ SERVE_METRICS_INTERVAL_S = 10.0  # Serve's default push of request counts to its
 @serve.ingress(app)
 class Ingress:
     def __init__(self, settings: Settings, generation: str = "") -> None:
-        conductor = get_conductor(settings, generation=generation)
+        conductors = hand_offs(settings, generation)
         parts = open_parts(settings, billing=get_billing(settings, generation))
-        use_service(parts.api(handoff=lambda tid: conductor.submit.remote(tid)))
+        use_service(parts.api(handoff=lambda tid: conductors.hand_off(tid, submit)))
 
 
 def build_app(settings: Settings, generation: str | None = None) -> serve.Application:
