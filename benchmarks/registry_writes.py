@@ -6,7 +6,10 @@ concurrent writers, on SQLite and on PostgreSQL with durable commits; the same w
 lifecycle's writes, as the service makes them (the input and the result pinned before they
 are stored, their references and the end's dates in the insert's and the finish's own
 transactions: 8) against each of them in a transaction of its own, as the service made them
-before (11), in the same run; and the ledger's
+before (11), in the same run; SQLite written from several processes at once, as the ingress,
+a conductor and the billing actor write one file (``SQLiteDatabase``'s own waits for the
+write lock against SQLite's busy handler, which sleeps 1, 2, 5, 10… ms between tries); and
+the ledger's
 group-committed settlements (a thread's charges and its hold's release in one) on
 PostgreSQL. These rates bound the threads/s one database carries
 (docs/scaling.md). No target: a measurement for the scale plan.
@@ -21,8 +24,11 @@ synchronous commit on (as a production server runs), on this machine's disk.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import resource
+import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -41,10 +47,12 @@ from tilemore.lifecycle import Lifecycle
 from tilemore.settings import Settings
 from tilemore.store import NewThread, ResultInfo, open_store
 from tilemore.store.lifecycle import open_lifecycle_store
+from tilemore.store.sqlite_db import SQLiteDatabase
 
 WRITES_PER_THREAD = 5
 # with the lifecycle's: folded into the registry's (as the service writes them), or apart
 LIFECYCLE_WRITES = {"folded": 8, "apart": 11}
+PROCESSES, PROCESS_GAP_S = 4, 0.002  # writers of one SQLite file, each pausing between writes
 TASKS = [("decode", "decode"), ("encoder", "encoder")]
 
 
@@ -127,6 +135,54 @@ def registry_rate(settings: Settings, threads: int, writers: int,
             "expected_done": threads}
 
 
+def _one_process_writes(path: str, own_waits: bool, n: int, gap_s: float,
+                        out: multiprocessing.Queue) -> None:
+    """One process's ``n`` small write transactions, ``gap_s`` apart: their latencies."""
+    if own_waits:
+        db = SQLiteDatabase(path, "CREATE TABLE IF NOT EXISTS w (v INTEGER);")
+    else:  # SQLite's busy handler, as the service waited before 0d0d182
+        raw = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+        raw.execute("PRAGMA synchronous=FULL")
+    waits = []
+    for _ in range(n):
+        started = time.perf_counter()
+        if own_waits:
+            with db._tx() as tx:  # noqa: SLF001 - the service's write path itself
+                tx.execute("INSERT INTO w VALUES (?)", (os.getpid(),))
+        else:
+            raw.execute("BEGIN IMMEDIATE")
+            raw.execute("INSERT INTO w VALUES (?)", (os.getpid(),))
+            raw.execute("COMMIT")
+        waits.append(time.perf_counter() - started)
+        time.sleep(gap_s)
+    out.put(waits)
+
+
+def processes_rate(data_dir: Path, processes: int, n: int, gap_s: float,
+                   own_waits: bool) -> dict:
+    """``processes`` processes writing one SQLite file at once (forked: each its own
+    connections, as the service's processes have)."""
+    path = str(data_dir / f"processes-{uuid.uuid4().hex[:8]}.db")
+    SQLiteDatabase(path, "CREATE TABLE IF NOT EXISTS w (v INTEGER);").close()
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    workers = [ctx.Process(target=_one_process_writes, args=(path, own_waits, n, gap_s, out))
+               for _ in range(processes)]
+    started = time.perf_counter()
+    for w in workers:
+        w.start()
+    waits = sorted(sum((out.get(timeout=600) for _ in workers), []))
+    for w in workers:
+        w.join()
+    wall = time.perf_counter() - started
+    rows = sqlite3.connect(path).execute("SELECT COUNT(*) FROM w").fetchone()[0]
+    return {"transactions_per_s": len(waits) / wall,
+            "median_ms": 1000 * statistics.median(waits),
+            "p90_ms": 1000 * waits[int(0.9 * len(waits))],
+            "p99_ms": 1000 * waits[int(0.99 * len(waits))],
+            "rows": rows, "expected_rows": processes * n}
+
+
 def ledger_rate(settings: Settings, charges: int, writers: int,
                 server: Path | None = None) -> dict:
     """Threads' settlements (their two charges and their hold's release in one) through the
@@ -186,6 +242,11 @@ def main() -> None:
     for how in ("apart", "folded", "folded", "apart"):  # alternated: the machine drifts
         result.setdefault(f"sqlite_lifecycle_{how}", []).append(
             registry_rate(sqlite, args.threads, args.writers, lifecycle=how))
+    per_process = max(1, args.threads // 5)
+    for own in (False, True, True, False):
+        result.setdefault("sqlite_processes_" + ("own_waits" if own else "busy_handler"),
+                          []).append(processes_rate(sqlite.data_dir, PROCESSES, per_process,
+                                                    PROCESS_GAP_S, own))
     cluster = None if args.postgres_dsn else durable_postgres()
     dsn = args.postgres_dsn or (cluster.dsn if cluster else None)
     try:
@@ -223,6 +284,13 @@ def main() -> None:
                   "per thread, client / server: " + ", ".join(
                       f"{r['client_cpu_ms_per_thread']:.1f} / {r['server_cpu_ms_per_thread']:.1f}"
                       " ms" for r in runs))
+    print(f"  sqlite from {PROCESSES} processes at once, {per_process} transactions each "
+          f"{PROCESS_GAP_S * 1000:g} ms apart (two runs each, alternated):")
+    for how in ("own_waits", "busy_handler"):
+        for r in result[f"sqlite_processes_{how}"]:
+            print(f"    {how:12s} {r['transactions_per_s']:6.0f} transactions/s; a transaction:"
+                  f" median {r['median_ms']:.2f} ms, p90 {r['p90_ms']:.2f}, p99 "
+                  f"{r['p99_ms']:.2f}")
     if "postgres_ledger" in result:
         led = result["postgres_ledger"]
         print(f"  PostgreSQL ledger, group commits: {led['settlements_per_s']:.0f} threads "
@@ -237,6 +305,9 @@ def main() -> None:
             for db in ("sqlite", "postgres") if db in result}
     checks = {f"every thread done on {db}": all(r["threads_done"] == r["expected_done"]
                                                 for r in rs) for db, rs in runs.items()}
+    checks["every process's transaction written"] = all(
+        r["rows"] == r["expected_rows"] for how in ("own_waits", "busy_handler")
+        for r in result[f"sqlite_processes_{how}"])
     checks["rates finite and positive"] = positive(
         *(r["threads_per_s"] for rs in runs.values() for r in rs))
     if "postgres_ledger" in result:
