@@ -118,10 +118,8 @@ class Lifecycle:
         by key where known) referenced, and dated. One commit less than a transaction of its
         own, and a thread is never ended but undated."""
         def write(db: Any, thread_id: str) -> None:
-            refs = [(kind, key, (sizes or {}).get(key, 0))
-                    for kind, key in self.store.thread_blobs_in(db, thread_id)]
-            self.store.thread_ended_in(db, thread_id, domain, status,
-                                       self.retention.ttl(domain), refs)
+            self.store.date_end_in(db, thread_id, domain, status, self.retention.ttl(domain),
+                                   sizes)
         return write
 
     def thread_ended(self, thread_id: str, domain: str, status: str,
@@ -130,10 +128,8 @@ class Lifecycle:
         what its record names and date it, in one transaction; a done thread's checkpoints
         go now. Never raises."""
         try:
-            names = self.store.thread_blobs(thread_id)
-            refs = [(kind, key, (sizes or {}).get(key, 0)) for kind, key in names]
-            dates = self.store.thread_ended(thread_id, domain, status,
-                                            self.retention.ttl(domain), refs)
+            dates = self.store.date_end(thread_id, domain, status, self.retention.ttl(domain),
+                                        sizes)
             if status == "done":
                 self.checkpoints_done(thread_id)
             return dates
@@ -321,11 +317,7 @@ class Collector:
         not get through): referenced and dated now, from now."""
         ended = self.store.unrecorded_ends(batch)
         for thread_id, domain, status in ended:
-            refs = [(thread_id, domain, kind, key, 0)
-                    for kind, key in self.store.thread_blobs(thread_id)]
-            self.store.add_refs(refs)
-            self.store.thread_ended(thread_id, domain, status,
-                                    self.lifecycle.retention.ttl(domain))
+            self.store.date_end(thread_id, domain, status, self.lifecycle.retention.ttl(domain))
         return len(ended)
 
     def _expire_errors(self, batch: int, domain: str | None) -> int:

@@ -188,6 +188,20 @@ class LifecycleSQL:
         with self._tx() as db:
             return self.thread_ended_in(db, thread_id, domain, status, ttl, refs)
 
+    def date_end(self, thread_id: str, domain: str, status: str, ttl: Ttl,
+                 sizes: dict[str, int] | None = None) -> ThreadExpiry:
+        """Reference what the thread's record names (input, checkpoints, result; ``sizes``
+        by key where known) and date it, in one transaction."""
+        with self._tx() as db:
+            return self.date_end_in(db, thread_id, domain, status, ttl, sizes)
+
+    def date_end_in(self, db: Any, thread_id: str, domain: str, status: str, ttl: Ttl,
+                    sizes: dict[str, int] | None = None) -> ThreadExpiry:
+        """:meth:`date_end` in a transaction of the caller's (the record's end)."""
+        refs = [(kind, key, (sizes or {}).get(key, 0))
+                for kind, key in self.thread_blobs_in(db, thread_id)]
+        return self.thread_ended_in(db, thread_id, domain, status, ttl, refs)
+
     def thread_ended_in(self, db: Any, thread_id: str, domain: str, status: str, ttl: Ttl,
                         refs: Sequence[tuple[str, str, int]] = ()) -> ThreadExpiry:
         """:meth:`thread_ended` in a transaction of the caller's (the record's end)."""
