@@ -40,10 +40,9 @@ from tilemore.errors import ServiceUnavailable, TilemoreError
 from tilemore.lifecycle import Lifecycle
 from tilemore.metrics import NO_METRICS, Metrics
 from tilemore.operator import Operator
-from tilemore.pipeline.graph import TaskGraph, TaskNode, build_graph
+from tilemore.pipeline.graph import TaskGraph, TaskNode
 from tilemore.pipeline.run import (
     BranchPlan,
-    Completed,
     Progress,
     Retry,
     RunCanceled,
@@ -70,6 +69,7 @@ from tilemore.service.events import (
     Tracing,
 )
 from tilemore.service.failures import FailureRecorder
+from tilemore.service.resume import Start, start_of, task_stats, thread_graph
 from tilemore.service.run_loop import IO_THREADS, RunLoop
 from tilemore.service.sweeps import Sweeps, sweep_holds
 from tilemore.service.tracing import NO_TRACE, ThreadTrace, Tracer
@@ -77,7 +77,6 @@ from tilemore.store import (
     AlsoWrite,
     ErrorIndex,
     ResultInfo,
-    TaskRecord,
     ThreadRecord,
     ThreadRepository,
 )
@@ -275,7 +274,7 @@ class Conductor:
     def _settle_recorded(self, rec: ThreadRecord, epoch: int | None) -> None:
         """Settle the tasks the thread's record says are done."""
         ops = {t.id: t.operator for t in self._graph(rec).tasks}
-        tasks = tuple(_stats(t) for t in rec.tasks if t.status == "done" and t.task_id in ops)
+        tasks = tuple(task_stats(t) for t in rec.tasks if t.status == "done" and t.task_id in ops)
         self.events.emit(ThreadEnding(rec, epoch, status="failed", tasks=tasks, operators=ops))
 
     def run_thread(self, thread_id: str) -> str:
@@ -353,33 +352,12 @@ class Conductor:
             log.warning("thread %s: its hold was not released (%s); the hold sweep will",
                         rec.id, exc)
 
-    def _prepare(self, rec: ThreadRecord) -> tuple[TaskGraph, dict[str, Completed],
-                                                    dict[str, str], bytes | BlobNotFound]:
-        """What a run starts from (on an I/O thread): its graph, in the version the thread
-        was accepted under, kept when a newer one was deployed (its checkpoints were made by
-        those operators, and mixing versions would give a result neither gives); the tasks
-        an earlier run finished whose checkpoints are still stored (one that went, a store
-        that lost it, runs again, and is not charged again); the branches a selector ruled
-        out; and the input, unless nothing is left to run or the thread is canceled (or why
-        it is no longer stored)."""
-        graph = self._graph(rec)
-        ids = {t.id for t in graph.tasks}
-        completed = {t.task_id: self._completed(t) for t in rec.tasks
-                     if t.status == "done" and t.checkpoint_key and t.task_id in ids
-                     and self.blobs.exists(t.checkpoint_key)}
-        skipped = {t.task_id: t.note or "" for t in rec.tasks  # ruled out by a selector
-                   if t.status == "skipped" and t.task_id in ids}
-        if rec.cancel_requested or len(ids) == len(completed) + len(skipped):
-            return graph, completed, skipped, b""
-        try:
-            return graph, completed, skipped, self.blobs.get(rec.input_key)
-        except BlobNotFound as exc:  # lost (expired, deleted): no retry brings it back
-            return graph, completed, skipped, exc
+    def _prepare(self, rec: ThreadRecord) -> Start:
+        """What a run starts from (on an I/O thread: :mod:`tilemore.service.resume`)."""
+        return start_of(rec, self._graph(rec), self.blobs, self._checkpoint)
 
     def _graph(self, rec: ThreadRecord) -> TaskGraph:
-        """The thread's graph, in the pipeline version it was accepted under."""
-        pipeline = self.catalog.version(rec.pipeline, rec.fingerprint, self.threads)
-        return build_graph(pipeline, rec.envelope["adjustments"], rec.output_format)
+        return thread_graph(self.catalog, self.threads, rec)
 
     async def _run(self, rec: ThreadRecord, trace: ThreadTrace = NO_TRACE) -> Ending:
         """Run the thread's graph, and say how it ended (settled and recorded by
@@ -387,29 +365,29 @@ class Conductor:
         thread_id = rec.id
         epoch = self.epoch(thread_id)  # every write names it: a lost lease refuses them
         try:
-            graph, completed, skipped, data = await self._runs.blocking(self._prepare, rec)
+            start = await self._runs.blocking(self._prepare, rec)
         except ServiceUnavailable:
             raise  # the thread waits for the store; it is not failed
         except TilemoreError as exc:  # a version no longer known, adjustments it refuses
             if rec.cancel_requested:
                 return Ending("canceled", {}, {})
             return Ending("failed", {}, {}, error=(exc.code, exc.message, None))
-        ops = {t.id: t.operator for t in graph.tasks}
+        ops = {t.id: t.operator for t in start.graph.tasks}
         # Its finished tasks, to settle at the end: an earlier run's too, which a conductor
         # that died before settling left unpaid (one paid before is not charged again).
-        done = {t.task_id: _stats(t) for t in rec.tasks if t.status == "done"
+        done = {t.task_id: task_stats(t) for t in rec.tasks if t.status == "done"
                 and t.task_id in ops}
         if rec.cancel_requested:
             return Ending("canceled", done, ops)
-        if isinstance(data, BlobNotFound):
+        if isinstance(start.data, BlobNotFound):
             return Ending("failed", done, ops, error=(
-                data.code, f"the thread's input image is no longer stored ({data.message}); "
-                "submit it again", None))
+                start.data.code, f"the thread's input image is no longer stored "
+                f"({start.data.message}); submit it again", None))
         handed: dict[str, float] = {}  # task id → when it went to the backend
         emit = self.events.emit
 
         async def started(tasks: list[TaskNode]) -> None:
-            first = not handed and not completed
+            first = not handed and not start.completed
             event = TasksStarted(rec, epoch, tasks=tuple(tasks), first=first, trace=trace)
             handed.update((t.id, event.at) for t in tasks)
             await self._runs.blocking(emit, event)
@@ -447,8 +425,8 @@ class Conductor:
 
         try:
             result = await run_graph_async(
-                graph, data, self.backend, finished, completed=completed, on_start=started,
-                on_retry=retrying, on_plan=planned, skipped=skipped,
+                start.graph, start.data, self.backend, finished, completed=start.completed,
+                on_start=started, on_retry=retrying, on_plan=planned, skipped=start.skipped,
                 reload=lambda st: self._checkpoint(st.checkpoint),
                 should_stop=stop_asked)
         except RunCanceled:
@@ -476,15 +454,9 @@ class Conductor:
                                                       out.content_type, out.width, out.height),
                                    qc=[asdict(q) for q in result.qc], epoch=epoch, also=also)
 
-    def _completed(self, t: TaskRecord) -> Completed:
-        key = t.checkpoint_key
-        assert key is not None
-        return Completed(_stats(t), lambda: self._checkpoint(key))
-
     async def _checkpoint(self, key: str) -> object:
         """A finished task's output, read back from its checkpoint on an I/O thread."""
         return await self._runs.blocking(lambda: checkpoint.load(self.blobs.get(key)))
-
 
 
 @dataclass(frozen=True)
@@ -496,9 +468,3 @@ class Ending:
     operators: Mapping[str, type[Operator]]  # task id → operator, for their prices
     result: RunResult | None = None  # done
     error: tuple[str, str, str | None] | None = None  # failed: code, message, task
-
-
-def _stats(t: TaskRecord) -> TaskStats:
-    """A task an earlier run finished, as the graph runner and the charger see it."""
-    return TaskStats(t.task_id, t.operator, t.started_at or 0.0, t.finished_at or 0.0,
-                     t.megapixels or 0.0, "", 0, None, t.checkpoint_key)
