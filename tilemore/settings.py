@@ -87,8 +87,15 @@ class Settings(BaseModel):
         default_factory=dict, description="each operator's own settings, by operator name: "
         "what its replicas see as context.options (JSON in the environment)")
     checkpoint_tasks: bool = Field(
-        False, description="store every task's output in the blob store (the service does)"
-    )
+        False, description="store finished tasks' outputs in the blob store (the service does)")
+    checkpoint_policy: Literal["costly", "always"] = Field(
+        "costly", description="which: costly, those whose run took longer than storing their "
+        "output would (a cheap one runs again after a loss); always, every one")
+    checkpoint_put_seconds: float = Field(
+        0.002, ge=0, le=10, description="what storing an output costs at first, fixed part; "
+        "each replica then learns it from its own puts")
+    checkpoint_put_mb_per_second: float = Field(
+        200, gt=0, le=100_000, description="likewise, raw megabytes stored per second")
 
     # The service's embedded state: SQLite and blobs under data_dir unless configured.
     data_dir: Path = Field(Path("tilemore-data"), description="embedded state lives here")

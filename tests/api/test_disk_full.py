@@ -58,7 +58,7 @@ def test_an_upload_to_a_full_disk_is_a_503_and_nothing_is_recorded(tmp_path, sma
 
 
 def test_a_thread_waits_for_room_then_completes(tmp_path, small_disk):
-    svc = Service(tmp_path / "svc", blob_dir=small_disk)
+    svc = Service(tmp_path / "svc", blob_dir=small_disk, checkpoint_policy="always")
     svc.conductor.start_sweeping()
     try:
         img = encode(noisy(photo(96, 64), 10, seed=2), "PNG")  # checkpoints: ~18 KB each

@@ -19,7 +19,8 @@ THUMB = {"pipeline": "thumbnail", "adjustments": {"shifter": {"resize": {"width"
 @pytest.fixture
 def svc(tmp_path):
     service = Service(tmp_path, pipeline_paths=[DATA / "fragile.yaml"],
-                      retention_results_seconds=3600, blob_grace_seconds=0)
+                      retention_results_seconds=3600, blob_grace_seconds=0,
+                      checkpoint_policy="always")  # these tasks are too cheap to store else
     yield service
     service.close()
 

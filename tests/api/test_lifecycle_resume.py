@@ -31,7 +31,8 @@ class DiesAfterShifter(Listener):
 
 
 def crashed_after_decode(backend):
-    settings = backend.settings(checkpoint_tasks=True, blob_grace_seconds=0)
+    settings = backend.settings(checkpoint_tasks=True, checkpoint_policy="always",
+                                blob_grace_seconds=0)
     store = backend.store()
     store.create_domain("acme")
     blobs = LocalBlobStore(settings.blob_path)

@@ -60,7 +60,7 @@ def test_finished_threads_do_not_change_state(backend):
 
 
 def test_a_new_conductor_resumes_and_skips_finished_tasks(backend):
-    settings = backend.settings(checkpoint_tasks=True)
+    settings = backend.settings(checkpoint_tasks=True, checkpoint_policy="always")
     store = backend.store()
     store.create_domain("acme")
     blobs = LocalBlobStore(settings.blob_path)
@@ -90,6 +90,30 @@ def test_a_new_conductor_resumes_and_skips_finished_tasks(backend):
     assert resumed.result.sha256 == done.result.sha256  # and the same bytes as before
     ran = {op.name for op in second._hosts}  # noqa: SLF001 - which replicas were needed
     assert ran == {"shifter", "encoder"}
+
+
+def test_a_resumed_thread_runs_again_what_was_too_cheap_to_store(backend):
+    """The default policy: no task here ran longer than a put would take (1 s, as set), so
+    none kept a checkpoint, and the decode that finished before the crash runs again for the
+    shifter that reads it. The result is the same."""
+    settings = backend.settings(checkpoint_tasks=True, checkpoint_put_seconds=1)
+    store = backend.store()
+    store.create_domain("acme")
+    blobs = LocalBlobStore(settings.blob_path)
+    catalog = Catalog.load(settings)
+    rec = stored_thread(store, blobs, catalog.pipeline("thumbnail").fingerprint)
+    assert Conductor(store, blobs, catalog, LocalBackend(settings)).run_thread(rec.id) == "done"
+    done = store.get_thread(rec.id)
+    assert [t.checkpoint_key for t in done.tasks] == [None, None, None]
+    died_after_decode(store, rec.id)
+
+    second = LocalBackend(settings)
+    assert Conductor(store, blobs, catalog, second).run_thread(rec.id) == "done"
+    resumed = store.get_thread(rec.id)
+    assert resumed.result.sha256 == done.result.sha256
+    assert resumed.tasks[0].started_at > done.tasks[0].started_at  # decode ran again
+    ran = {op.name for op in second._hosts}  # noqa: SLF001 - which replicas were needed
+    assert ran == {"decode", "shifter", "encoder"}
 
 
 def test_a_thread_whose_pipeline_changed_fails_instead_of_mixing_versions(backend):

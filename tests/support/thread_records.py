@@ -20,8 +20,9 @@ def new_thread(key: str = "k1") -> NewThread:
 
 
 def service_parts(backend):
-    """(settings, store with domain ``acme``, blobs, catalog), checkpointing tasks."""
-    settings = backend.settings(checkpoint_tasks=True)
+    """(settings, store with domain ``acme``, blobs, catalog), checkpointing every task (the
+    crash below is after a decode too cheap to store under the default policy)."""
+    settings = backend.settings(checkpoint_tasks=True, checkpoint_policy="always")
     store = backend.store()
     store.create_domain("acme")
     blobs = LocalBlobStore(settings.blob_path)

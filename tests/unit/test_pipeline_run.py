@@ -138,7 +138,7 @@ def test_a_retry_reads_its_inputs_again_from_their_checkpoints(tmp_path):
     from tilemore.engine import checkpoint
     from tilemore.settings import Settings
 
-    settings = Settings(data_dir=tmp_path, checkpoint_tasks=True)
+    settings = Settings(data_dir=tmp_path, checkpoint_tasks=True, checkpoint_policy="always")
     blobs = open_blob_store(settings.blobs)
     reloaded = []
 
@@ -191,6 +191,53 @@ def test_a_run_lost_with_its_replica_runs_again_outside_the_retry_policy(tmp_pat
     assert (tmp_path / "calls").read_text() == "4"  # it ran 4 times, reported once
     assert [d.task.task_id for d in done].count("shaky") == 1
     assert decode_png(result.output.data).shape == (32, 32, 3)
+
+
+def test_a_loss_runs_again_the_inputs_too_cheap_to_have_a_checkpoint(tmp_path):
+    """The decode before a lost task kept no checkpoint (the default policy: it ran faster
+    than storing its output would take), so it runs again with it; after a failure that is
+    not a loss its output is still where it was, and it does not."""
+    settings = Settings(data_dir=tmp_path, checkpoint_tasks=True, checkpoint_put_seconds=1)
+    local = LocalBackend(settings)
+    try:
+        for lost, (failures, handed) in {True: (0, 2), False: (1, 1)}.items():
+            p = flaky(tmp_path, "{backoff_seconds: 0}")
+            counter = tmp_path / f"calls-{lost}"
+            g = build_graph(p, {"shaky": {"failures": failures, "counter": str(counter)}})
+            started: list[str] = []
+            result = run_graph(g, encode(photo(32, 24)),
+                               LosingBackend(local, "shaky", 1 if lost else 0),
+                               reload=lambda st: pytest.fail(f"{st.task_id} was stored"),
+                               on_start=lambda ts: started.extend(t.id for t in ts))
+            assert started.count("decode") == handed, lost
+            assert started.count("shaky") == started.count("encoder") == 2, started
+            assert result.stats["decode"].checkpoint is None
+            assert decode_png(result.output.data).shape == (24, 32, 3)
+    finally:
+        local.close()
+
+
+def test_a_loss_after_qc_runs_again_only_the_pick_it_needs(tmp_path):
+    """The encoder reads the picked candidate through the selector. Lost, it runs again
+    with that candidate alone: the verdict (always stored) stands, the other branch and
+    the selector do not run again."""
+    settings = Settings(data_dir=tmp_path, checkpoint_tasks=True, checkpoint_put_seconds=1)
+    dark = (photo(40, 30) // 4).astype(np.uint8)
+    g = build_graph(pipeline_from(tmp_path, TWO_SPINNERS),
+                    {"master": {"algorithm": "race", "seconds": 0}})
+    local = LocalBackend(settings)
+    started: list[str] = []
+    try:
+        result = run_graph(g, encode(dark), LosingBackend(local, "encoder", 1),
+                           reload=lambda st: pytest.fail(f"{st.task_id} was stored"),
+                           on_start=lambda ts: started.extend(t.id for t in ts))
+    finally:
+        local.close()
+    assert sorted(started) == sorted(["decode", "master/left", "master/right", "master/select",
+                                      "master/right", "encoder", "encoder"])
+    assert result.stats["master/select"].checkpoint is not None  # the verdict
+    assert result.qc[0].pick == "right"
+    assert np.array_equal(decode_png(result.output.data), 255 - dark)
 
 
 def test_a_task_lost_again_and_again_fails_its_thread(tmp_path, backend):
@@ -284,7 +331,7 @@ def test_a_resumed_run_reads_the_pick_from_its_candidates_checkpoint(tmp_path):
     from tilemore.engine import checkpoint
     from tilemore.pipeline.run import Completed
 
-    settings = Settings(data_dir=tmp_path, checkpoint_tasks=True)
+    settings = Settings(data_dir=tmp_path, checkpoint_tasks=True, checkpoint_policy="always")
     blobs = open_blob_store(settings.blobs)
     p = pipeline_from(tmp_path, TWO_SPINNERS)
     dark = (photo(40, 30) // 4).astype(np.uint8)

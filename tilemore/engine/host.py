@@ -16,6 +16,7 @@ from typing import Any
 
 from tilemore.blobs import open_blob_store
 from tilemore.engine import checkpoint
+from tilemore.engine.checkpoint_policy import CheckpointPolicy, raw_bytes
 from tilemore.engine.memory import return_large_buffers_to_the_os
 from tilemore.image import Encoded, Image
 from tilemore.operator import Operator, OperatorContext, OperatorParams, Selection
@@ -66,6 +67,7 @@ class OperatorHost:
         self.operator.context = OperatorContext.for_operator(operator, settings, cpus)
         self.operator.setup()
         self.blobs = open_blob_store(settings.blobs) if settings.checkpoint_tasks else None
+        self.policy = CheckpointPolicy.of(settings)
 
     def ready(self) -> str:
         return self.operator.name
@@ -87,8 +89,21 @@ class OperatorHost:
         """One tile of a task split across replicas: pixels in, pixels out."""
         return self.operator.process(params, Image(pixels)).pixels
 
-    def checkpoint(self, output: Any) -> str | None:
-        return self.blobs.put(checkpoint.dump(output)) if self.blobs is not None else None
+    def checkpoint(self, output: Any, run_seconds: float,
+                   selection: Selection | None = None) -> tuple[str | None, int]:
+        """Stores a finished task's output (a selector's: its verdict) when the policy finds
+        it worth it; its key and stored size, or ``(None, 0)``. Stored here, beside the data,
+        so that a finished task survives the loss of this replica, the conductor or the
+        whole cluster."""
+        value = selection if selection is not None else output
+        if self.blobs is None or not self.policy.worth_storing(
+                run_seconds, value, verdict=selection is not None):
+            return None, 0
+        started = time.perf_counter()
+        data = checkpoint.dump(value)
+        key = self.blobs.put(data)
+        self.policy.cost.observed(raw_bytes(value), time.perf_counter() - started)
+        return key, len(data)
 
     def run(self, task_id: str, params: OperatorParams, *inputs: Any) -> tuple[Any, TaskStats]:
         started = time.time()
@@ -100,13 +115,9 @@ class OperatorHost:
         except Exception as exc:  # noqa: BLE001 - reported to the conductor through the stats
             output, failure = None, TaskFailure(_picklable(exc), traceback.format_exc())
         finished = time.time()
-        key, size = None, 0
-        if self.blobs is not None and failure is None:
-            # Stored here, beside the data, so that a finished task survives the loss of this
-            # replica, the conductor or the whole cluster. A selector's is its verdict: the
-            # picked image is its candidate's checkpoint already.
-            data = checkpoint.dump(selection if selection is not None else output)
-            key, size = self.blobs.put(data), len(data)
+        # A selector's checkpoint is its verdict: the picked image is its candidate's.
+        key, size = (None, 0) if failure else self.checkpoint(output, finished - started,
+                                                               selection)
         stats = TaskStats(task_id, self.operator.name, started, finished,
                           _megapixels(inputs) or _megapixels((output,)), socket.gethostname(),
                           os.getpid(), failure, key, checkpoint_bytes=size, selection=selection)

@@ -73,12 +73,12 @@ def fan_out(hosts: list[Any], task_id: str, operator_name: str, params: Operator
             pixels = np.clip(np.rint(stitch_feathered(h, w, channels, iter(done))),
                              0, 255).astype(np.uint8)
         output = image.with_pixels(pixels)
-        key = replicas.call("checkpoint", output)
+        key, size = replicas.call("checkpoint", output, time.time() - started)
         failure = None
     except Exception as exc:  # noqa: BLE001 - reported through the stats, as replicas do
-        output, key = None, None
+        output, key, size = None, None, 0
         failure = TaskFailure(exc if isinstance(exc, TilemoreError) else RuntimeError(repr(exc)),
                               traceback.format_exc())
     stats = TaskStats(task_id, operator_name, started, time.time(), image.megapixels,
-                      socket.gethostname(), os.getpid(), failure, key, tiles)
+                      socket.gethostname(), os.getpid(), failure, key, tiles, size)
     return output, stats

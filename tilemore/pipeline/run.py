@@ -186,9 +186,10 @@ async def run_graph_async(
         if isinstance(inp, FromTask):  # handed on already: the backend waits for it
             return await output_of(inp.task) if inp.task in stats else outputs.get(inp.task)
         assert isinstance(inp, Picked)
-        if inp.selector in outputs or inp.selector not in done:
+        if inp.selector in outputs or inp.selector not in selections:
             return outputs.get(inp.selector)  # the picked image, once the selector is handed on
-        picked = plans.live(inp.selector)[selections[inp.selector].pick]  # an earlier run's
+        # Decided, and its output is not here: an earlier run's, or a pick run again
+        picked = plans.live(inp.selector)[selections[inp.selector].pick]
         out = await output_of(picked) if picked in stats else outputs.get(picked)
         if out is not None:
             outputs[inp.selector] = out
@@ -214,6 +215,26 @@ async def run_graph_async(
                 gone.add(task.id)
                 waiting.append(task)
 
+    async def restore_inputs(task: TaskNode, lost: bool) -> None:
+        """Before ``task`` runs again: its failure may be an input lost with the node that
+        held it, so each input is put again from its checkpoint. After a loss, one with no
+        checkpoint (too cheap to store) runs again itself."""
+        put_again: dict[str, Any] = {}  # held → its output, put once
+        for dep in _input_tasks(task, selections, plans):
+            held = _held_by(dep, selections, plans)  # a selector's: its pick's
+            if held not in stats:  # running again already
+                continue
+            if reload is not None and stats[held].checkpoint:
+                if held not in put_again:
+                    put_again[held] = backend.put(await _value(reload(stats[held])))
+                outputs[dep] = put_again[held]
+            elif lost and not stats[held].checkpoint and held not in done:
+                del stats[held]
+                outputs.pop(held, None)
+                outputs.pop(dep, None)  # a selector's: its pick, handed on again once rerun
+                take_back(graph.task(held))
+                waiting.append(graph.task(held))
+
     async def judge(handle: Any, task: TaskNode) -> None:
         """A finished run of ``task`` whose inputs all finished well."""
         st = _stats(backend, handle, task)
@@ -231,10 +252,7 @@ async def run_graph_async(
             not_before[task.id] = time.monotonic() + delay
             outputs.pop(task.id, None)  # its error was read with its stats
             take_back(task)
-            for dep in _input_tasks(task, selections, plans) if reload is not None else ():
-                held = _held_by(dep, selections, plans)  # a selector's: its pick's
-                if held in stats and stats[held].checkpoint:
-                    outputs[dep] = backend.put(await _value(reload(stats[held])))
+            await restore_inputs(task, lost=isinstance(st.failure.error, ReplicaLost))
             waiting.append(task)
             if on_retry is not None:
                 await _value(on_retry(Retry(task, n, st.failure, delay)))
@@ -387,6 +405,8 @@ def _input_tasks(task: TaskNode, selections: Mapping[str, Selection],
             ids.append(inp.task)
         elif isinstance(inp, Picked):
             ids.append(inp.selector)
+            if (verdict := selections.get(inp.selector)) is not None:  # and what it picked
+                ids.append(plans.live(inp.selector)[verdict.pick])
     return ids
 
 
