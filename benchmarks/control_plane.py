@@ -338,6 +338,8 @@ def main() -> None:
     ap.add_argument("--idle-poll-ms", type=float, default=5.0)
     ap.add_argument("--quiet-s", type=float, default=10.0,
                     help="seconds without load over which each process's own CPU is read")
+    ap.add_argument("--checkpoint-policy", choices=("costly", "always"), default="costly",
+                    help="the service's TILEMORE_CHECKPOINT_POLICY (always: as before it)")
     args = parse(ap, threads=16, clients=4, rounds=1, idle=3, quiet_s=1.0)
     for name in ("threads", "clients", "rounds", "idle"):
         if not 1 <= getattr(args, name) <= 100_000:
@@ -349,7 +351,8 @@ def main() -> None:
 
     peer = PeerIngress.bind(PeerDecode.bind(), PeerEncode.bind())
     settings, auth = start_service(extra_apps={"/floor": Floor.bind(), "/peer": peer},
-                                   pipeline_paths=[PIPELINE])
+                                   pipeline_paths=[PIPELINE],
+                                   checkpoint_policy=args.checkpoint_policy)
     sides = Sides(settings.base_url, auth, args.poll_ms / 1000, long_poll=not args.poll)
     images = Images()
     n, c = args.threads, args.clients
@@ -423,6 +426,7 @@ def main() -> None:
              for k, v in got["quiet_cpu"].spent.items() if got["quiet_cpu"].pids.get(k)}
     result = {
         "machine": machine(), "load_average": os.getloadavg(), "threads_per_round": n,
+        "checkpoint_policy": args.checkpoint_policy,
         "clients": c, "rounds": args.rounds, "long_poll": not args.poll,
         "poll_ms": args.poll_ms if args.poll else None,
         "floor_cycles_per_s": rate["floor"], "tilemore_threads_per_s": rate["tilemore"],
