@@ -122,6 +122,26 @@ def test_a_done_thread_is_not_run_again(svc):
     assert reply.status == 409 and reply.code == "thread_done"
 
 
+def test_a_thread_too_cheap_to_checkpoint_leaves_its_input_and_result_and_nothing_to_collect(
+        tmp_path, monkeypatch):
+    """The default policy, with a put costed at 1 s: no task stores its output, and the
+    thread's end has no checkpoint to look for (the one with them, above, collects them)."""
+    svc = Service(tmp_path, checkpoint_put_seconds=1, blob_grace_seconds=0)
+    try:
+        looked: list[str] = []
+        collect = svc.lifecycle.checkpoints_done
+        monkeypatch.setattr(svc.lifecycle, "checkpoints_done",
+                            lambda tid: (looked.append(tid), collect(tid)))
+        body = done_thread(svc, encode(photo(64, 48), "PNG"))
+        rec = svc.store.get_thread(body["thread_id"])
+        assert [t.checkpoint_key for t in rec.tasks] == [None] * len(rec.tasks)
+        assert {b.key for b in svc.blobs.list()} == {rec.input_key, rec.result.key}
+        assert {k for k, _, _ in svc.lifecycle.store.refs(rec.id)} == {"input", "result"}
+        assert looked == []
+    finally:
+        svc.close()
+
+
 def test_a_failed_thread_runs_again_and_only_unfinished_tasks_are_charged(svc, tmp_path):
     counter = tmp_path / "calls"
     env = {"pipeline": "fragile", "output_format": "png",

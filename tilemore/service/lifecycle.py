@@ -27,6 +27,9 @@ class LifecycleListener(Listener):
     def __init__(self, lifecycle: Lifecycle) -> None:
         self.lifecycle = lifecycle
         self._sizes: OrderedDict[str, dict[str, int]] = OrderedDict()  # thread → key → bytes
+        # ended threads that stored a checkpoint: the others have none to collect (most, with
+        # checkpoints only where they pay), so their end reads nothing more
+        self._stored: OrderedDict[str, None] = OrderedDict()
 
     def tasks_started(self, event: Any) -> None:
         if event.first:  # the ingress referenced it; one that died just after its record not
@@ -45,12 +48,19 @@ class LifecycleListener(Listener):
 
     def ending(self, thread: ThreadRecord, status: str) -> AlsoWrite:
         """The lifecycle's writes for the thread's end, for the registry's end transaction."""
-        return self.lifecycle.ending(thread.domain, status, self._sizes.pop(thread.id, None))
+        sizes = self._sizes.pop(thread.id, None)
+        if sizes or any(t.checkpoint_key for t in thread.tasks):  # this run's, or earlier ones'
+            self._stored[thread.id] = None
+            while len(self._stored) > SIZES_KEPT:  # ends never recorded: forgotten in time
+                self._stored.popitem(last=False)
+        return self.lifecycle.ending(thread.domain, status, sizes)
 
     def thread_ended(self, event: ThreadEnded) -> None:
         """A done thread's checkpoints go now (best effort: the collector removes them
         later otherwise)."""
-        if event.status != "done":
+        stored = event.thread.id in self._stored
+        self._stored.pop(event.thread.id, None)
+        if event.status != "done" or not stored:
             return
         try:
             self.lifecycle.checkpoints_done(event.thread.id)
