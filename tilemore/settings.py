@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +19,6 @@ from pydantic import (
 )
 
 from tilemore import settings_sources as sources
-from tilemore.errors import TilemoreError
 from tilemore.settings_parts import (
     BlobSettings,
     DatabaseSettings,
@@ -475,25 +473,10 @@ class Settings(BaseModel):
         (``TILEMORE_ENV_FILE``; by default ``.env`` in the working folder, when ``environ``
         is the process's own), and a secrets folder (``TILEMORE_SECRETS_DIR``: one file per
         setting, named as its variable, as Kubernetes mounts a Secret)."""
-        own = environ is None
-        environ = os.environ if environ is None else environ
-        names = {ENV_PREFIX + name.upper() for name in cls.model_fields}
-        layered = sources.layered(environ, names, default_env_file=own)
-        values: dict[str, object] = {}
-        for name in cls.model_fields:
-            raw = layered.get(ENV_PREFIX + name.upper())
-            if raw is None or raw == "":
-                continue
-            values[name] = raw.split(os.pathsep) if name == "pipeline_paths" else raw
         try:
-            return cls.model_validate(values)
+            return cls.model_validate(sources.raw_values(cls.model_fields, environ))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            if not err["loc"]:  # a rule across settings: its message names them
-                raise TilemoreError(err["msg"].removeprefix("Value error, "),
-                                    code="invalid_setting") from None
-            var = ENV_PREFIX + str(err["loc"][0]).upper()
-            raise TilemoreError(f"{var}: {err['msg']}", code="invalid_setting") from None
+            raise sources.invalid_setting(exc) from None
 
 
 def _is_loopback(host: str) -> bool:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Mapping, Set
+from collections.abc import Iterable, Mapping, Set
 from pathlib import Path
+
+from pydantic import ValidationError
 
 from tilemore.errors import TilemoreError
 
@@ -15,6 +17,33 @@ ENV_FILE_VAR = ENV_PREFIX + "ENV_FILE"
 SECRETS_DIR_VAR = ENV_PREFIX + "SECRETS_DIR"
 MAX_ENV_FILE = 1 << 20  # bytes of a .env file read
 MAX_SECRET = 64 << 10  # bytes of one secret file
+
+
+def raw_values(fields: Iterable[str], environ: Mapping[str, str] | None) -> dict[str, object]:
+    """Each setting given, by field name, as its raw string (``pipeline_paths`` split on
+    ``os.pathsep``). ``environ``: the process's own when None, which also reads ``.env`` in
+    the working folder by default."""
+    own = environ is None
+    environ = os.environ if environ is None else environ
+    fields = list(fields)
+    found = layered(environ, {ENV_PREFIX + name.upper() for name in fields},
+                    default_env_file=own)
+    values: dict[str, object] = {}
+    for name in fields:
+        raw = found.get(ENV_PREFIX + name.upper())
+        if raw is None or raw == "":
+            continue
+        values[name] = raw.split(os.pathsep) if name == "pipeline_paths" else raw
+    return values
+
+
+def invalid_setting(exc: ValidationError) -> TilemoreError:
+    """The first of a validation's errors, named by its variable."""
+    err = exc.errors()[0]
+    if not err["loc"]:  # a rule across settings: its message names them
+        return TilemoreError(err["msg"].removeprefix("Value error, "), code="invalid_setting")
+    var = ENV_PREFIX + str(err["loc"][0]).upper()
+    return TilemoreError(f"{var}: {err['msg']}", code="invalid_setting")
 
 
 def layered(environ: Mapping[str, str], names: Set[str], *,
