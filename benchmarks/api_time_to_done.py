@@ -53,11 +53,13 @@ def main() -> None:
     ap = arguments(__doc__)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--megapixels", type=float, default=12.0)
+    ap.add_argument("--checkpoint-policy", choices=("costly", "always"), default="costly",
+                    help="the service's TILEMORE_CHECKPOINT_POLICY (always: as before it)")
     args = parse(ap, repeat=1, megapixels=0.3)
     size = photo_size(args.megapixels)
     graph = build_graph(Catalog.load().pipeline("denoised"), ADJUSTMENTS, "jpeg")
 
-    settings, auth = start_service()
+    settings, auth = start_service(checkpoint_policy=args.checkpoint_policy)
     base = settings.base_url
     api_times, statuses = [], []
     for i in range(args.repeat + 1):  # the first run warms the replicas up; not counted
@@ -88,6 +90,7 @@ def main() -> None:
     t_api, t_direct = statistics.median(api_times), statistics.median(direct_times)
     ratio = t_api / t_direct
     result = {"machine": machine(), "megapixels": args.megapixels, "api_s": t_api,
+              "checkpoint_policy": args.checkpoint_policy,
               "direct_s": t_direct, "ratio": ratio, "target": 1.15, "api_all_s": api_times,
               "direct_all_s": direct_times}
     print(f"{args.megapixels:g} MP submission on {machine()}")
