@@ -88,3 +88,27 @@ def test_nothing_is_stored_when_the_service_does_not_checkpoint(tmp_path):
     host = OperatorHost(Sleepy, Settings(data_dir=tmp_path))
     _, st = host.run("t", Sleepy.Params(seconds=0.01), Image(photo(8, 8)))
     assert st.checkpoint is None
+
+
+def test_the_policy_is_read_from_the_environment():
+    s = Settings.from_env({"TILEMORE_CHECKPOINT_POLICY": "always",
+                           "TILEMORE_CHECKPOINT_PUT_SECONDS": "0.02",
+                           "TILEMORE_CHECKPOINT_PUT_MB_PER_SECOND": "50"})
+    policy = CheckpointPolicy.of(s)
+    assert policy.mode == "always" and policy.cost.fixed == 0.02 and policy.cost.per_mb == 0.02
+    assert CheckpointPolicy.of(Settings.from_env({})).mode == "costly"
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("TILEMORE_CHECKPOINT_POLICY", "sometimes"),
+    ("TILEMORE_CHECKPOINT_PUT_SECONDS", "-1"),
+    ("TILEMORE_CHECKPOINT_PUT_SECONDS", "11"),
+    ("TILEMORE_CHECKPOINT_PUT_MB_PER_SECOND", "0"),
+    ("TILEMORE_CHECKPOINT_PUT_MB_PER_SECOND", "1e9"),
+])
+def test_a_bad_policy_setting_is_refused_by_name(variable, value):
+    from tilemore.errors import TilemoreError
+
+    with pytest.raises(TilemoreError) as info:
+        Settings.from_env({variable: value})
+    assert info.value.code == "invalid_setting" and str(info.value).startswith(variable)
